@@ -1,0 +1,29 @@
+"""SQLAlchemy models (the database of record) and the repositories that read and write them.
+
+Importing this package registers every table on :data:`models.base.Base.metadata` (Alembic reads it).
+"""
+
+from models.base import Base
+from models.calls import Call, CallEvent
+from models.chat import ChatMessage
+from models.clinics import Clinic
+from models.doctors import DoctorProfile
+from models.offers import Offer
+from models.ratings import Rating
+from models.sos import SosAlert
+from models.users import User
+from models.zones import Zone
+
+__all__ = [
+    "Base",
+    "Call",
+    "CallEvent",
+    "ChatMessage",
+    "Clinic",
+    "DoctorProfile",
+    "Offer",
+    "Rating",
+    "SosAlert",
+    "User",
+    "Zone",
+]

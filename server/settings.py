@@ -1,0 +1,135 @@
+"""Server settings, read once from the environment.
+
+Every setting is a ``TOT_*`` environment variable (a ``.env`` file in the working directory is read too,
+through Starlette's ``Config``). The README lists them all; this module is the single place that reads
+them. A bad value raises :class:`SettingsError` whose message is one line naming the setting, so the CLI
+can stop start-up with exactly that line.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from starlette.config import Config
+
+ENGINE_SCHEMES = ("memory", "redis", "rediss")
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+LOG_FORMATS = ("text", "json")
+MIN_SECRET_KEY_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output (RFC 7518, 3.2)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed. ``str(err)`` is one line that names the setting."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.setting = name
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The resolved configuration of one server process.
+
+    Durations are seconds. ``secret_key_generated`` is true when the demo generated a throwaway key
+    (tokens then die with the process).
+    """
+
+    engine_url: str = "memory://"
+    database_url: str = "sqlite+aiosqlite:///./tot.db"
+    secret_key: str = field(default="", repr=False)
+    secret_key_generated: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    log_level: str = "INFO"
+    log_format: str = "text"
+    demo: bool = False
+
+    @property
+    def engine_scheme(self) -> str:
+        """``memory`` or ``redis``/``rediss``."""
+        return urlsplit(self.engine_url).scheme
+
+    @property
+    def database_dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return urlsplit(self.database_url).scheme.split("+", 1)[0]
+
+
+def _positive_int(config: Config, name: str, default: int) -> int:
+    raw = config(name, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(name, f"must be positive, got {value}")
+    return value
+
+
+def _scheme(config: Config, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    url = str(config(name, default=default))
+    scheme = urlsplit(url).scheme
+    if scheme not in allowed:
+        raise SettingsError(
+            name, f"unsupported URL scheme {scheme!r} in {url!r}; use one of: {', '.join(allowed)}"
+        )
+    return url
+
+
+def _choice(config: Config, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = str(config(name, default=default)).lower()
+    if value not in allowed:
+        raise SettingsError(name, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def load_settings(*, demo: bool = False, environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate every ``TOT_*`` setting.
+
+    ``demo`` allows a missing ``TOT_SECRET_KEY``: a random one is generated and flagged, so the caller
+    can say so. ``environ`` replaces ``os.environ`` (tests).
+
+    Raises :class:`SettingsError` naming the first bad or missing setting.
+    """
+    env_file = ".env" if environ is None and os.path.exists(".env") else None
+    config = Config(env_file=env_file, environ=os.environ if environ is None else environ)
+
+    engine_url = _scheme(config, "TOT_ENGINE_URL", "memory://", ENGINE_SCHEMES)
+    database_url = _scheme(config, "TOT_DATABASE_URL", "sqlite+aiosqlite:///./tot.db", DATABASE_SCHEMES)
+
+    secret_key = str(config("TOT_SECRET_KEY", default=""))
+    generated = False
+    if not secret_key:
+        if not demo:
+            raise SettingsError(
+                "TOT_SECRET_KEY",
+                "required (set a random string of at least 32 characters, e.g. `openssl rand -hex 32`)",
+            )
+        secret_key, generated = secrets.token_hex(32), True
+    elif len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        raise SettingsError("TOT_SECRET_KEY", f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
+
+    port = _positive_int(config, "TOT_PORT", 8000)
+    if port > 65535:
+        raise SettingsError("TOT_PORT", f"must be at most 65535, got {port}")
+
+    return Settings(
+        engine_url=engine_url,
+        database_url=database_url,
+        secret_key=secret_key,
+        secret_key_generated=generated,
+        host=str(config("TOT_HOST", default="127.0.0.1")),
+        port=port,
+        access_token_ttl_s=_positive_int(config, "TOT_ACCESS_TOKEN_TTL", 15 * 60),
+        refresh_token_ttl_s=_positive_int(config, "TOT_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+        log_level=_choice(
+            config, "TOT_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+        ).upper(),
+        log_format=_choice(config, "TOT_LOG_FORMAT", "text", LOG_FORMATS),
+        demo=demo,
+    )
