@@ -88,11 +88,14 @@ def _choice(config: Config, name: str, default: str, allowed: tuple[str, ...]) -
     return value
 
 
-def load_settings(*, demo: bool = False, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(
+    *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
+) -> Settings:
     """Read and validate every ``TOT_*`` setting.
 
     ``demo`` allows a missing ``TOT_SECRET_KEY``: a random one is generated and flagged, so the caller
-    can say so. ``environ`` replaces ``os.environ`` (tests).
+    can say so. Commands that sign no tokens (``migrate``, ``users``) pass ``require_secret=False``.
+    ``environ`` replaces ``os.environ`` (tests).
 
     Raises :class:`SettingsError` naming the first bad or missing setting.
     """
@@ -104,14 +107,14 @@ def load_settings(*, demo: bool = False, environ: dict[str, str] | None = None) 
 
     secret_key = str(config("TOT_SECRET_KEY", default=""))
     generated = False
-    if not secret_key:
-        if not demo:
-            raise SettingsError(
-                "TOT_SECRET_KEY",
-                "required (set a random string of at least 32 characters, e.g. `openssl rand -hex 32`)",
-            )
+    if not secret_key and demo:
         secret_key, generated = secrets.token_hex(32), True
-    elif len(secret_key) < MIN_SECRET_KEY_LENGTH:
+    elif not secret_key and require_secret:
+        raise SettingsError(
+            "TOT_SECRET_KEY",
+            "required (set a random string of at least 32 characters, e.g. `openssl rand -hex 32`)",
+        )
+    elif secret_key and len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise SettingsError("TOT_SECRET_KEY", f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
 
     port = _positive_int(config, "TOT_PORT", 8000)

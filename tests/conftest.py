@@ -7,17 +7,126 @@ with random key prefixes, and the few that must flush use this database only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from models import migrate
+from server.app import create_app
+from server.settings import Settings
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://tot:tot@127.0.0.1:5432/postgres"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/9"
 
 
-def test_database_url() -> str:
+def pg_server_url() -> str:
     """The PostgreSQL server URL for tests (SQLAlchemy async form)."""
     return os.environ.get("TOT_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
 
 
-def test_redis_url() -> str:
+def redis_test_url() -> str:
     """The Redis URL for tests."""
     return os.environ.get("TOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+
+
+# --- databases ------------------------------------------------------------------------------------
+
+
+TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def create_pg_database(prefix: str = "tot_test") -> str:
+    """Create an empty database on the test PostgreSQL server; returns its SQLAlchemy URL.
+
+    Fails (never skips) when the server is unreachable: the suite promises real PostgreSQL.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = await asyncpg.connect(_asyncpg_dsn(pg_server_url()), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at TOT_TEST_DATABASE_URL is unreachable ({exc}); run `make test`")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(pg_server_url()).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(url: str) -> None:
+    """Drop a database made by :func:`create_pg_database`, disconnecting whoever is left on it."""
+    name = make_url(url).database
+    conn = await asyncpg.connect(_asyncpg_dsn(pg_server_url()), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_database_url() -> AsyncIterator[str]:
+    """A PostgreSQL/PostGIS database migrated to head, shared by the session, dropped at the end."""
+    url = await create_pg_database()
+    await asyncio.to_thread(migrate.upgrade, url)
+    yield url
+    await drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An SQLite file migrated to head, shared by the session."""
+    path = tmp_path_factory.mktemp("sqlite") / "tot.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL/PostGIS."""
+    name = "sqlite_database_url" if request.param == "sqlite" else "pg_database_url"
+    return str(request.getfixturevalue(name))
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    """Settings for an in-process app on ``database_url`` and the memory engine."""
+    values: dict[str, object] = {"database_url": database_url, "secret_key": TEST_SECRET_KEY}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def app_client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a fresh in-process app (lifespan entered) for ``settings``."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tot.test") as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process app on the session's database (both dialects, via ``database_url``)."""
+    async with app_client_for(make_settings(database_url)) as http:
+        yield http
+
+
+@pytest.fixture
+def repo_root() -> Iterator[Path]:
+    """The repository's root folder."""
+    yield Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from realtime.keys import Keys
-from tests.conftest import test_redis_url
+from tests.conftest import redis_test_url
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -26,7 +26,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def redis_client() -> AsyncIterator[aioredis.Redis]:
     """A client of the real test Redis (``TOT_TEST_REDIS_URL``); bytes responses, not decoded."""
-    client = aioredis.Redis.from_url(test_redis_url())
+    client = aioredis.Redis.from_url(redis_test_url())
     try:
         await client.ping()
         yield client

@@ -1,0 +1,1 @@
+"""Repositories: the only code that issues SQL for its aggregate. Handlers call these, never the ORM."""

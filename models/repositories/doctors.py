@@ -1,0 +1,92 @@
+"""Reading and writing doctor profiles."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.doctors import DoctorProfile
+from models.types import utcnow
+from models.users import User
+
+
+class DuplicateLicence(Exception):
+    """Another doctor already holds this licence number."""
+
+
+async def create_profile(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    licence_number: str,
+    specialties: Sequence[str],
+    clinic_id: uuid.UUID | None,
+) -> DoctorProfile:
+    """Insert an unverified profile (flushed). Raises :class:`DuplicateLicence`."""
+    exists = await session.scalar(
+        sa.select(DoctorProfile.user_id).where(DoctorProfile.licence_number == licence_number)
+    )
+    if exists is not None:
+        raise DuplicateLicence(licence_number)
+    profile = DoctorProfile(
+        user_id=user_id,
+        licence_number=licence_number,
+        specialties=sorted(set(specialties)),
+        clinic_id=clinic_id,
+        verified=False,
+        rating_count=0,
+    )
+    session.add(profile)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise DuplicateLicence(licence_number) from None
+    return profile
+
+
+async def get_profile(session: AsyncSession, user_id: uuid.UUID) -> DoctorProfile | None:
+    """The profile of doctor ``user_id``, or ``None``."""
+    return await session.get(DoctorProfile, user_id)
+
+
+async def set_verified(
+    session: AsyncSession, profile: DoctorProfile, verified: bool, by: uuid.UUID
+) -> DoctorProfile:
+    """Mark a profile verified (recording who and when) or revoke the verification."""
+    profile.verified = verified
+    profile.verified_at = utcnow() if verified else None
+    profile.verified_by = by if verified else None
+    await session.flush()
+    return profile
+
+
+async def list_profiles(
+    session: AsyncSession,
+    *,
+    verified: bool | None,
+    clinic_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[User, DoctorProfile]]:
+    """Doctors with their accounts, newest account first, filtered and paged."""
+    query = sa.select(User, DoctorProfile).join(DoctorProfile, DoctorProfile.user_id == User.id)
+    if verified is not None:
+        query = query.where(DoctorProfile.verified == verified)
+    if clinic_id is not None:
+        query = query.where(DoctorProfile.clinic_id == clinic_id)
+    query = query.order_by(User.created_at.desc(), User.id).limit(limit).offset(offset)
+    rows = await session.execute(query)
+    return [(user, profile) for user, profile in rows.all()]
+
+
+async def licence_taken(session: AsyncSession, licence_number: str) -> bool:
+    """True when some profile holds ``licence_number``."""
+    found = await session.scalar(
+        sa.select(DoctorProfile.user_id).where(DoctorProfile.licence_number == licence_number)
+    )
+    return found is not None

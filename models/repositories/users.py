@@ -1,0 +1,72 @@
+"""Reading and writing user accounts."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.enums import Role
+from models.users import User
+
+
+class DuplicateAccount(Exception):
+    """An account with this ``field`` (``email`` or ``phone``) already exists."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"an account with this {field} already exists")
+        self.field = field
+
+
+def normalize_email(email: str | None) -> str | None:
+    """Emails compare case-insensitively: store them stripped and lower-cased."""
+    return email.strip().lower() if email else None
+
+
+async def find_duplicate(session: AsyncSession, email: str | None, phone: str | None) -> str | None:
+    """``"email"`` or ``"phone"`` if an account already uses it, else ``None``."""
+    for name, column, value in (("email", User.email, email), ("phone", User.phone, phone)):
+        if value is not None and await session.scalar(sa.select(User.id).where(column == value)) is not None:
+            return name
+    return None
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str | None,
+    phone: str | None,
+    password_hash: str,
+    full_name: str,
+    role: Role,
+) -> User:
+    """Insert a user (flushed, not committed). Raises :class:`DuplicateAccount` when the email or phone
+    is taken, including when a concurrent request took it between the check and the insert."""
+    email = normalize_email(email)
+    duplicate = await find_duplicate(session, email, phone)
+    if duplicate is not None:
+        raise DuplicateAccount(duplicate)
+    user = User(email=email, phone=phone, password_hash=password_hash, full_name=full_name, role=role.value)
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        text = str(exc.orig).lower()
+        raise DuplicateAccount("phone" if "phone" in text else "email") from None
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The user with this id, or ``None``."""
+    return await session.get(User, user_id)
+
+
+async def find_by_login(session: AsyncSession, login: str) -> User | None:
+    """The user whose email (case-insensitive) or phone equals ``login``, or ``None``."""
+    login = login.strip()
+    if "@" in login:
+        return await session.scalar(sa.select(User).where(User.email == login.lower()))
+    return await session.scalar(sa.select(User).where(User.phone == login))

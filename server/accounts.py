@@ -1,0 +1,121 @@
+"""Account creation outside HTTP: the CLI's ``users create`` and the demo's accounts.
+
+Validation follows the REST registration (the same patterns), but any role is allowed: this path is for
+operators with access to the database, not for the public.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from models.db import make_engine, make_sessionmaker
+from models.enums import Role
+from models.repositories import doctors as doctor_repo
+from models.repositories import users as user_repo
+from server.auth.passwords import hash_password
+from server.schemas import EMAIL_PATTERN, PHONE_PATTERN, SPECIALTY_PATTERN
+
+MIN_PASSWORD = 8
+
+
+class AccountError(ValueError):
+    """The account cannot be created; the message says why in one line."""
+
+
+@dataclass
+class NewAccount:
+    """An account to create. ``licence_number`` and ``specialties`` are required for doctors."""
+
+    role: str
+    full_name: str
+    password: str
+    email: str | None = None
+    phone: str | None = None
+    licence_number: str | None = None
+    specialties: list[str] = field(default_factory=list)
+    verified: bool = False
+
+    def validate(self) -> Role:
+        """The role, after checking every field. Raises :class:`AccountError`."""
+        try:
+            role = Role(self.role)
+        except ValueError:
+            raise AccountError(f"unknown role {self.role!r}") from None
+        if not self.email and not self.phone:
+            raise AccountError("give --email or --phone")
+        if self.email and not re.match(EMAIL_PATTERN, self.email):
+            raise AccountError(f"not an email address: {self.email!r}")
+        if self.phone and not re.match(PHONE_PATTERN, self.phone):
+            raise AccountError(f"phone must be E.164 like +79991234567, got {self.phone!r}")
+        if len(self.password) < MIN_PASSWORD:
+            raise AccountError(f"password must be at least {MIN_PASSWORD} characters")
+        if role is Role.DOCTOR:
+            if not self.licence_number:
+                raise AccountError("doctors need --licence")
+            if not self.specialties:
+                raise AccountError("doctors need at least one --specialty")
+            bad = [s for s in self.specialties if not re.match(SPECIALTY_PATTERN, s)]
+            if bad:
+                raise AccountError(f"bad specialty code(s): {', '.join(bad)}")
+        return role
+
+
+async def create_account(database_url: str, account: NewAccount) -> uuid.UUID:
+    """Create ``account`` in the database at ``database_url`` and return its id.
+
+    Raises :class:`AccountError` for bad fields or a taken email, phone or licence number.
+    """
+    role = account.validate()
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            try:
+                user = await user_repo.create_user(
+                    session,
+                    email=account.email,
+                    phone=account.phone,
+                    password_hash=hash_password(account.password),
+                    full_name=account.full_name,
+                    role=role,
+                )
+            except user_repo.DuplicateAccount as exc:
+                raise AccountError(str(exc)) from None
+            if role is Role.DOCTOR:
+                assert account.licence_number is not None
+                try:
+                    profile = await doctor_repo.create_profile(
+                        session,
+                        user_id=user.id,
+                        licence_number=account.licence_number,
+                        specialties=account.specialties,
+                        clinic_id=None,
+                    )
+                except doctor_repo.DuplicateLicence:
+                    raise AccountError("this licence number is already registered") from None
+                if account.verified:
+                    await doctor_repo.set_verified(session, profile, True, user.id)
+            return user.id
+    finally:
+        await engine.dispose()
+
+
+async def ensure_demo_accounts(database_url: str, accounts: Iterable[tuple[str, str, str, str]]) -> None:
+    """Create each ``(role, email, password, full_name)`` account unless its email exists."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            for role, email, password, name in accounts:
+                if await user_repo.find_by_login(session, email) is None:
+                    await user_repo.create_user(
+                        session,
+                        email=email,
+                        phone=None,
+                        password_hash=hash_password(password),
+                        full_name=name,
+                        role=Role(role),
+                    )
+    finally:
+        await engine.dispose()

@@ -1,0 +1,1 @@
+"""Authentication: password hashes, signed tokens, and the principal a request acts as."""

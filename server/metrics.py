@@ -1,0 +1,72 @@
+"""Prometheus metrics (prometheus-client), one registry per application instance.
+
+A registry per app (not the library's global one) so that several apps in one process, as in tests,
+do not collide. Later subsystems register their metrics on ``Metrics.registry``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Request latency buckets in seconds: REST calls are expected in single-digit milliseconds.
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """The application's metrics. HTTP metrics are labelled by route template, never the raw path
+    (raw paths carry ids and would make the label set unbounded)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "tot_http_requests",
+            "HTTP requests handled, by method, route template and status code.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "tot_http_request_duration_seconds",
+            "HTTP request handling time in seconds, by method and route template.",
+            ("method", "route"),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware recording count and latency of every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            self.metrics.http_requests.labels(method, template, str(status)).inc()
+            self.metrics.http_latency.labels(method, template).observe(time.perf_counter() - started)

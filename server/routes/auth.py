@@ -1,0 +1,216 @@
+"""Accounts: register, log in, refresh tokens, read your own account."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
+from starlette.responses import Response
+
+from models.enums import SELF_REGISTRATION_ROLES, Role
+from models.repositories import clinics as clinic_repo
+from models.repositories import doctors as doctor_repo
+from models.repositories import users as user_repo
+from server.auth.passwords import hash_password, verify_password
+from server.auth.tokens import TokenError
+from server.errors import ApiError
+from server.http import json_response, parse_body
+from server.routes import api
+from server.schemas import (
+    EMAIL_PATTERN,
+    PHONE_PATTERN,
+    SPECIALTY_PATTERN,
+    AuthOut,
+    TokensOut,
+    UserOut,
+    user_json,
+)
+from server.services import services
+
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+
+
+class RegisterIn(BaseModel):
+    """Self-registration. ``role`` may only be ``patient`` or ``doctor``; doctors also give a licence
+    number and their specialties and start unverified."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=254)
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+    full_name: str = Field(min_length=1, max_length=200)
+    role: str = Field(default=Role.PATIENT.value, description="patient or doctor")
+    licence_number: str | None = Field(default=None, min_length=3, max_length=64)
+    specialties: list[Annotated[str, Field(pattern=SPECIALTY_PATTERN)]] = Field(
+        default_factory=list, max_length=20
+    )
+    clinic_id: UUID | None = None
+
+    @model_validator(mode="after")
+    def _login_given(self) -> RegisterIn:
+        if self.email is None and self.phone is None:
+            raise ValueError("give an email or a phone number")
+        return self
+
+
+class LoginIn(BaseModel):
+    """``login`` is the account's email or its phone number (E.164)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    login: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class RefreshIn(BaseModel):
+    """A refresh token from login, registration or an earlier refresh."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Field(min_length=10, max_length=4096)
+
+
+def _doctor_fields(body: RegisterIn, role: Role) -> tuple[str, list[str]] | None:
+    """The licence and specialties a doctor must give; raises 422 when missing or given by a patient."""
+    if role is not Role.DOCTOR:
+        for name in ("licence_number", "clinic_id"):
+            if getattr(body, name) is not None:
+                raise ApiError(422, "invalid_input", f"{name}: only doctors give this", field=name)
+        if body.specialties:
+            raise ApiError(422, "invalid_input", "specialties: only doctors give this", field="specialties")
+        return None
+    if body.licence_number is None:
+        raise ApiError(422, "invalid_input", "licence_number: required for doctors", field="licence_number")
+    if not body.specialties:
+        raise ApiError(422, "invalid_input", "specialties: give at least one", field="specialties")
+    return body.licence_number, body.specialties
+
+
+@api.route(
+    "POST",
+    "/v1/auth/register",
+    summary="Register as a patient or a doctor",
+    tag="auth",
+    body=RegisterIn,
+    response=AuthOut,
+    status=201,
+    roles=None,
+    errors=(403, 409),
+)
+async def register(request: Request) -> Response:
+    """Creates the account and returns it with tokens. An email or phone already in use is a 409
+    ``account_exists`` naming the field; asking for any role but patient or doctor is a 403
+    ``role_not_allowed`` (staff accounts are created by an admin with the CLI)."""
+    svc = services(request)
+    body = await parse_body(request, RegisterIn)
+    try:
+        role = Role(body.role)
+    except ValueError:
+        raise ApiError(422, "invalid_input", "role: must be patient or doctor", field="role") from None
+    if role not in SELF_REGISTRATION_ROLES:
+        raise ApiError(
+            403, "role_not_allowed", "you can register only as a patient or a doctor", field="role"
+        )
+    doctor_fields = _doctor_fields(body, role)
+
+    async with svc.sessions.begin() as session:
+        if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
+            raise ApiError(422, "invalid_input", "clinic_id: no such clinic", field="clinic_id")
+        try:
+            user = await user_repo.create_user(
+                session,
+                email=body.email,
+                phone=body.phone,
+                password_hash=hash_password(body.password),
+                full_name=body.full_name,
+                role=role,
+            )
+        except user_repo.DuplicateAccount as exc:
+            raise ApiError(409, "account_exists", str(exc), field=exc.field) from None
+        profile = None
+        if doctor_fields is not None:
+            licence, specialties = doctor_fields
+            try:
+                profile = await doctor_repo.create_profile(
+                    session,
+                    user_id=user.id,
+                    licence_number=licence,
+                    specialties=specialties,
+                    clinic_id=body.clinic_id,
+                )
+            except doctor_repo.DuplicateLicence:
+                raise ApiError(
+                    409, "licence_exists", "this licence number is already registered", field="licence_number"
+                ) from None
+    tokens = svc.tokens.issue(user.id, role)
+    return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()}, status_code=201)
+
+
+@api.route(
+    "POST",
+    "/v1/auth/login",
+    summary="Log in with email or phone and password",
+    tag="auth",
+    body=LoginIn,
+    response=AuthOut,
+    roles=None,
+    errors=(401, 403),
+)
+async def login(request: Request) -> Response:
+    """A wrong login or password is the same 401 ``invalid_credentials`` (no account enumeration); a
+    deactivated account is a 403 ``account_disabled``."""
+    svc = services(request)
+    body = await parse_body(request, LoginIn)
+    async with svc.sessions() as session:
+        user = await user_repo.find_by_login(session, body.login)
+        if not verify_password(user.password_hash if user else None, body.password) or user is None:
+            raise ApiError(401, "invalid_credentials", "wrong login or password")
+        if not user.is_active:
+            raise ApiError(403, "account_disabled", "this account is disabled")
+        profile = await doctor_repo.get_profile(session, user.id) if user.role == Role.DOCTOR else None
+    tokens = svc.tokens.issue(user.id, Role(user.role))
+    return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()})
+
+
+@api.route(
+    "POST",
+    "/v1/auth/refresh",
+    summary="Trade a refresh token for a new token pair",
+    tag="auth",
+    body=RefreshIn,
+    response=TokensOut,
+    roles=None,
+    errors=(401, 403),
+)
+async def refresh(request: Request) -> Response:
+    """The account is read again, so a role change or deactivation applies from here on. An expired
+    refresh token is a 401 ``token_expired``; any other bad token a 401 ``token_invalid``."""
+    svc = services(request)
+    body = await parse_body(request, RefreshIn)
+    try:
+        claims = svc.tokens.verify(body.refresh_token, "refresh")
+    except TokenError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
+    async with svc.sessions() as session:
+        user = await user_repo.get_user(session, claims.user_id)
+    if user is None:
+        raise ApiError(401, "token_invalid", "the account of this token no longer exists")
+    if not user.is_active:
+        raise ApiError(403, "account_disabled", "this account is disabled")
+    return json_response(svc.tokens.issue(user.id, Role(user.role)).as_json())
+
+
+@api.route("GET", "/v1/me", summary="Your own account", tag="auth", response=UserOut)
+async def me(request: Request) -> Response:
+    """The account the bearer token belongs to, with the doctor profile for doctors."""
+    svc = services(request)
+    principal = svc.principal(request)
+    async with svc.sessions() as session:
+        user = await user_repo.get_user(session, principal.user_id)
+        if user is None:
+            raise ApiError(401, "token_invalid", "the account of this token no longer exists")
+        profile = await doctor_repo.get_profile(session, user.id) if principal.role is Role.DOCTOR else None
+    return json_response(user_json(user, profile))

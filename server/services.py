@@ -1,0 +1,36 @@
+"""What request handlers share: settings, the database, the live engine, tokens and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from server.auth.principal import Principal, authenticate
+from server.auth.tokens import TokenService
+from server.engine import LiveEngine
+from server.metrics import Metrics
+from server.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything an application instance holds open; built by the app's lifespan."""
+
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    engine: LiveEngine
+    tokens: TokenService
+    metrics: Metrics
+
+    def principal(self, conn: HTTPConnection) -> Principal:
+        """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""
+        return authenticate(conn, self.tokens)
+
+
+def services(conn: HTTPConnection) -> Services:
+    """The services of the application serving ``conn``."""
+    svc: Services = conn.app.state.services
+    return svc

@@ -1,0 +1,98 @@
+"""Run the real ``tot-dispatch`` command as a child process on a free port, and stop it cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(
+    args: Sequence[str], env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tot-dispatch ARGS`` to completion and return its result (never raises on exit status)."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@dataclass
+class RunningServer:
+    """A server child process; ``url`` is its base URL, ``log`` its combined output file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def run_server(
+    args: Sequence[str], env: dict[str, str], cwd: Path, *, health_status: int = 200
+) -> Iterator[RunningServer]:
+    """Start ``tot-dispatch ARGS --port <free>`` and wait until ``/v1/health`` answers.
+
+    Raises ``RuntimeError`` with the process output when it exits or does not answer in time.
+    """
+    port = free_port()
+    log = cwd / f"server-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", *args, "--port", str(port)],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(process, f"http://127.0.0.1:{port}", port, log)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
+            try:
+                if httpx.get(f"{server.url}/v1/health", timeout=1).status_code == health_status:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become healthy:\n{server.output()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,51 @@
+"""Small helpers shared by tests: unique accounts, logins and auth headers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from server.accounts import NewAccount, create_account
+
+PASSWORD = "correct-horse-battery"
+
+
+def unique_email(tag: str = "user") -> str:
+    """An email no other test uses."""
+    return f"{tag}-{uuid.uuid4().hex[:12]}@example.org"
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def register(client: httpx.AsyncClient, role: str = "patient", **fields: Any) -> dict[str, Any]:
+    """Register through the API; returns the response body (asserts 201)."""
+    body: dict[str, Any] = {
+        "email": unique_email(role),
+        "password": PASSWORD,
+        "full_name": f"Test {role}",
+        "role": role,
+    }
+    if role == "doctor":
+        body.update(licence_number=f"LIC-{uuid.uuid4().hex[:10]}", specialties=["therapist"])
+    body.update(fields)
+    response = await client.post("/v1/auth/register", json=body)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def staff(client: httpx.AsyncClient, database_url: str, role: str) -> dict[str, Any]:
+    """Create a staff account the way operators do (the CLI's code path) and log in; returns the body."""
+    email = unique_email(role)
+    await create_account(
+        database_url, NewAccount(role=role, email=email, password=PASSWORD, full_name=f"Test {role}")
+    )
+    response = await client.post("/v1/auth/login", json={"login": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data

@@ -1,0 +1,60 @@
+"""Settings: defaults, and one-line errors that name the bad setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.settings import SettingsError, load_settings
+
+KEY = "k" * 40
+
+
+def test_defaults_are_the_embedded_deployment() -> None:
+    settings = load_settings(environ={"TOT_SECRET_KEY": KEY})
+    assert settings.engine_url == "memory://"
+    assert settings.database_url == "sqlite+aiosqlite:///./tot.db"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.access_token_ttl_s == 900
+    assert settings.database_dialect == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting"),
+    [
+        ({"TOT_ENGINE_URL": "kafka://x"}, "TOT_ENGINE_URL"),
+        ({"TOT_DATABASE_URL": "mysql://x/y"}, "TOT_DATABASE_URL"),
+        ({"TOT_DATABASE_URL": "postgresql://x/y"}, "TOT_DATABASE_URL"),  # sync driver: refused
+        ({"TOT_PORT": "eighty"}, "TOT_PORT"),
+        ({"TOT_PORT": "70000"}, "TOT_PORT"),
+        ({"TOT_ACCESS_TOKEN_TTL": "0"}, "TOT_ACCESS_TOKEN_TTL"),
+        ({"TOT_LOG_FORMAT": "xml"}, "TOT_LOG_FORMAT"),
+        ({"TOT_SECRET_KEY": "short"}, "TOT_SECRET_KEY"),
+    ],
+)
+def test_bad_settings_name_themselves_in_one_line(environ: dict[str, str], setting: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ={"TOT_SECRET_KEY": KEY, **environ})
+    message = str(raised.value)
+    assert message.startswith(f"{setting}: ")
+    assert "\n" not in message
+    assert raised.value.setting == setting
+
+
+def test_secret_key_required_outside_the_demo() -> None:
+    with pytest.raises(SettingsError, match=r"^TOT_SECRET_KEY: required"):
+        load_settings(environ={})
+    demo = load_settings(demo=True, environ={})
+    assert demo.secret_key_generated and len(demo.secret_key) >= 32
+    assert load_settings(require_secret=False, environ={}).secret_key == ""
+
+
+def test_redis_and_postgres_urls_accepted() -> None:
+    settings = load_settings(
+        environ={
+            "TOT_SECRET_KEY": KEY,
+            "TOT_ENGINE_URL": "redis://cache:6379/0",
+            "TOT_DATABASE_URL": "postgresql+asyncpg://u:p@db/tot",
+        }
+    )
+    assert settings.engine_scheme == "redis"
+    assert settings.database_dialect == "postgresql"
