@@ -1,0 +1,69 @@
+"""The WebSocket wire protocol's fixed vocabulary: close codes, error codes, and server frames.
+
+docs/protocol.md is the reference for clients; this module is its source of truth in code. Server
+frames other than channel events (which the broker encodes once per publication) are built here.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import orjson
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses (4000-4999 is the application range, RFC 6455 7.4.2).
+
+    The close reason is the matching :class:`ErrorCode` value or a short phrase.
+    """
+
+    GOING_AWAY = 1001  # the server is shutting down: reconnect (to another process)
+    MESSAGE_TOO_BIG = 1009  # a frame beyond the hard limit; sent by the WebSocket layer itself
+    INTERNAL_ERROR = 1011  # a bug; logged with its traceback
+    UNAUTHORIZED = 4401  # no token, bad token, expired token (reason says which)
+    ORIGIN_NOT_ALLOWED = 4403  # the Origin header is not in TOT_WS_ALLOWED_ORIGINS
+    IDLE_TIMEOUT = 4408  # no frame from the client for TOT_WS_IDLE_TIMEOUT seconds
+    FLOOD = 4429  # the client kept exceeding its rate limits after error frames told it so
+    SLOW_CONSUMER = 4499  # the client did not read fast enough; its send queue overflowed
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an ``error`` frame (also used as close reasons)."""
+
+    AUTH_REQUIRED = "auth_required"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_EXPIRED = "token_expired"
+    BAD_FRAME = "bad_frame"  # not a JSON object, or a binary frame
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNKNOWN_OP = "unknown_op"
+    INVALID_FIELD = "invalid_field"  # a missing, mistyped or out-of-range field (``field`` names it)
+    TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
+    RATE_LIMITED = "rate_limited"
+    FORBIDDEN = "forbidden"  # the role or this user may not do this (op or channel)
+    BAD_CHANNEL = "bad_channel"  # not a channel name the server knows
+    NOT_FOUND = "not_found"  # the channel's object (a call) does not exist
+    NOT_SUBSCRIBED = "not_subscribed"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
+    INTERNAL_ERROR = "internal_error"
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """A server frame as JSON bytes (sent as a text frame)."""
+    return orjson.dumps(frame)
+
+
+def error_frame(code: ErrorCode, message: str, ref: Any = None, field: str | None = None) -> bytes:
+    """``{"op":"error","code":...,"message":...,"ref"?:...,"field"?:...}``."""
+    frame: dict[str, Any] = {"op": "error", "code": code.value, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    if field is not None:
+        frame["field"] = field
+    return encode(frame)
+
+
+def ack_frame(ref: Any, **fields: Any) -> bytes:
+    """``{"op":"ack","ref":...}`` plus result fields."""
+    return encode({"op": "ack", "ref": ref, **fields})
