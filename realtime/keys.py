@@ -19,6 +19,23 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "tot:"
 
+# --- LocationIndex / DoctorStates TTLs and names.
+POSITION_TTL_MS = 15 * 60 * 1000  # a position not upserted for this long is forgotten (loc_position TTL)
+LOC_HASH_TAG = "{loc}"  # the one Cluster hash tag of the whole live location index and doctor records
+LOC_ANY_SPECIALTY = "*"  # the specialty part of a cell set holding every available doctor of the cell
+
+# --- Deadlines TTLs: every deadlines key outlives the latest due time in its queue by this much.
+DEADLINES_IDLE_TTL_MS = 7 * 24 * 3600 * 1000
+
+# --- Broker TTLs and bounds (defaults of realtime.broker.HistoryPolicy).
+BROKER_HISTORY_SIZE = 100  # publications kept per channel
+BROKER_HISTORY_MAX_AGE_MS = 5 * 60 * 1000  # a publication older than this is not recoverable
+BROKER_META_TTL_MS = 24 * 3600 * 1000  # an idle channel keeps its offset and epoch this long
+
+# --- Presence TTLs.
+PRESENCE_TTL_MS = 60 * 1000  # an entry not touched for this long is gone
+PRESENCE_KEY_SLACK_MS = 60 * 1000  # key TTL beyond the entry TTL (clock skew between processes)
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -27,9 +44,101 @@ class Keys:
     prefix: str = DEFAULT_PREFIX
 
     # --- LocationIndex / DoctorStates (geo/, dispatch/) -------------------------------------------
+    # One hash tag, LOC_HASH_TAG, for every key below: the nearest search reads cell sets and
+    # positions, and the DoctorStates compare-and-set changes a doctor record and the cell sets, each in
+    # one Lua script, so all of them must share a Cluster slot; a deployment's live index is therefore
+    # one slot (one Redis node's worth of throughput; see docs/engine-locations.md for the numbers and
+    # how to split by region). Lua scripts build per-doctor and per-cell names as ``<*_prefix()> + id``
+    # (the methods below give both forms; the contract tests check they agree).
+
+    def loc_geo(self) -> str:
+        """GEO sorted set: member = doctor id, every doctor with a position (any status). No TTL;
+        members of forgotten positions are removed by ``LocationIndex.sweep``."""
+        return f"{self.prefix}{LOC_HASH_TAG}:geo"
+
+    def loc_seen(self) -> str:
+        """Sorted set: member = doctor id, score = engine time (epoch ms) of the last upsert. Drives
+        ``sweep``. No TTL (same lifetime as ``loc_geo``)."""
+        return f"{self.prefix}{LOC_HASH_TAG}:seen"
+
+    def loc_position_prefix(self) -> str:
+        """Prefix of :meth:`loc_position` (``+ doctor_id``)."""
+        return f"{self.prefix}{LOC_HASH_TAG}:pos:"
+
+    def loc_position(self, doctor_id: str) -> str:
+        """String: ``"<ts_ms> <lat> <lon> <accuracy_m> <heading|-> <speed|-> <cell>..."``, the exact
+        latest position and its H3 cells. TTL = POSITION_TTL_MS, reset by every upsert."""
+        return self.loc_position_prefix() + doctor_id
+
+    def loc_doctor_prefix(self) -> str:
+        """Prefix of :meth:`loc_doctor` (``+ doctor_id``)."""
+        return f"{self.prefix}{LOC_HASH_TAG}:doc:"
+
+    def loc_doctor(self, doctor_id: str) -> str:
+        """Hash, the doctor's live record: ``st`` status, ``ref``, ``since`` (ms), ``ver`` (written by
+        DoctorStates); ``specs`` space-separated specialties, ``cells`` the H3 cells whose availability
+        sets hold the doctor while available (written by LocationIndex). No TTL: one per doctor."""
+        return self.loc_doctor_prefix() + doctor_id
+
+    def loc_available_prefix(self) -> str:
+        """Prefix of :meth:`loc_available` (``+ "<cell>:<specialty>"``)."""
+        return f"{self.prefix}{LOC_HASH_TAG}:av:"
+
+    def loc_available(self, cell: str, specialty: str | None = None) -> str:
+        """Set: ids of the available doctors in H3 cell ``cell`` (15-digit hex) having ``specialty``,
+        or all of them for ``None`` (LOC_ANY_SPECIALTY). Empty sets vanish; no TTL needed."""
+        return f"{self.loc_available_prefix()}{cell}:{specialty or LOC_ANY_SPECIALTY}"
 
     # --- Deadlines (dispatch/) --------------------------------------------------------------------
+    # One queue (e.g. "offers") is one hash tag, so the claim script touches a single Cluster slot.
+    # All four keys carry a TTL of DEADLINES_IDLE_TTL_MS past the latest due time (extended, never
+    # shortened, by every write), so an abandoned queue disappears and a live one never does.
+
+    def deadlines_due(self, queue: str) -> str:
+        """Sorted set: member = deadline key, score = epoch ms when it may next be claimed."""
+        return f"{self.prefix}dl:{{{queue}}}:due"
+
+    def deadlines_meta(self, queue: str) -> str:
+        """Hash: deadline key -> ``b"<due_ms>:<attempt>:<token>"``."""
+        return f"{self.prefix}dl:{{{queue}}}:meta"
+
+    def deadlines_payload(self, queue: str) -> str:
+        """Hash: deadline key -> the caller's payload bytes."""
+        return f"{self.prefix}dl:{{{queue}}}:payload"
+
+    def deadlines_seq(self, queue: str) -> str:
+        """String counter: source of claim tokens (one INCR per schedule and per claim)."""
+        return f"{self.prefix}dl:{{{queue}}}:seq"
 
     # --- Broker (realtime/) -----------------------------------------------------------------------
+    # A channel's keys and its shard channel share the hash tag ``{<channel>}`` (the publish script
+    # touches both keys and SPUBLISHes to the shard channel, which Cluster requires in one slot).
+    # Presence keys of the same channel use the same tag on purpose: one channel lives on one node.
+    # Channel names never contain braces (realtime.broker.validate_channel).
+
+    def broker_history(self, channel: str) -> str:
+        """Stream: entry id ``<offset>-0``, fields ``t`` (publish time, epoch ms), ``y`` (type), ``d``
+        (frame). TTL = the channel's history max age, refreshed by every publish."""
+        return f"{self.prefix}ch:{{{channel}}}:hist"
+
+    def broker_meta(self, channel: str) -> str:
+        """Hash: ``o`` (top offset), ``e`` (epoch). TTL = the channel's meta TTL, refreshed by every
+        publish, position and recovery. Losing it starts a new epoch (offsets restart at 1)."""
+        return f"{self.prefix}ch:{{{channel}}}:meta"
+
+    def broker_pubsub(self, channel: str) -> str:
+        """Shard channel (SPUBLISH/SSUBSCRIBE) that carries the channel's live publications."""
+        return f"{self.prefix}ch:{{{channel}}}:live"
 
     # --- Presence (realtime/) ---------------------------------------------------------------------
+    # Both keys of a channel share its hash tag (join/touch/leave scripts touch both). TTL =
+    # entry TTL + PRESENCE_KEY_SLACK_MS, refreshed by every join and touch: a channel whose every
+    # process died vanishes by itself.
+
+    def presence_info(self, channel: str) -> str:
+        """Hash: client id -> orjson-encoded client info."""
+        return f"{self.prefix}pr:{{{channel}}}:info"
+
+    def presence_expiry(self, channel: str) -> str:
+        """Sorted set: client id -> epoch ms at which the entry expires unless touched."""
+        return f"{self.prefix}pr:{{{channel}}}:exp"

@@ -48,6 +48,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
         ws="websockets-sansio",
         # Deflate multiplies an idle connection's memory by ~4 and cut peak ingest by 28% here.
         ws_per_message_deflate=False,
+        # Hard limit: beyond it the WebSocket layer closes with 1009; between the soft limit
+        # (TOT_WS_MAX_FRAME_BYTES) and this, the gateway answers frame_too_large and keeps the socket.
+        ws_max_size=4 * settings.ws_max_frame_bytes,
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -1,8 +1,9 @@
 """The live engine chosen by ``TOT_ENGINE_URL``: ``memory://`` (one process) or ``redis://`` (many).
 
-The engine holds the live state of the city (positions, doctor states, offer deadlines, the broker and
-presence); see docs/architecture.md. This module picks the implementation by URL scheme, like
-``encode/broadcaster`` picks a backend.
+The engine is a bundle of narrow roles, each an interface with a memory and a Redis implementation
+that pass one contract suite (``tests/contract/``): the LocationIndex (``geo/``), DoctorStates and
+Deadlines (``dispatch/``), the Broker and Presence (``realtime/``). This module only picks the
+implementations by URL scheme, like ``encode/broadcaster`` picks a backend, and wires them together.
 """
 
 from __future__ import annotations
@@ -13,19 +14,40 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
+from dispatch.deadlines import Deadlines
+from dispatch.deadlines_memory import MemoryDeadlines
+from dispatch.deadlines_redis import RedisDeadlines
+from dispatch.doctor_states import DoctorStates
+from dispatch.doctor_states_memory import MemoryDoctorStates
+from dispatch.doctor_states_redis import RedisDoctorStates
+from geo.location_index import LocationIndex
+from geo.location_index_memory import MemoryLocationIndex
+from geo.location_index_redis import RedisLocationIndex
+from realtime.broker import Broker, HistoryPolicy
+from realtime.broker_memory import MemoryBroker
+from realtime.broker_redis import RedisBroker
+from realtime.clock import Clock, wall_clock_ms
+from realtime.keys import DEFAULT_PREFIX, Keys
+from realtime.presence import Presence
+from realtime.presence_memory import MemoryPresence
+from realtime.presence_redis import RedisPresence
 from server.settings import ENGINE_SCHEMES
 
-
-class EngineUnavailable(RuntimeError):
-    """The engine named by the URL cannot be reached."""
+# Map channels carry batched positions for the console: only the latest batch matters, keep no history.
+BROKER_NAMESPACES = {"map": HistoryPolicy(size=0)}
 
 
 @dataclass
 class LiveEngine:
-    """An open engine. ``kind`` is ``memory`` or ``redis``; ``redis`` is the shared client for Redis."""
+    """An open engine: its roles, and for Redis the shared client (bytes responses)."""
 
     kind: str
     url: str
+    locations: LocationIndex
+    states: DoctorStates
+    deadlines: Deadlines
+    broker: Broker
+    presence: Presence
     redis: aioredis.Redis | None = None
 
     async def health(self) -> dict[str, object]:
@@ -37,24 +59,47 @@ class LiveEngine:
             await self.redis.ping()
         except (aioredis.RedisError, OSError) as exc:
             return {"status": "down", "kind": self.kind, "detail": str(exc)}
-        return {
-            "status": "ok",
-            "kind": self.kind,
-            "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
-        }
+        latency = round((time.perf_counter() - started) * 1e3, 3)
+        return {"status": "ok", "kind": self.kind, "latency_ms": latency}
 
     async def close(self) -> None:
-        """Release connections."""
+        """Stop the broker and presence, then release the Redis connections."""
+        await self.broker.aclose()
+        await self.presence.aclose()
+        await self.deadlines.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 
 
-async def open_engine(url: str) -> LiveEngine:
-    """Open the engine for ``url``. Raises ``ValueError`` for an unknown scheme."""
+def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_clock_ms) -> LiveEngine:
+    """The engine for ``url``; opening connections is lazy (the first command connects).
+
+    ``prefix`` starts every Redis key (deployments sharing one Redis, tests). Raises ``ValueError`` for
+    an unknown scheme.
+    """
     scheme = urlsplit(url).scheme
     if scheme not in ENGINE_SCHEMES:
         raise ValueError(f"unsupported engine URL scheme {scheme!r}")
     if scheme == "memory":
-        return LiveEngine(kind="memory", url=url)
+        locations = MemoryLocationIndex(clock=clock)
+        return LiveEngine(
+            kind="memory",
+            url=url,
+            locations=locations,
+            states=MemoryDoctorStates(clock=clock, index=locations),
+            deadlines=MemoryDeadlines(),
+            broker=MemoryBroker(namespaces=BROKER_NAMESPACES, clock=clock),
+            presence=MemoryPresence(clock=clock),
+        )
     client = aioredis.Redis.from_url(url, health_check_interval=30)
-    return LiveEngine(kind="redis", url=url, redis=client)
+    keys = Keys(prefix=prefix)
+    return LiveEngine(
+        kind="redis",
+        url=url,
+        locations=RedisLocationIndex(client, keys, clock=clock),
+        states=RedisDoctorStates(client, keys, clock=clock),
+        deadlines=RedisDeadlines(client, keys),
+        broker=RedisBroker(client, keys, namespaces=BROKER_NAMESPACES, clock=clock),
+        presence=RedisPresence(client, keys, clock=clock),
+        redis=client,
+    )

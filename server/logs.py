@@ -7,6 +7,7 @@ the text format is for people at a terminal.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
@@ -17,6 +18,22 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
     "asctime",
     "taskName",
 }
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Blanks ``token=...`` query parameters (browsers pass WebSocket tokens there, and uvicorn logs
+    request paths): a log line must never carry a usable credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.msg)
+        return True
 
 
 class TextFormatter(logging.Formatter):
@@ -39,6 +56,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         )
     else:
         handler.setFormatter(TextFormatter(TEXT_FORMAT))
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +35,28 @@ class Metrics:
             ("method", "route"),
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
+        )
+
+        self.ws_connections = Gauge(
+            "tot_ws_connections", "Open WebSocket connections, by role.", ("role",), registry=self.registry
+        )
+        self.ws_frames = Counter(
+            "tot_ws_frames",
+            "Client frames received, by op (unknown ops count as 'invalid').",
+            ("op",),
+            registry=self.registry,
+        )
+        self.ws_errors = Counter(
+            "tot_ws_errors", "Error frames sent, by error code.", ("code",), registry=self.registry
+        )
+        self.ws_closes = Counter(
+            "tot_ws_closes",
+            "Connections closed by the server, by close code.",
+            ("code",),
+            registry=self.registry,
+        )
+        self.fixes = Counter(
+            "tot_location_fixes", "Location fixes received, by outcome.", ("outcome",), registry=self.registry
         )
 
     def render(self) -> bytes:

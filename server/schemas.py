@@ -16,7 +16,7 @@ from models.users import User
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 # Pragmatic address check (one @, a dot in the domain, no spaces); mail delivery is the real test.
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
-SPECIALTY_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
+SPECIALTY_PATTERN = r"^[a-z][a-z0-9_]{1,31}$"  # a subset of what the LocationIndex accepts
 EMAIL_RE = re.compile(EMAIL_PATTERN)
 
 

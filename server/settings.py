@@ -9,6 +9,7 @@ can stop start-up with exactly that line.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ class Settings:
     """
 
     engine_url: str = "memory://"
+    engine_prefix: str = "tot:"
     database_url: str = "sqlite+aiosqlite:///./tot.db"
     secret_key: str = field(default="", repr=False)
     secret_key_generated: bool = False
@@ -48,6 +50,16 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     demo: bool = False
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_max_frame_bytes: int = 16 * 1024
+    ws_idle_timeout_s: int = 60
+    ws_send_queue_frames: int = 1000
+    ws_send_timeout_s: int = 10
+    ws_max_subscriptions: int = 500
+    location_max_past_s: int = 300
+    location_max_future_s: int = 30
+    position_forward_interval_ms: int = 1000
+    doctor_offline_after_s: int = 60
 
     @property
     def engine_scheme(self) -> str:
@@ -69,6 +81,18 @@ def _positive_int(config: Config, name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(name, f"must be positive, got {value}")
     return value
+
+
+def _origins(config: Config) -> tuple[str, ...]:
+    raw = str(config("TOT_WS_ALLOWED_ORIGINS", default=""))
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(
+                "TOT_WS_ALLOWED_ORIGINS", f"not an origin like https://host[:port]: {origin!r}"
+            )
+    return origins
 
 
 def _scheme(config: Config, name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -103,6 +127,11 @@ def load_settings(
     config = Config(env_file=env_file, environ=os.environ if environ is None else environ)
 
     engine_url = _scheme(config, "TOT_ENGINE_URL", "memory://", ENGINE_SCHEMES)
+    engine_prefix = str(config("TOT_ENGINE_PREFIX", default="tot:"))
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,40}", engine_prefix):
+        raise SettingsError(
+            "TOT_ENGINE_PREFIX", "use 1-40 letters, digits or _.:- (no braces: they are hash tags)"
+        )
     database_url = _scheme(config, "TOT_DATABASE_URL", "sqlite+aiosqlite:///./tot.db", DATABASE_SCHEMES)
 
     secret_key = str(config("TOT_SECRET_KEY", default=""))
@@ -123,6 +152,7 @@ def load_settings(
 
     return Settings(
         engine_url=engine_url,
+        engine_prefix=engine_prefix,
         database_url=database_url,
         secret_key=secret_key,
         secret_key_generated=generated,
@@ -135,4 +165,14 @@ def load_settings(
         ).upper(),
         log_format=_choice(config, "TOT_LOG_FORMAT", "text", LOG_FORMATS),
         demo=demo,
+        ws_allowed_origins=_origins(config),
+        ws_max_frame_bytes=_positive_int(config, "TOT_WS_MAX_FRAME_BYTES", 16 * 1024),
+        ws_idle_timeout_s=_positive_int(config, "TOT_WS_IDLE_TIMEOUT", 60),
+        ws_send_queue_frames=_positive_int(config, "TOT_WS_SEND_QUEUE", 1000),
+        ws_send_timeout_s=_positive_int(config, "TOT_WS_SEND_TIMEOUT", 10),
+        ws_max_subscriptions=_positive_int(config, "TOT_WS_MAX_SUBSCRIPTIONS", 500),
+        location_max_past_s=_positive_int(config, "TOT_LOCATION_MAX_PAST", 300),
+        location_max_future_s=_positive_int(config, "TOT_LOCATION_MAX_FUTURE", 30),
+        position_forward_interval_ms=_positive_int(config, "TOT_POSITION_FORWARD_INTERVAL_MS", 1000),
+        doctor_offline_after_s=_positive_int(config, "TOT_DOCTOR_OFFLINE_AFTER", 60),
     )

@@ -58,3 +58,17 @@ def test_redis_and_postgres_urls_accepted() -> None:
     )
     assert settings.engine_scheme == "redis"
     assert settings.database_dialect == "postgresql"
+
+
+def test_tokens_in_logged_paths_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from server.logs import configure_logging
+
+    configure_logging()
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" [accepted]', "127.0.0.1:1", "/v1/ws?token=eyJ.a.b&x=1"
+    )
+    err = capsys.readouterr().err
+    assert "eyJ.a.b" not in err
+    assert "/v1/ws?token=[redacted]&x=1" in err

@@ -1,0 +1,166 @@
+"""DoctorStates: each doctor's availability, changed only by an atomic compare-and-set.
+
+The contract (both implementations, ``doctor_states_memory`` and ``doctor_states_redis``, pass one test
+suite, ``tests/contract/test_doctor_states.py``):
+
+- A doctor is in exactly one :class:`DoctorStatus`. A doctor the engine has never seen is ``OFFLINE``
+  at version 0 (``get`` never returns ``None``).
+- :meth:`DoctorStates.compare_and_set` is the only way to change it. It is linearizable: of any number
+  of concurrent calls from any number of processes expecting the same version of a state, at most one
+  succeeds. Two processes can therefore never both reserve (offer to) the same doctor.
+- A doctor holds at most one offer: ``OFFERED`` can be entered only from ``AVAILABLE`` (enforced: a CAS
+  to ``OFFERED`` whose ``expected`` admits any other status raises ``ValueError``), and the state holds
+  one ``ref`` (the offer id while ``OFFERED``, the call id while ``BUSY``).
+- Every successful CAS sets ``since_ms`` to the engine clock (epoch milliseconds) and increments
+  ``version`` by one, even when the status does not change (a re-reservation is a new version).
+- The change reaches the LocationIndex atomically: in the same Lua script on Redis (the doctor's
+  availability sets per H3 cell live in the same Cluster slot), under the same event-loop step in memory.
+  A doctor is searchable by ``nearest_available`` exactly while ``AVAILABLE`` (and fresh, see
+  ``geo/location_index.py``). There is no window where the index and the state disagree.
+- Doctor records carry no TTL: there is one per doctor on the roster, not per event, and a doctor's
+  status must survive a silent phone (``BUSY`` on a two-hour visit). Going offline is the server's call
+  (Presence), a CAS to ``OFFLINE``; a vanished doctor drops out of search through position freshness.
+- Single-node limits: all doctor records of one deployment live in one Redis Cluster slot (see
+  ``realtime/keys.py``), as one process's memory in the embedded engine; not thread-safe (one event loop).
+
+Status meanings: ``OFFLINE`` not on shift; ``AVAILABLE`` on shift, free for offers; ``OFFERED`` holding
+one offer (ref = offer id) until accept, decline or expiry; ``BUSY`` on a call (ref = call id);
+``PAUSED`` on shift, not taking offers (break, paperwork).
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DoctorStatus(StrEnum):
+    """A doctor's availability. The string values are stored in Redis and sent on the wire."""
+
+    OFFLINE = "offline"
+    AVAILABLE = "available"
+    OFFERED = "offered"
+    BUSY = "busy"
+    PAUSED = "paused"
+
+
+REF_REQUIRED: frozenset[DoctorStatus] = frozenset({DoctorStatus.OFFERED, DoctorStatus.BUSY})
+"""Statuses that must name what they are about (``ref``): the offer, the call."""
+
+MAX_REF_LEN = 128
+"""Longest ``ref`` accepted (offer and call ids are UUIDs or shorter)."""
+
+DOCTOR_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""Doctor ids accepted by every engine role: 1-64 characters, letters, digits and ``_.:-`` (UUIDs,
+integers). The limit keeps Redis key names bounded and free of braces (hash tags) and spaces."""
+
+
+def check_doctor_id(doctor_id: str) -> str:
+    """Return ``doctor_id`` if it matches :data:`DOCTOR_ID_RE`, else raise ``ValueError``."""
+    if not isinstance(doctor_id, str) or DOCTOR_ID_RE.fullmatch(doctor_id) is None:
+        raise ValueError(f"invalid doctor id {doctor_id!r}")
+    return doctor_id
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorState:
+    """One doctor's state.
+
+    ``status``: the availability; ``ref``: what it is about (offer id while ``OFFERED``, call id while
+    ``BUSY``, optional otherwise, ``None`` when not set); ``since_ms``: engine time (epoch ms) of the last
+    successful compare-and-set, 0 if none; ``version``: number of successful compare-and-sets, 0 if none.
+    """
+
+    doctor_id: str
+    status: DoctorStatus
+    ref: str | None
+    since_ms: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CasResult:
+    """Outcome of :meth:`DoctorStates.compare_and_set`.
+
+    ``ok``: whether the change was made. ``state``: the doctor's state after the call, i.e. the new state
+    when ``ok``, else the current state that failed the comparison (so the caller needs no second read).
+    """
+
+    ok: bool
+    state: DoctorState
+
+
+def normalize_expected(expected: DoctorStatus | Collection[DoctorStatus]) -> frozenset[DoctorStatus]:
+    """``expected`` as a non-empty set of :class:`DoctorStatus`; raises ``ValueError`` otherwise."""
+    items = [expected] if isinstance(expected, str) else list(expected)
+    try:
+        result = frozenset(DoctorStatus(item) for item in items)
+    except ValueError as exc:
+        raise ValueError(f"unknown doctor status in {expected!r}") from exc
+    if not result:
+        raise ValueError("expected must name at least one status")
+    return result
+
+
+def check_cas(
+    doctor_id: str,
+    expected: frozenset[DoctorStatus],
+    new: DoctorStatus,
+    ref: str | None,
+    expected_ref: str | None,
+    expected_version: int | None,
+) -> None:
+    """Validate compare-and-set arguments (shared by both implementations); raises ``ValueError``."""
+    check_doctor_id(doctor_id)
+    if new == DoctorStatus.OFFERED and expected != {DoctorStatus.AVAILABLE}:
+        raise ValueError("a doctor can be offered a call only from 'available' (one offer at a time)")
+    if new in REF_REQUIRED and ref is None:
+        raise ValueError(f"status {new.value!r} needs a ref (the offer or call id)")
+    for name, value in (("ref", ref), ("expected_ref", expected_ref)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_REF_LEN):
+            raise ValueError(f"{name} must be a non-empty string of at most {MAX_REF_LEN} characters")
+    if expected_version is not None and (isinstance(expected_version, bool) or expected_version < 0):
+        raise ValueError("expected_version must be a non-negative int")
+
+
+class DoctorStates(abc.ABC):
+    """Doctor availability with atomic compare-and-set (see the module docstring for the contract).
+
+    Implementations: ``MemoryDoctorStates(clock=..., index=...)`` and
+    ``RedisDoctorStates(redis, keys, clock=...)``. All methods are coroutines.
+    """
+
+    @abc.abstractmethod
+    async def get(self, doctor_id: str) -> DoctorState:
+        """The doctor's current state; ``OFFLINE``, ``ref=None``, ``since_ms=0``, ``version=0`` for a
+        doctor never seen. Raises ``ValueError`` for an invalid id."""
+
+    @abc.abstractmethod
+    async def compare_and_set(
+        self,
+        doctor_id: str,
+        *,
+        expected: DoctorStatus | Collection[DoctorStatus],
+        new: DoctorStatus,
+        ref: str | None = None,
+        expected_ref: str | None = None,
+        expected_version: int | None = None,
+    ) -> CasResult:
+        """Atomically set the doctor's status to ``new`` (with ``ref``) if the current state matches.
+
+        Matches when the current status is in ``expected`` and, when given, the current ``ref`` equals
+        ``expected_ref`` and the current ``version`` equals ``expected_version``. On a match: status,
+        ref (``None`` clears it), ``since_ms = clock()``, ``version + 1`` are written at once and the
+        LocationIndex's availability follows in the same atomic step. Typical uses::
+
+            offer:   expected=AVAILABLE, new=OFFERED, ref=offer_id
+            accept:  expected=OFFERED, expected_ref=offer_id, new=BUSY, ref=call_id
+            expire:  expected=OFFERED, expected_ref=offer_id, new=AVAILABLE
+
+        Raises ``ValueError`` for an invalid id, an unknown status, ``new=OFFERED`` with ``expected``
+        other than exactly ``{AVAILABLE}``, a missing ``ref`` for ``OFFERED``/``BUSY``, or a ref longer
+        than :data:`MAX_REF_LEN`.
+        """

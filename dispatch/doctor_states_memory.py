@@ -1,0 +1,71 @@
+"""The embedded engine's DoctorStates: a dictionary of frozen states in this process.
+
+Atomicity comes from the event loop: ``compare_and_set`` reads, compares, writes and tells the
+LocationIndex without awaiting in between, so no other coroutine can interleave. Same contract as the
+Redis implementation (``dispatch/doctor_states.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from dispatch.doctor_states import (
+    CasResult,
+    DoctorState,
+    DoctorStates,
+    DoctorStatus,
+    check_cas,
+    check_doctor_id,
+    normalize_expected,
+)
+from geo.location_index_memory import MemoryLocationIndex
+from realtime.clock import Clock, wall_clock_ms
+
+
+class MemoryDoctorStates(DoctorStates):
+    """In-process :class:`~dispatch.doctor_states.DoctorStates`.
+
+    ``clock``: engine time in epoch ms (default wall clock). ``index``: the memory LocationIndex whose
+    availability sets follow every change (the embedded engine passes its index; ``None`` only for a
+    states-only use such as a unit test).
+    """
+
+    def __init__(self, *, clock: Clock | None = None, index: MemoryLocationIndex | None = None) -> None:
+        self._clock: Clock = clock or wall_clock_ms
+        self._index = index
+        self._states: dict[str, DoctorState] = {}
+
+    def _current(self, doctor_id: str) -> DoctorState:
+        state = self._states.get(doctor_id)
+        return state if state is not None else DoctorState(doctor_id, DoctorStatus.OFFLINE, None, 0, 0)
+
+    async def get(self, doctor_id: str) -> DoctorState:
+        """See :meth:`DoctorStates.get`."""
+        return self._current(check_doctor_id(doctor_id))
+
+    async def compare_and_set(
+        self,
+        doctor_id: str,
+        *,
+        expected: DoctorStatus | Collection[DoctorStatus],
+        new: DoctorStatus,
+        ref: str | None = None,
+        expected_ref: str | None = None,
+        expected_version: int | None = None,
+    ) -> CasResult:
+        """See :meth:`DoctorStates.compare_and_set`."""
+        wanted = normalize_expected(expected)
+        new = DoctorStatus(new)
+        check_cas(doctor_id, wanted, new, ref, expected_ref, expected_version)
+        current = self._current(doctor_id)
+        if (
+            current.status not in wanted
+            or (expected_ref is not None and current.ref != expected_ref)
+            or (expected_version is not None and current.version != expected_version)
+        ):
+            return CasResult(False, current)
+        state = DoctorState(doctor_id, new, ref, self._clock(), current.version + 1)
+        self._states[doctor_id] = state
+        if self._index is not None:
+            self._index.apply_status(doctor_id, new)
+        return CasResult(True, state)

@@ -1,0 +1,198 @@
+"""In-process Broker: history in deques, delivery to this process's queue. Same contract and bounds as
+``RedisBroker``; an instance is one "engine lifetime": a new instance means new epochs."""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.broker import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    EPHEMERAL_OFFSET,
+    Broker,
+    BrokerClosedError,
+    Delivery,
+    HistoryPolicy,
+    Publication,
+    Recovery,
+    RecoveryFailure,
+    StreamPosition,
+    encode_ephemeral,
+    encode_event,
+    policy_for,
+    validate_channel,
+    validate_since,
+)
+from realtime.broker_queue import DeliveryQueue
+from realtime.clock import Clock, wall_clock_ms
+
+
+@dataclass(slots=True)
+class _Stream:
+    epoch: str
+    expires_ms: int  # the offset and epoch are forgotten at this time unless touched again
+    offset: int = 0
+    history: deque[Publication] = field(default_factory=deque)
+
+
+class MemoryBroker(Broker):
+    """A broker for one process.
+
+    ``history``: the default ``HistoryPolicy``; ``namespaces``: policies by channel namespace (e.g.
+    ``{"map": HistoryPolicy(size=0)}``). ``queue_size``: delivery queue bound (items).
+    ``max_frame_bytes``: largest event frame. ``clock``: epoch ms, for history age and meta TTL.
+    """
+
+    def __init__(
+        self,
+        *,
+        history: HistoryPolicy | None = None,
+        namespaces: Mapping[str, HistoryPolicy] | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        """Raises ``ValueError`` when ``queue_size`` < 1."""
+        self._default = history or HistoryPolicy()
+        self._namespaces = dict(namespaces or {})
+        self._queue = DeliveryQueue(queue_size)
+        self._max_frame_bytes = max_frame_bytes
+        self._clock = clock
+        # Ordered by last touch, so that idle streams are swept from the front.
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._refs: dict[str, int] = {}
+        self._closed = False
+
+    async def publish(self, channel: str, event_type: str, data: Any) -> Publication:
+        if self._closed:
+            raise BrokerClosedError("broker closed")
+        parts = encode_event(channel, event_type, data, self._max_frame_bytes)
+        policy = policy_for(channel, self._default, self._namespaces)
+        now = self._clock()
+        stream = self._touch(channel, policy, now)
+        stream.offset += 1
+        pub = Publication(
+            channel=channel,
+            offset=stream.offset,
+            epoch=stream.epoch,
+            type=event_type,
+            time_ms=now,
+            frame=parts.assemble(stream.offset, stream.epoch),
+        )
+        history = stream.history
+        if policy.size:
+            history.append(pub)
+            while len(history) > policy.size:
+                history.popleft()
+            self._trim_age(history, now - policy.max_age_ms)
+        else:
+            history.clear()
+        if self._refs.get(channel):
+            self._queue.offer(pub)
+        return pub
+
+    async def publish_ephemeral(self, channel: str, event_type: str, data: Any) -> Publication:
+        if self._closed:
+            raise BrokerClosedError("broker closed")
+        frame = encode_ephemeral(channel, event_type, data, self._max_frame_bytes)
+        # No stream is touched (created, counted or kept alive): ephemeral publications have no position.
+        pub = Publication(
+            channel=channel,
+            offset=EPHEMERAL_OFFSET,
+            epoch="",
+            type=event_type,
+            time_ms=self._clock(),
+            frame=frame,
+        )
+        if self._refs.get(channel):
+            self._queue.offer(pub)
+        return pub
+
+    async def position(self, channel: str) -> StreamPosition:
+        validate_channel(channel)
+        policy = policy_for(channel, self._default, self._namespaces)
+        stream = self._touch(channel, policy, self._clock())
+        return StreamPosition(stream.offset, stream.epoch)
+
+    async def recover(self, channel: str, since: StreamPosition) -> Recovery:
+        validate_channel(channel)
+        validate_since(since)
+        policy = policy_for(channel, self._default, self._namespaces)
+        now = self._clock()
+        stream = self._touch(channel, policy, now)
+        top = StreamPosition(stream.offset, stream.epoch)
+        if since.epoch != stream.epoch:
+            return Recovery(False, (), top, RecoveryFailure.EPOCH_MISMATCH)
+        if since.offset > stream.offset:
+            return Recovery(False, (), top, RecoveryFailure.OFFSET_AHEAD)
+        if since.offset == stream.offset:
+            return Recovery(True, (), top)
+        self._trim_age(stream.history, now - policy.max_age_ms)
+        history = stream.history
+        if not history or history[0].offset > since.offset + 1:
+            return Recovery(False, (), top, RecoveryFailure.OFFSET_TOO_OLD)
+        start = since.offset + 1 - history[0].offset
+        return Recovery(True, tuple(history)[start:], top)
+
+    async def subscribe(self, channel: str) -> bool:
+        validate_channel(channel)
+        if self._closed:
+            raise BrokerClosedError("broker closed")
+        count = self._refs.get(channel, 0)
+        self._refs[channel] = count + 1
+        return count == 0
+
+    async def unsubscribe(self, channel: str) -> bool:
+        count = self._refs.get(channel, 0)
+        if count == 0:
+            return False
+        if count == 1:
+            del self._refs[channel]
+            return True
+        self._refs[channel] = count - 1
+        return False
+
+    def subscriptions(self) -> dict[str, int]:
+        return dict(self._refs)
+
+    async def receive(self) -> Delivery:
+        return await self._queue.get()
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._refs.clear()
+        self._queue.close()
+
+    def _touch(self, channel: str, policy: HistoryPolicy, now: int) -> _Stream:
+        """The channel's stream, created with a new epoch if absent or idle past its meta TTL."""
+        stream = self._streams.get(channel)
+        if stream is None or stream.expires_ms <= now:
+            stream = _Stream(epoch=secrets.token_hex(8), expires_ms=now + policy.meta_ttl_ms)
+            self._streams[channel] = stream
+        else:
+            stream.expires_ms = now + policy.meta_ttl_ms
+        self._streams.move_to_end(channel)
+        self._sweep(now)
+        return stream
+
+    def _sweep(self, now: int) -> None:
+        # Amortised O(1): only the least recently touched streams are examined.
+        while self._streams:
+            channel, oldest = next(iter(self._streams.items()))
+            if oldest.expires_ms > now:
+                return
+            del self._streams[channel]
+
+    @staticmethod
+    def _trim_age(history: deque[Publication], cutoff_ms: int) -> None:
+        # A publication is recoverable while it is younger than max_age: time_ms > now - max_age.
+        while history and history[0].time_ms <= cutoff_ms:
+            history.popleft()

@@ -1,0 +1,219 @@
+"""Contract of DoctorStates, run against the memory and the Redis implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from dispatch.doctor_states import CasResult, DoctorStates, DoctorStatus
+from dispatch.doctor_states_redis import RedisDoctorStates
+from geo.location_index import DoctorPosition
+from tests.conftest import redis_test_url
+from tests.contract.live_engine import (  # noqa: F401 - fixtures register by import
+    START_MS,
+    Live,
+    live_fixture,
+    make_live_fixture,
+    redis_pair_fixture,
+)
+
+S = DoctorStatus
+
+
+@contextlib.asynccontextmanager
+async def contender_states(live: Live) -> AsyncIterator[DoctorStates]:
+    """States for a crowd of concurrent callers: on Redis, an instance on its own client whose pool
+    makes callers wait for one of 50 connections (redis-py's default pool refuses the 101st
+    concurrent command instead of queueing it, which would test the pool, not the CAS)."""
+    if live.redis is None or live.keys is None:
+        yield live.states
+        return
+    pool = aioredis.BlockingConnectionPool.from_url(redis_test_url(), max_connections=50, timeout=30)
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        yield RedisDoctorStates(client, live.keys, clock=live.clock)
+    finally:
+        await client.aclose()
+        await pool.aclose()
+
+
+async def _go_available(live: Live, doctor_id: str) -> None:
+    result = await live.states.compare_and_set(doctor_id, expected=S.OFFLINE, new=S.AVAILABLE)
+    assert result.ok
+
+
+async def test_unknown_doctor_is_offline_at_version_zero(live: Live) -> None:
+    state = await live.states.get("nobody")
+    assert (state.doctor_id, state.status, state.ref, state.since_ms, state.version) == (
+        "nobody",
+        S.OFFLINE,
+        None,
+        0,
+        0,
+    )
+
+
+async def test_successful_cas_sets_status_ref_since_and_version(live: Live) -> None:
+    live.clock.advance(5)
+    result = await live.states.compare_and_set("d1", expected=S.OFFLINE, new=S.AVAILABLE)
+    assert result.ok
+    assert result.state.status == S.AVAILABLE and result.state.ref is None
+    assert result.state.since_ms == START_MS + 5 and result.state.version == 1
+    assert await live.states.get("d1") == result.state
+
+    live.clock.advance(1_000)
+    offered = await live.states.compare_and_set("d1", expected=S.AVAILABLE, new=S.OFFERED, ref="offer-1")
+    assert offered.ok and offered.state.ref == "offer-1" and offered.state.version == 2
+    assert offered.state.since_ms == START_MS + 1_005
+    assert await live.states.get("d1") == offered.state
+
+
+async def test_failed_cas_changes_nothing_and_returns_current_state(live: Live) -> None:
+    await _go_available(live, "d1")
+    before = await live.states.get("d1")
+    live.clock.advance(100)
+    result = await live.states.compare_and_set("d1", expected=S.BUSY, new=S.AVAILABLE)
+    assert result == CasResult(False, before)
+    assert await live.states.get("d1") == before
+
+
+async def test_offer_accept_complete_cycle_with_refs(live: Live) -> None:
+    cas = live.states.compare_and_set
+    await _go_available(live, "d1")
+    assert (await cas("d1", expected=S.AVAILABLE, new=S.OFFERED, ref="offer-1")).ok
+    # A stale accept of another offer fails; the right one succeeds and names the call.
+    wrong = await cas("d1", expected=S.OFFERED, expected_ref="offer-0", new=S.BUSY, ref="call-9")
+    assert not wrong.ok and wrong.state.ref == "offer-1"
+    busy = await cas("d1", expected=S.OFFERED, expected_ref="offer-1", new=S.BUSY, ref="call-7")
+    assert busy.ok and busy.state.status == S.BUSY and busy.state.ref == "call-7"
+    # Expiry of the old offer now fails: the doctor is busy.
+    assert not (await cas("d1", expected=S.OFFERED, expected_ref="offer-1", new=S.AVAILABLE)).ok
+    done = await cas("d1", expected=S.BUSY, expected_ref="call-7", new=S.AVAILABLE)
+    assert done.ok and done.state.ref is None and done.state.version == 4
+    assert (await live.states.get("d1")).ref is None
+
+
+async def test_expected_version(live: Live) -> None:
+    await _go_available(live, "d1")
+    cas = live.states.compare_and_set
+    assert not (await cas("d1", expected=S.AVAILABLE, new=S.PAUSED, expected_version=0)).ok
+    paused = await cas("d1", expected=S.AVAILABLE, new=S.PAUSED, expected_version=1)
+    assert paused.ok and paused.state.version == 2
+    # Same status again is a new version (e.g. a new pause reason).
+    again = await cas("d1", expected=[S.PAUSED], new=S.PAUSED, ref="lunch", expected_version=2)
+    assert again.ok and again.state.version == 3 and again.state.ref == "lunch"
+
+
+async def test_expected_accepts_several_statuses(live: Live) -> None:
+    await _go_available(live, "d1")
+    result = await live.states.compare_and_set(
+        "d1", expected={S.AVAILABLE, S.PAUSED, S.OFFERED}, new=S.OFFLINE
+    )
+    assert result.ok and result.state.status == S.OFFLINE
+
+
+async def test_invalid_arguments_raise_before_any_change(live: Live) -> None:
+    cas = live.states.compare_and_set
+    await _go_available(live, "d1")
+    with pytest.raises(ValueError, match="only from 'available'"):
+        await cas("d1", expected={S.AVAILABLE, S.OFFERED}, new=S.OFFERED, ref="o2")
+    with pytest.raises(ValueError, match="needs a ref"):
+        await cas("d1", expected=S.AVAILABLE, new=S.OFFERED)
+    with pytest.raises(ValueError, match="needs a ref"):
+        await cas("d1", expected=S.AVAILABLE, new=S.BUSY)
+    with pytest.raises(ValueError, match="invalid doctor id"):
+        await cas("bad id", expected=S.OFFLINE, new=S.AVAILABLE)
+    with pytest.raises(ValueError, match="invalid doctor id"):
+        await live.states.get("{tag}")
+    with pytest.raises(ValueError, match="at least one"):
+        await cas("d1", expected=[], new=S.PAUSED)
+    with pytest.raises(ValueError, match="unknown doctor status"):
+        await cas("d1", expected=["sleeping"], new=S.PAUSED)  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        await cas("d1", expected=S.AVAILABLE, new=S.PAUSED, ref="x" * 129)
+    with pytest.raises(ValueError):
+        await cas("d1", expected=S.AVAILABLE, new=S.PAUSED, expected_version=-1)
+    state = await live.states.get("d1")
+    assert state.status == S.AVAILABLE and state.version == 1
+
+
+async def test_one_winner_among_1000_concurrent_reservations(live: Live) -> None:
+    await _go_available(live, "d1")
+    async with contender_states(live) as states:
+        results = await asyncio.gather(
+            *(
+                states.compare_and_set("d1", expected=S.AVAILABLE, new=S.OFFERED, ref=f"offer-{i}")
+                for i in range(1_000)
+            )
+        )
+    winners = [r for r in results if r.ok]
+    assert len(winners) == 1
+    state = await live.states.get("d1")
+    assert state == winners[0].state and state.version == 2
+    # Every loser saw the winner's reservation, not a half-written state.
+    assert all(r.state == state for r in results if not r.ok)
+
+
+async def test_concurrent_reservations_of_many_doctors_each_get_one_offer(live: Live) -> None:
+    doctors = [f"d{i}" for i in range(20)]
+    for doctor in doctors:
+        await _go_available(live, doctor)
+    async with contender_states(live) as states:
+        results = await asyncio.gather(
+            *(
+                states.compare_and_set(doctor, expected=S.AVAILABLE, new=S.OFFERED, ref=f"o-{i}-{doctor}")
+                for i in range(50)
+                for doctor in doctors
+            )
+        )
+    for doctor in doctors:
+        assert sum(1 for r in results if r.ok and r.state.doctor_id == doctor) == 1
+
+
+async def test_cas_reaches_the_location_index_atomically(live: Live) -> None:
+    """The doctor is a nearest candidate exactly while available: offered or busy doctors never are."""
+    await live.index.upsert(DoctorPosition("d1", 55.75, 37.62, 5.0, live.clock()))
+
+    async def found() -> bool:
+        hits = await live.index.nearest_available(55.751, 37.62, radius_m=1_000)
+        return [h.doctor_id for h in hits] == ["d1"]
+
+    assert not await found()
+    await _go_available(live, "d1")
+    assert await found()
+    await live.states.compare_and_set("d1", expected=S.AVAILABLE, new=S.OFFERED, ref="o1")
+    assert not await found()
+    await live.states.compare_and_set("d1", expected=S.OFFERED, new=S.AVAILABLE)
+    assert await found()
+    await live.states.compare_and_set("d1", expected=S.AVAILABLE, new=S.PAUSED)
+    assert not await found()
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_one_winner_across_two_redis_clients(live: Live) -> None:
+    """Two processes' worth of clients (separate connection pools and instances) race for one doctor."""
+    await _go_available(live, "d1")
+    async with contender_states(live) as first, contender_states(live) as second:
+        contenders = [
+            states.compare_and_set("d1", expected=S.AVAILABLE, new=S.OFFERED, ref=f"offer-{i}")
+            for i in range(500)
+            for states in (first, second)
+        ]
+        results = await asyncio.gather(*contenders)
+        assert sum(r.ok for r in results) == 1
+        assert await first.get("d1") == await second.get("d1") == await live.states.get("d1")
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_redis_record_layout(live: Live) -> None:
+    """The record is the hash named by realtime.keys, with no TTL (one per doctor on the roster)."""
+    assert live.redis is not None and live.keys is not None
+    await _go_available(live, "d1")
+    await live.states.compare_and_set("d1", expected=S.AVAILABLE, new=S.OFFERED, ref="o1")
+    record = await live.redis.hgetall(live.keys.loc_doctor("d1"))
+    assert record[b"st"] == b"offered" and record[b"ref"] == b"o1" and record[b"ver"] == b"2"
+    assert await live.redis.pttl(live.keys.loc_doctor("d1")) == -1
