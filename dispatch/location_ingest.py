@@ -31,6 +31,7 @@ from realtime.clock import Clock, wall_clock_ms
 
 log = logging.getLogger("tot.ingest")
 
+INDEX_SWEEP_INTERVAL_MS = 60_000
 ON_SHIFT_IDLE = frozenset({DoctorStatus.AVAILABLE, DoctorStatus.PAUSED})
 """States a silent doctor is taken out of (offered and busy doctors keep theirs)."""
 
@@ -178,18 +179,24 @@ class LocationIngest:
         return gone
 
     async def run(self) -> None:
-        """Flush every ``flush_interval_ms``; sweep silent doctors every second. Runs until cancelled;
+        """Flush every ``flush_interval_ms``; sweep silent doctors every second and the index's expired
+        entries every minute. Runs until cancelled;
         an engine error is logged and retried on the next tick (fixes of a failed batch are lost: the
         next fix of each doctor replaces them within a second)."""
         interval = self.settings.flush_interval_ms / 1000
-        last_sweep = self.clock()
+        last_sweep = last_index_sweep = self.clock()
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.flush()
-                if self.clock() - last_sweep >= 1000:
-                    last_sweep = self.clock()
+                now = self.clock()
+                if now - last_sweep >= 1000:
+                    last_sweep = now
                     await self.sweep_silent()
+                if now - last_index_sweep >= INDEX_SWEEP_INTERVAL_MS:
+                    # Reclaims index entries of positions that expired (search never depends on it).
+                    last_index_sweep = now
+                    await self.locations.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -81,8 +81,12 @@ for i = 7, #ARGV, 2 do
     geo_args[#geo_args + 1] = lon
     geo_args[#geo_args + 1] = lat
     geo_args[#geo_args + 1] = id
-    seen_args[#seen_args + 1] = now
-    seen_args[#seen_args + 1] = id
+    if not old then
+      -- Only a new (or returning) doctor is scored: sweep re-scores live ones from their key's TTL,
+      -- which saves a sorted-set update on every other fix.
+      seen_args[#seen_args + 1] = now
+      seen_args[#seen_args + 1] = id
+    end
     if not same then
       local dk = docp .. id
       local d = redis.call('HMGET', dk, 'st', 'specs', 'cells')
@@ -133,11 +137,24 @@ SWEEP = (
     MEMBERSHIP_LUA
     + _FORGET_LUA
     + """
--- KEYS: geo, seen. ARGV: pos prefix, doc prefix, avail prefix, cutoff ms (inclusive), batch size.
--- Forgets up to batch-size doctors whose last upsert is at or before the cutoff; returns how many.
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
-for _, id in ipairs(ids) do forget(id, ARGV[1], ARGV[2], ARGV[3]) end
-return #ids
+-- KEYS: geo, seen. ARGV: pos prefix, doc prefix, avail prefix, now ms, ttl ms, batch size.
+-- Takes up to batch-size doctors scored at or before now - ttl. One whose position key still lives
+-- was upserted since: it is re-scored with its last write time (now - ttl + remaining TTL, so past
+-- the cutoff). The others are forgotten. Returns {examined, forgotten}.
+local posp, docp, avp = ARGV[1], ARGV[2], ARGV[3]
+local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl, 'LIMIT', 0, ARGV[6])
+local forgotten = 0
+for _, id in ipairs(ids) do
+  local left = redis.call('PTTL', posp .. id)
+  if left > 0 then
+    redis.call('ZADD', KEYS[2], now - ttl + left, id)
+  else
+    forget(id, posp, docp, avp)
+    forgotten = forgotten + 1
+  end
+end
+return {#ids, forgotten}
 """
 )
 

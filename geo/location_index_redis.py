@@ -194,13 +194,20 @@ class RedisLocationIndex(LocationIndex):
     async def sweep(self) -> int:
         """See :meth:`LocationIndex.sweep`. Several short script calls, each at most
         :data:`SWEEP_CHUNK` doctors, so Redis is never blocked for long."""
-        cutoff = str(self._clock() - self._ttl)
-        args = [self._pos_prefix, self._doc_prefix, self._avail_prefix, cutoff, str(SWEEP_CHUNK)]
+        now = self._clock()
+        args = [
+            self._pos_prefix,
+            self._doc_prefix,
+            self._avail_prefix,
+            str(now),
+            str(self._ttl),
+            str(SWEEP_CHUNK),
+        ]
         total = 0
         while True:
-            swept = int(await self._sweep_script(keys=self._geo_keys, args=args))
-            total += swept
-            if swept < SWEEP_CHUNK:
+            examined, forgotten = await self._sweep_script(keys=self._geo_keys, args=args)
+            total += int(forgotten)
+            if int(examined) < SWEEP_CHUNK:
                 return total
 
     # --- specialties ------------------------------------------------------------------------------

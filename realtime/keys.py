@@ -57,7 +57,9 @@ class Keys:
         return f"{self.prefix}{LOC_HASH_TAG}:geo"
 
     def loc_seen(self) -> str:
-        """Sorted set: member = doctor id, score = engine time (epoch ms) of the last upsert. Drives
+        """Sorted set: member = doctor id, score = engine time (epoch ms) of an upsert no later than
+        the last one (set when a position appears, re-scored by ``sweep`` from the position key's TTL),
+        so every doctor whose position may have expired scores at or before ``now - TTL``. Drives
         ``sweep``. No TTL (same lifetime as ``loc_geo``)."""
         return f"{self.prefix}{LOC_HASH_TAG}:seen"
 

@@ -91,7 +91,12 @@ def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_c
             broker=MemoryBroker(namespaces=BROKER_NAMESPACES, clock=clock),
             presence=MemoryPresence(clock=clock),
         )
-    client = aioredis.Redis.from_url(url, health_check_interval=30)
+    # A blocking pool: redis-py's default pool fails the 101st concurrent command instead of waiting,
+    # which a burst of offers or subscriptions can reach.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=200, timeout=10, health_check_interval=30
+    )
+    client = aioredis.Redis(connection_pool=pool)
     keys = Keys(prefix=prefix)
     return LiveEngine(
         kind="redis",

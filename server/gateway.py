@@ -445,7 +445,7 @@ async def doctor_status(gateway: Gateway, conn: Connection, msg: Generic) -> dic
         "paused": {DoctorStatus.OFFLINE, DoctorStatus.AVAILABLE, DoctorStatus.PAUSED},
         "offline": {DoctorStatus.AVAILABLE, DoctorStatus.PAUSED, DoctorStatus.OFFLINE},
     }
-    if wanted not in targets:
+    if not isinstance(wanted, str) or wanted not in targets:
         raise FrameError(
             ErrorCode.INVALID_FIELD, "status must be available, paused or offline", field="status"
         )
