@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from models.db import make_engine, make_sessionmaker
+from models.doctors import DoctorProfile
 from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
+from models.users import User
 from server.auth.passwords import hash_password
 from server.schemas import EMAIL_PATTERN, PHONE_PATTERN, SPECIALTY_PATTERN
 
@@ -63,6 +67,40 @@ class NewAccount:
         return role
 
 
+async def add_account(
+    session: AsyncSession,
+    *,
+    role: Role,
+    full_name: str,
+    password: str,
+    email: str | None = None,
+    phone: str | None = None,
+    licence_number: str | None = None,
+    specialties: Sequence[str] = (),
+    clinic_id: uuid.UUID | None = None,
+) -> tuple[User, DoctorProfile | None]:
+    """Insert a user (and, for doctors, an unverified profile) in ``session``; the one path for REST
+    registration, the CLI and the demo. Fields are assumed validated.
+
+    Raises ``user_repo.DuplicateAccount`` (email or phone taken) or ``doctor_repo.DuplicateLicence``.
+    """
+    user = await user_repo.create_user(
+        session,
+        email=email,
+        phone=phone,
+        password_hash=hash_password(password),
+        full_name=full_name,
+        role=role,
+    )
+    if role is not Role.DOCTOR:
+        return user, None
+    assert licence_number is not None
+    profile = await doctor_repo.create_profile(
+        session, user_id=user.id, licence_number=licence_number, specialties=specialties, clinic_id=clinic_id
+    )
+    return user, profile
+
+
 async def create_account(database_url: str, account: NewAccount) -> uuid.UUID:
     """Create ``account`` in the database at ``database_url`` and return its id.
 
@@ -73,30 +111,22 @@ async def create_account(database_url: str, account: NewAccount) -> uuid.UUID:
     try:
         async with make_sessionmaker(engine).begin() as session:
             try:
-                user = await user_repo.create_user(
+                user, profile = await add_account(
                     session,
+                    role=role,
+                    full_name=account.full_name,
+                    password=account.password,
                     email=account.email,
                     phone=account.phone,
-                    password_hash=hash_password(account.password),
-                    full_name=account.full_name,
-                    role=role,
+                    licence_number=account.licence_number,
+                    specialties=account.specialties,
                 )
             except user_repo.DuplicateAccount as exc:
                 raise AccountError(str(exc)) from None
-            if role is Role.DOCTOR:
-                assert account.licence_number is not None
-                try:
-                    profile = await doctor_repo.create_profile(
-                        session,
-                        user_id=user.id,
-                        licence_number=account.licence_number,
-                        specialties=account.specialties,
-                        clinic_id=None,
-                    )
-                except doctor_repo.DuplicateLicence:
-                    raise AccountError("this licence number is already registered") from None
-                if account.verified:
-                    await doctor_repo.set_verified(session, profile, True, user.id)
+            except doctor_repo.DuplicateLicence:
+                raise AccountError("this licence number is already registered") from None
+            if profile is not None and account.verified:
+                await doctor_repo.set_verified(session, profile, True, user.id)
             return user.id
     finally:
         await engine.dispose()
@@ -109,13 +139,8 @@ async def ensure_demo_accounts(database_url: str, accounts: Iterable[tuple[str, 
         async with make_sessionmaker(engine).begin() as session:
             for role, email, password, name in accounts:
                 if await user_repo.find_by_login(session, email) is None:
-                    await user_repo.create_user(
-                        session,
-                        email=email,
-                        phone=None,
-                        password_hash=hash_password(password),
-                        full_name=name,
-                        role=Role(role),
+                    await add_account(
+                        session, role=Role(role), full_name=name, password=password, email=email
                     )
     finally:
         await engine.dispose()

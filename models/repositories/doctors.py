@@ -27,10 +27,7 @@ async def create_profile(
     clinic_id: uuid.UUID | None,
 ) -> DoctorProfile:
     """Insert an unverified profile (flushed). Raises :class:`DuplicateLicence`."""
-    exists = await session.scalar(
-        sa.select(DoctorProfile.user_id).where(DoctorProfile.licence_number == licence_number)
-    )
-    if exists is not None:
+    if await licence_taken(session, licence_number):
         raise DuplicateLicence(licence_number)
     profile = DoctorProfile(
         user_id=user_id,

@@ -13,7 +13,8 @@ from models.enums import SELF_REGISTRATION_ROLES, Role
 from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
-from server.auth.passwords import hash_password, verify_password
+from server.accounts import add_account
+from server.auth.passwords import verify_password
 from server.auth.tokens import TokenError
 from server.errors import ApiError
 from server.http import json_response, parse_body
@@ -119,32 +120,25 @@ async def register(request: Request) -> Response:
     async with svc.sessions.begin() as session:
         if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
             raise ApiError(422, "invalid_input", "clinic_id: no such clinic", field="clinic_id")
+        licence, specialties = doctor_fields or (None, [])
         try:
-            user = await user_repo.create_user(
+            user, profile = await add_account(
                 session,
+                role=role,
+                full_name=body.full_name,
+                password=body.password,
                 email=body.email,
                 phone=body.phone,
-                password_hash=hash_password(body.password),
-                full_name=body.full_name,
-                role=role,
+                licence_number=licence,
+                specialties=specialties,
+                clinic_id=body.clinic_id,
             )
         except user_repo.DuplicateAccount as exc:
             raise ApiError(409, "account_exists", str(exc), field=exc.field) from None
-        profile = None
-        if doctor_fields is not None:
-            licence, specialties = doctor_fields
-            try:
-                profile = await doctor_repo.create_profile(
-                    session,
-                    user_id=user.id,
-                    licence_number=licence,
-                    specialties=specialties,
-                    clinic_id=body.clinic_id,
-                )
-            except doctor_repo.DuplicateLicence:
-                raise ApiError(
-                    409, "licence_exists", "this licence number is already registered", field="licence_number"
-                ) from None
+        except doctor_repo.DuplicateLicence:
+            raise ApiError(
+                409, "licence_exists", "this licence number is already registered", field="licence_number"
+            ) from None
     tokens = svc.tokens.issue(user.id, role)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()}, status_code=201)
 
