@@ -7,6 +7,7 @@ from models.base import Base
 from models.calls import Call, CallEvent
 from models.chat import ChatMessage
 from models.clinics import Clinic
+from models.doctor_zones import DoctorZone
 from models.doctors import DoctorProfile
 from models.offers import Offer
 from models.ratings import Rating
@@ -21,6 +22,7 @@ __all__ = [
     "ChatMessage",
     "Clinic",
     "DoctorProfile",
+    "DoctorZone",
     "Offer",
     "Rating",
     "SosAlert",

@@ -66,6 +66,10 @@ class Call(Base):
     assigned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
+    # Every UPDATE of a call carries "WHERE version = <the version read>" and bumps it: two writers that
+    # read the same version cannot both win, on PostgreSQL or SQLite (where FOR UPDATE does nothing).
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's declarative hook
+
 
 call_location_gist = sa.Index("ix_calls_location_gist", Call.location, postgresql_using="gist").ddl_if(
     dialect="postgresql"

@@ -46,6 +46,16 @@ class ErrorCode(StrEnum):
     NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
+    OFFER_EXPIRED = "offer_expired"  # an accept or decline after the offer's deadline
+    OFFER_WITHDRAWN = (
+        "offer_withdrawn"  # another doctor took the call, or it was cancelled / assigned by hand
+    )
+    OFFER_DECLINED = "offer_declined"
+    OFFER_ACCEPTED = "offer_accepted"
+    CONFLICT = "conflict"  # the object changed meanwhile: read it again and retry
+    INVALID_TRANSITION = "invalid_transition"  # the call's status does not allow this (``status`` says which)
+    DOCTOR_UNAVAILABLE = "doctor_unavailable"
+    OUTSIDE_SERVICE_AREA = "outside_service_area"
     INTERNAL_ERROR = "internal_error"
 
 

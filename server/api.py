@@ -109,8 +109,9 @@ class Api:
         return register
 
     def routes(self) -> list[Route]:
-        """One Starlette route per endpoint (Starlette answers 405 when only the path matches)."""
-        return [Route(e.path, e.handler, methods=[e.method], name=e.handler.__name__) for e in self.endpoints]
+        """One Starlette route per endpoint (Starlette answers 405 when only the path matches). The
+        declared roles are enforced here, so the document and the behaviour cannot disagree."""
+        return [Route(e.path, _guard(e), methods=[e.method], name=e.handler.__name__) for e in self.endpoints]
 
     def openapi(self, *, title: str, version: str) -> dict[str, Any]:
         """The OpenAPI 3.1 document of every registered endpoint."""
@@ -129,6 +130,29 @@ class Api:
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
             },
         }
+
+
+def _guard(e: Endpoint) -> Handler:
+    """``e.handler`` behind a role check when the endpoint names roles (401 without a valid token,
+    403 with another role)."""
+    if not e.roles:
+        return e.handler
+    roles = e.roles
+    handler = e.handler
+
+    async def guarded(request: Request) -> Response:
+        from server.errors import ApiError
+        from server.services import services
+
+        principal = services(request).principal(request)
+        if principal.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise ApiError(403, "forbidden", f"this needs one of the roles: {allowed}")
+        return await handler(request)
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:

@@ -3,23 +3,35 @@ the database and the live engine."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from dispatch.calls import CallService
+from dispatch.offer_loop import OfferLoop
+from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
+from server import ws_ops
 from server.auth.tokens import TokenService
 from server.engine import open_engine
 from server.errors import EXCEPTION_HANDLERS
 from server.gateway import Gateway, doctor_status
 from server.metrics import Metrics, MetricsMiddleware
-from server.routes import api, auth, clinics, doctors, system  # noqa: F401  (registers the routes)
+from server.routes import api
+from server.routes import auth as _auth_routes  # noqa: F401  (importing registers the routes)
+from server.routes import calls as _call_routes  # noqa: F401
+from server.routes import clinics as _clinic_routes  # noqa: F401
+from server.routes import doctors as _doctor_routes  # noqa: F401
+from server.routes import system as _system_routes  # noqa: F401
+from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import Services
 from server.settings import Settings
 
@@ -32,6 +44,31 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await gateway.serve(ws)
 
 
+ZONES_REFRESH_S = 60.0
+"""How often a process re-reads zones (``tot-dispatch zones import`` runs in another process)."""
+
+
+async def _load_zones(sessions: async_sessionmaker[AsyncSession]) -> ZoneIndex:
+    zones = ZoneIndex(sessions)
+    try:
+        await zones.reload()
+        warm_cells(zones)
+    except Exception:  # an unmigrated database: serve health and errors rather than refuse to start
+        log.exception("could not load zones")
+    return zones
+
+
+async def _refresh_zones(zones: ZoneIndex) -> None:
+    while True:
+        await asyncio.sleep(ZONES_REFRESH_S)
+        try:
+            before = len(zones)
+            if await zones.reload() != before:
+                warm_cells(zones)
+        except Exception:
+            log.exception("could not reload zones")
+
+
 def create_app(settings: Settings) -> Starlette:
     """A new application for ``settings``. Opening connections waits for the lifespan start-up."""
     metrics = Metrics()
@@ -39,25 +76,47 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = make_engine(settings.database_url)
+        sessions = make_sessionmaker(db)
         engine = open_engine(settings.engine_url, prefix=settings.engine_prefix)
+        zones = await _load_zones(sessions)
+        calls = CallService(sessions, engine.broker, zones)
+        dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
         app.state.services = Services(
             settings=settings,
             db=db,
-            sessions=make_sessionmaker(db),
+            sessions=sessions,
             engine=engine,
             tokens=TokenService(
                 settings.secret_key, settings.access_token_ttl_s, settings.refresh_token_ttl_s
             ),
             metrics=metrics,
+            zones=zones,
+            calls=calls,
+            dispatch=dispatch,
         )
         gateway = Gateway(app.state.services)
         gateway.register_op("doctor.status", doctor_status, {Role.DOCTOR})
+        ws_ops.register(gateway)
         app.state.gateway = gateway
         await gateway.start()
-        log.info("started", extra={"engine": engine.kind, "database": db.dialect.name})
+        background = [
+            asyncio.create_task(dispatch.run(), name="dispatch"),
+            asyncio.create_task(_refresh_zones(zones), name="zones"),
+        ]
+        try:
+            await dispatch.resume()
+        except Exception:  # an unmigrated database: /v1/health says so; dispatch resumes on restart
+            log.exception("could not resume dispatch")
+        log.info("started", extra={"engine": engine.kind, "database": db.dialect.name, "zones": len(zones)})
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await dispatch.stop()
             await gateway.stop()
             await engine.close()
             await db.dispose()

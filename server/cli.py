@@ -1,15 +1,17 @@
 """The ``tot-dispatch`` command line (click).
 
 ``serve`` runs the server; ``migrate`` moves the database schema; ``users create`` makes accounts
-(the only way to create admins and dispatchers); ``demo`` migrates the embedded database and serves it
-with demo accounts. A bad setting stops any command with one line naming it, and exit status 2.
+(the only way to create admins and dispatchers); ``zones import`` loads service zones from GeoJSON;
+``demo`` migrates the embedded database and serves it with demo accounts. A bad setting stops any
+command with one line naming it, and exit status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 import uvicorn
@@ -34,6 +36,23 @@ def _settings(*, demo: bool = False, require_secret: bool = True) -> Settings:
         _fail(str(exc))
 
 
+def uvicorn_ws_options(max_frame_bytes: int) -> dict[str, Any]:
+    """uvicorn's WebSocket and logging settings for the server; ``loadtests/bare_endpoint.py`` runs
+    under the very same ones, so the ingest benchmark compares like with like."""
+    return {
+        # sans-I/O websockets: the same protocol, 25-30% less CPU per frame than the legacy
+        # implementation measured here (docs/operations.md), and not deprecated.
+        "ws": "websockets-sansio",
+        # Deflate multiplies an idle connection's memory by ~4 and cut peak ingest by 28% here.
+        "ws_per_message_deflate": False,
+        # Hard limit: beyond it the WebSocket layer closes with 1009; between the soft limit
+        # (TOT_WS_MAX_FRAME_BYTES) and this, the gateway answers frame_too_large and keeps the socket.
+        "ws_max_size": 4 * max_frame_bytes,
+        "log_config": None,
+        "access_log": False,
+    }
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     from server.app import create_app
     from server.logs import configure_logging
@@ -43,17 +62,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
-        # sans-I/O websockets: the same protocol, 25-30% less CPU per frame than the legacy
-        # implementation measured here (docs/operations.md), and not deprecated.
-        ws="websockets-sansio",
-        # Deflate multiplies an idle connection's memory by ~4 and cut peak ingest by 28% here.
-        ws_per_message_deflate=False,
-        # Hard limit: beyond it the WebSocket layer closes with 1009; between the soft limit
-        # (TOT_WS_MAX_FRAME_BYTES) and this, the gateway answers frame_too_large and keeps the socket.
-        ws_max_size=4 * settings.ws_max_frame_bytes,
-        log_config=None,
-        access_log=False,
         lifespan="on",
+        **uvicorn_ws_options(settings.ws_max_frame_bytes),
     )
 
 
@@ -153,3 +163,52 @@ def demo(host: str | None, port: int | None) -> None:
     for role, email, password, _ in DEMO_ACCOUNTS:
         click.echo(f"  {role:<10} login {email}  password {password}")
     _serve(settings, host, port)
+
+
+@main.group()
+def zones() -> None:
+    """Manage service zones."""
+
+
+@zones.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--code-property",
+    default=None,
+    help="Feature property holding each zone's stable code (default: the feature's id).",
+)
+@click.option(
+    "--name-property",
+    default=None,
+    help="Feature property holding each zone's name (default: name, NAME or Name; else the code).",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Also delete zones the file does not contain (refused while doctors are limited to them).",
+)
+def import_zones(file: Path, code_property: str | None, name_property: str | None, replace: bool) -> None:
+    """Load a GeoJSON FeatureCollection of (Multi)Polygon features into TOT_DATABASE_URL's zones.
+
+    Upserts by code; invalid geometry is repaired; features that cannot be zones are skipped with a
+    reason. Running servers use the new zones after they reload them.
+    """
+    from dispatch.zone_import import ZoneImportError, import_geojson_file
+    from geo.zones import GeoJSONError
+
+    settings = _settings(require_secret=False)
+    try:
+        report = asyncio.run(
+            import_geojson_file(
+                settings.database_url,
+                file,
+                code_property=code_property,
+                name_property=name_property,
+                replace=replace,
+            )
+        )
+    except (GeoJSONError, ZoneImportError) as exc:
+        _fail(str(exc))
+    click.echo(f"zones import {file}")
+    for line in report.lines():
+        click.echo(line)

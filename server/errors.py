@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dispatch.errors import DispatchError
+
 log = logging.getLogger("tot.http")
 
 _HTTP_CODES = {
@@ -39,10 +41,10 @@ class ApiError(Exception):
     """
 
     def __init__(
-        self, status: int, code: str, message: str, *, field: str | None = None, **extra: Any
+        self, http_status: int, code: str, message: str, *, field: str | None = None, **extra: Any
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = http_status
         self.code = code
         self.message = message
         self.field = field
@@ -89,7 +91,16 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(500, "internal_error", "internal server error"))
 
 
+async def handle_dispatch_error(request: Request, exc: Exception) -> Response:
+    """A refusal from the dispatch layer, in the API's error shape (same code, its HTTP status)."""
+    assert isinstance(exc, DispatchError)
+    return await handle_api_error(
+        request, ApiError(exc.http_status, exc.code, exc.message, field=exc.field, **exc.extra)
+    )
+
+
 EXCEPTION_HANDLERS = {
+    DispatchError: handle_dispatch_error,
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from dispatch.calls import CallService
+from dispatch.offer_loop import OfferLoop
+from dispatch.zones import ZoneIndex
 from server.auth.principal import Principal, authenticate
 from server.auth.tokens import TokenService
 from server.engine import LiveEngine
@@ -24,6 +27,9 @@ class Services:
     engine: LiveEngine
     tokens: TokenService
     metrics: Metrics
+    zones: ZoneIndex
+    calls: CallService
+    dispatch: OfferLoop
 
     def principal(self, conn: HTTPConnection) -> Principal:
         """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""

@@ -8,6 +8,7 @@ can stop start-up with exactly that line.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.config import Config
+
+from dispatch.ranking import RankingSettings
+from dispatch.settings import DispatchSettings
 
 ENGINE_SCHEMES = ("memory", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -60,11 +64,33 @@ class Settings:
     location_max_future_s: int = 30
     position_forward_interval_ms: int = 1000
     doctor_offline_after_s: int = 60
+    offer_timeout_s: float = 15.0
+    search_rings_km: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0)
+    broadcast_offers: int = 3
+    max_offers_per_call: int = 10
+    planned_lead_s: float = 3600.0
+    road_factor: float = 1.4
+    eta_speed_kmh: float = 30.0
+    candidate_max_age_s: int = 60
+    dispatch_step_retry_s: float = 10.0
 
     @property
     def engine_scheme(self) -> str:
         """``memory`` or ``redis``/``rediss``."""
         return urlsplit(self.engine_url).scheme
+
+    def dispatch(self) -> DispatchSettings:
+        """The dispatch loop's tunables."""
+        return DispatchSettings(
+            offer_timeout_s=self.offer_timeout_s,
+            rings_m=tuple(r * 1000 for r in self.search_rings_km),
+            broadcast_k=self.broadcast_offers,
+            max_offers=self.max_offers_per_call,
+            candidate_max_age_s=self.candidate_max_age_s,
+            planned_lead_s=self.planned_lead_s,
+            step_retry_s=self.dispatch_step_retry_s,
+            ranking=RankingSettings(road_factor=self.road_factor, speed_mps=self.eta_speed_kmh / 3.6),
+        )
 
     @property
     def database_dialect(self) -> str:
@@ -81,6 +107,32 @@ def _positive_int(config: Config, name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(name, f"must be positive, got {value}")
     return value
+
+
+def _positive_float(config: Config, name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = config(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0 or value < minimum:
+        raise SettingsError(name, f"must be a finite number above {max(minimum, 0)}, got {raw}")
+    return value
+
+
+def _rings(config: Config) -> tuple[float, ...]:
+    raw = str(config("TOT_SEARCH_RINGS_KM", default="2,5,10,20"))
+    try:
+        rings = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            "TOT_SEARCH_RINGS_KM", f"expected comma-separated kilometres, got {raw!r}"
+        ) from None
+    if not rings or any(not 0 < r <= 50 for r in rings) or list(rings) != sorted(set(rings)):
+        raise SettingsError(
+            "TOT_SEARCH_RINGS_KM", "give increasing radii between 0 and 50 km, e.g. 2,5,10,20"
+        )
+    return rings
 
 
 def _origins(config: Config) -> tuple[str, ...]:
@@ -175,4 +227,13 @@ def load_settings(
         location_max_future_s=_positive_int(config, "TOT_LOCATION_MAX_FUTURE", 30),
         position_forward_interval_ms=_positive_int(config, "TOT_POSITION_FORWARD_INTERVAL_MS", 1000),
         doctor_offline_after_s=_positive_int(config, "TOT_DOCTOR_OFFLINE_AFTER", 60),
+        offer_timeout_s=_positive_float(config, "TOT_OFFER_TIMEOUT", 15.0),
+        search_rings_km=_rings(config),
+        broadcast_offers=_positive_int(config, "TOT_BROADCAST_OFFERS", 3),
+        max_offers_per_call=_positive_int(config, "TOT_MAX_OFFERS_PER_CALL", 10),
+        planned_lead_s=_positive_float(config, "TOT_PLANNED_LEAD_TIME", 3600.0),
+        road_factor=_positive_float(config, "TOT_ROAD_FACTOR", 1.4, minimum=1.0),
+        eta_speed_kmh=_positive_float(config, "TOT_ETA_SPEED_KMH", 30.0),
+        candidate_max_age_s=_positive_int(config, "TOT_CANDIDATE_MAX_AGE", 60),
+        dispatch_step_retry_s=_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
     )

@@ -87,3 +87,16 @@ async def licence_taken(session: AsyncSession, licence_number: str) -> bool:
         sa.select(DoctorProfile.user_id).where(DoctorProfile.licence_number == licence_number)
     )
     return found is not None
+
+
+async def ratings(session: AsyncSession, doctor_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float | None]:
+    """Rating average (1-5, ``None`` if unrated) of each *verified* doctor among ``doctor_ids``; doctors
+    without a verified profile are absent from the result."""
+    if not doctor_ids:
+        return {}
+    rows = await session.execute(
+        sa.select(DoctorProfile.user_id, DoctorProfile.rating_avg).where(
+            DoctorProfile.user_id.in_(list(doctor_ids)), DoctorProfile.verified.is_(True)
+        )
+    )
+    return {user_id: rating for user_id, rating in rows.all()}

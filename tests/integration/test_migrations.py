@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "users",
     "clinics",
     "doctor_profiles",
+    "doctor_zones",
     "zones",
     "calls",
     "call_events",

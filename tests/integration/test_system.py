@@ -7,6 +7,7 @@ import socket
 import httpx
 from starlette.routing import Route
 
+from models import migrate
 from server.app import create_app
 from tests.conftest import app_client_for, make_settings
 
@@ -17,7 +18,7 @@ async def test_health_reports_database_and_engine(client: httpx.AsyncClient) -> 
     body = response.json()
     assert body["status"] == "ok"
     assert body["database"]["status"] == "ok"
-    assert body["database"]["revision"] == "0001"
+    assert body["database"]["revision"] == migrate.head_revision()
     assert body["engine"] == {"status": "ok", "kind": "memory"}
 
 

@@ -1,0 +1,250 @@
+"""A city for dispatch tests: real server processes, verified doctors as WebSocket clients streaming
+positions, patients and a dispatcher over REST."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from models.db import make_engine, make_sessionmaker
+from models.enums import Role
+from models.repositories import doctors as doctor_repo
+from realtime.client import Event, TotClient
+from server.accounts import add_account
+from server.auth.tokens import TokenService
+from tests.e2e.process import RunningServer, cli, run_server
+
+SECRET = "dispatch-e2e-secret-" + "d" * 32
+PASSWORD = "dispatch-pass-1"
+CENTRE = (55.7558, 37.6173)  # Moscow, Red Square
+EARTH_M_PER_DEG_LAT = 111_195.0  # mean metres per degree of latitude (R = 6,371,008.8 m)
+
+
+def offset(lat: float, lon: float, north_m: float, east_m: float = 0.0) -> tuple[float, float]:
+    """A point ``north_m`` metres north and ``east_m`` east of (lat, lon), on a local flat approximation."""
+    return (
+        lat + north_m / EARTH_M_PER_DEG_LAT,
+        lon + east_m / (EARTH_M_PER_DEG_LAT * math.cos(math.radians(lat))),
+    )
+
+
+@dataclass
+class Person:
+    """An account: id, role, access token."""
+
+    id: str
+    role: Role
+    token: str
+    email: str
+
+
+async def create_people(database_url: str, doctors: int, patients: int) -> list[Person]:
+    """Verified doctors (specialty therapist), patients, one dispatcher, one admin, written directly
+    through the account code the CLI uses; tokens minted with the test secret."""
+    tokens = TokenService(SECRET, 3600, 7200)
+    people: list[Person] = []
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            plan = [(Role.DOCTOR, i) for i in range(doctors)] + [(Role.PATIENT, i) for i in range(patients)]
+            plan += [(Role.DISPATCHER, 0), (Role.ADMIN, 0)]
+            for role, i in plan:
+                email = f"{role.value}{i}-{uuid.uuid4().hex[:6]}@dispatch.test"
+                user, profile = await add_account(
+                    session,
+                    role=role,
+                    full_name=f"{role.value.title()} {i}",
+                    password=PASSWORD,
+                    email=email,
+                    licence_number=f"LIC-{uuid.uuid4().hex[:10]}" if role is Role.DOCTOR else None,
+                    specialties=["therapist"] if role is Role.DOCTOR else (),
+                )
+                if profile is not None:
+                    await doctor_repo.set_verified(session, profile, True, user.id)
+                people.append(Person(str(user.id), role, tokens.issue(user.id, role).access_token, email))
+    finally:
+        await engine.dispose()
+    return people
+
+
+@dataclass
+class Doctor:
+    """A doctor app: streams a position, keeps every event of its private channel."""
+
+    person: Person
+    client: TotClient
+    lat: float
+    lon: float
+    events: list[Event] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+    _streamer: asyncio.Task[None] | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.person.id
+
+    async def start(self, available: bool = True) -> None:
+        await self.client.connect()
+        await self.client.subscribe(f"doctor:{self.id}")
+        self._reader = asyncio.create_task(self._read())
+        await self.fix()
+        if available:
+            await self.client.request("doctor.status", status="available")
+        self._streamer = asyncio.create_task(self._stream())
+
+    async def fix(self) -> None:
+        """Send the current position now (acknowledged, so it is in the server's pipeline)."""
+        await self.client.request("location", lat=self.lat, lon=self.lon, acc=5, ts=int(time.time() * 1000))
+
+    async def _stream(self) -> None:
+        while True:  # 1 Hz, like the app
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await self.client.send(
+                    "location", lat=self.lat, lon=self.lon, acc=5, ts=int(time.time() * 1000)
+                )
+
+    async def _read(self) -> None:
+        async for event in self.client.events():
+            if isinstance(event, Event) and event.channel == f"doctor:{self.id}":
+                self.events.append(event)
+                self._changed.set()
+
+    async def wait_for(
+        self,
+        event_type: str,
+        predicate: Callable[[dict[str, Any]], bool] = lambda d: True,
+        timeout: float = 15.0,
+    ) -> dict[str, Any]:
+        """The first event of ``event_type`` whose data satisfies ``predicate`` (already received or next)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event.type == event_type and predicate(event.data):
+                    return event.data
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"doctor {self.id} got no {event_type}; got {[e.type for e in self.events]}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [e.data for e in self.events if e.type == event_type]
+
+    async def stop(self) -> None:
+        for task in (self._streamer, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        await self.client.close()
+
+
+@dataclass
+class City:
+    """One or more servers over one database, and the people."""
+
+    servers: list[RunningServer]
+    database_url: str
+    people: list[Person]
+    env: dict[str, str]
+    cwd: Path
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def of_role(self, role: Role) -> list[Person]:
+        return [p for p in self.people if p.role is role]
+
+    @property
+    def dispatcher(self) -> Person:
+        return self.of_role(Role.DISPATCHER)[0]
+
+    def doctor(self, person: Person, lat: float, lon: float, server: int = 0) -> Doctor:
+        return Doctor(person, TotClient(self.servers[server].url, person.token, ping_interval_s=5), lat, lon)
+
+    async def http(
+        self, method: str, path: str, who: Person, server: int = 0, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {who.token}", **kwargs.pop("headers", {})}
+        async with httpx.AsyncClient(base_url=self.servers[server].url, timeout=30) as client:
+            return await client.request(method, path, headers=headers, **kwargs)
+
+    async def create_call(
+        self,
+        patient: Person,
+        lat: float,
+        lon: float,
+        urgency: str = "urgent",
+        key: str | None = None,
+        **extra: Any,
+    ) -> httpx.Response:
+        body = {
+            "address": "Test street 1",
+            "lat": lat,
+            "lon": lon,
+            "urgency": urgency,
+            "specialty": "therapist",
+            **extra,
+        }
+        headers = {"Idempotency-Key": key} if key else {}
+        return await self.http("POST", "/v1/calls", patient, json=body, headers=headers)
+
+    async def call(self, call_id: str) -> dict[str, Any]:
+        response = await self.http("GET", f"/v1/calls/{call_id}", self.dispatcher)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def wait_status(self, call_id: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            call = await self.call(call_id)
+            if call["status"] in statuses:
+                return call
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"call {call_id} is {call['status']}, not {statuses}")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def city(
+    cwd: Path,
+    *,
+    doctors: int,
+    patients: int = 3,
+    servers: int = 1,
+    database_url: str | None = None,
+    engine_url: str = "memory://",
+    settings: dict[str, str] | None = None,
+) -> Iterator[City]:
+    """Migrate a database, create the people, start ``servers`` processes sharing it."""
+    database_url = database_url or f"sqlite+aiosqlite:///{cwd / 'tot.db'}"
+    env = {
+        "TOT_SECRET_KEY": SECRET,
+        "TOT_DATABASE_URL": database_url,
+        "TOT_ENGINE_URL": engine_url,
+        "TOT_ENGINE_PREFIX": f"disp{uuid.uuid4().hex[:8]}:",
+        "TOT_LOG_LEVEL": "warning",
+        **(settings or {}),
+    }
+    result = cli(["migrate"], env, cwd)
+    assert result.returncode == 0, result.stderr
+    people = asyncio.run(create_people(database_url, doctors, patients))
+    with contextlib.ExitStack() as stack:
+        running = [stack.enter_context(run_server(["serve"], env, cwd)) for _ in range(servers)]
+        yield City(running, database_url, people, env, cwd)
