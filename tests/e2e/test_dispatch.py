@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def patient(world: City, i: int = 0) -> Person:
     return world.of_role(Role.PATIENT)[i]
 
 
-async def new_call(area: Area, urgency: str = "urgent", who: Person | None = None, **extra: object) -> str:
+async def new_call(area: Area, urgency: str = "urgent", who: Person | None = None, **extra: Any) -> str:
     response = await area.world.create_call(who or patient(area.world), area.lat, area.lon, urgency, **extra)
     assert response.status_code == 201, response.text
     call_id: str = response.json()["id"]
