@@ -15,6 +15,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from dispatch.calls import CallService
+from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
@@ -28,6 +29,7 @@ from server.metrics import Metrics, MetricsMiddleware
 from server.routes import api
 from server.routes import auth as _auth_routes  # noqa: F401  (importing registers the routes)
 from server.routes import calls as _call_routes  # noqa: F401
+from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> Starlette:
             zones=zones,
             calls=calls,
             dispatch=dispatch,
+            chat=ChatService(sessions, engine.broker),
         )
         gateway = Gateway(app.state.services)
         gateway.register_op("doctor.status", doctor_status, {Role.DOCTOR})

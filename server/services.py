@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from dispatch.calls import CallService
+from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
 from dispatch.zones import ZoneIndex
 from server.auth.principal import Principal, authenticate
@@ -30,6 +31,7 @@ class Services:
     zones: ZoneIndex
     calls: CallService
     dispatch: OfferLoop
+    chat: ChatService
 
     def principal(self, conn: HTTPConnection) -> Principal:
         """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""

@@ -26,13 +26,7 @@ def frame_error(exc: DispatchError) -> FrameError:
 
 
 def _offer_id(msg: Generic) -> uuid.UUID:
-    raw = msg.fields.get("offer")
-    if isinstance(raw, str):
-        try:
-            return uuid.UUID(raw)
-        except ValueError:
-            pass
-    raise FrameError(ErrorCode.INVALID_FIELD, "offer must be an offer id", field="offer")
+    return _uuid(msg, "offer")
 
 
 def _who(conn: Connection) -> Who:
@@ -64,7 +58,45 @@ async def offer_decline(gateway: Gateway, conn: Connection, msg: Generic) -> dic
     return {"declined": True}
 
 
+def _uuid(msg: Generic, name: str) -> uuid.UUID:
+    raw = msg.fields.get(name)
+    if isinstance(raw, str):
+        try:
+            return uuid.UUID(raw)
+        except ValueError:
+            pass
+    raise FrameError(ErrorCode.INVALID_FIELD, f"{name} must be an id", field=name)
+
+
+async def chat_send(gateway: Gateway, conn: Connection, msg: Generic) -> dict[str, Any]:
+    """``{"op":"chat.send","call","client_msg_id","text","ref"}`` -> ``ack`` with the stored message
+    (``duplicate: true`` for a resend)."""
+    call_id = _uuid(msg, "call")
+    client_msg_id, text = msg.fields.get("client_msg_id"), msg.fields.get("text")
+    if not isinstance(client_msg_id, str):
+        raise FrameError(ErrorCode.INVALID_FIELD, "client_msg_id must be a string", field="client_msg_id")
+    if not isinstance(text, str):
+        raise FrameError(ErrorCode.INVALID_FIELD, "text must be a string", field="text")
+    try:
+        sent = await gateway.services.chat.send(_who(conn), call_id, client_msg_id, text)
+    except DispatchError as exc:
+        raise frame_error(exc) from None
+    return {"message": sent.message, "duplicate": not sent.created}
+
+
+async def chat_read(gateway: Gateway, conn: Connection, msg: Generic) -> dict[str, Any]:
+    """``{"op":"chat.read","call","up_to","ref"}`` -> ``ack`` with ``read`` (newly marked)."""
+    try:
+        changed = await gateway.services.chat.read(_who(conn), _uuid(msg, "call"), _uuid(msg, "up_to"))
+    except DispatchError as exc:
+        raise frame_error(exc) from None
+    return {"read": changed}
+
+
 def register(gateway: Gateway) -> None:
     """Register the dispatch ops on ``gateway``."""
     gateway.register_op("offer.accept", offer_accept, {Role.DOCTOR})
     gateway.register_op("offer.decline", offer_decline, {Role.DOCTOR})
+    everyone = set(Role)
+    gateway.register_op("chat.send", chat_send, everyone)
+    gateway.register_op("chat.read", chat_read, everyone)
