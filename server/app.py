@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
+from dispatch.ratings import RatingService
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
@@ -32,6 +33,7 @@ from server.routes import calls as _call_routes  # noqa: F401
 from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import doctors as _doctor_routes  # noqa: F401
+from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import Services
@@ -96,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             calls=calls,
             dispatch=dispatch,
             chat=ChatService(sessions, engine.broker),
+            ratings=RatingService(sessions),
         )
         gateway = Gateway(app.state.services)
         gateway.register_op("doctor.status", doctor_status, {Role.DOCTOR})

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
+from dispatch.ratings import RatingService
 from dispatch.zones import ZoneIndex
 from server.auth.principal import Principal, authenticate
 from server.auth.tokens import TokenService
@@ -32,6 +33,7 @@ class Services:
     calls: CallService
     dispatch: OfferLoop
     chat: ChatService
+    ratings: RatingService
 
     def principal(self, conn: HTTPConnection) -> Principal:
         """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""

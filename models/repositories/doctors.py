@@ -100,3 +100,18 @@ async def ratings(session: AsyncSession, doctor_ids: Sequence[uuid.UUID]) -> dic
         )
     )
     return {user_id: rating for user_id, rating in rows.all()}
+
+
+async def add_rating(session: AsyncSession, doctor_id: uuid.UUID, score: int) -> None:
+    """Fold one 1-5 score into the doctor's average and count, in one UPDATE (concurrent ratings of
+    the same doctor cannot lose each other): avg' = (avg * n + score) / (n + 1)."""
+    await session.execute(
+        sa.update(DoctorProfile)
+        .where(DoctorProfile.user_id == doctor_id)
+        .values(
+            rating_avg=(sa.func.coalesce(DoctorProfile.rating_avg, 0) * DoctorProfile.rating_count + score)
+            / (DoctorProfile.rating_count + 1),
+            rating_count=DoctorProfile.rating_count + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
