@@ -11,7 +11,8 @@ from models.doctor_zones import DoctorZone
 from models.doctors import DoctorProfile
 from models.offers import Offer
 from models.ratings import Rating
-from models.sos import SosAlert
+from models.sos import SosAlert, SosEvent
+from models.track import TrackPoint
 from models.users import User
 from models.zones import Zone
 
@@ -26,6 +27,8 @@ __all__ = [
     "Offer",
     "Rating",
     "SosAlert",
+    "SosEvent",
+    "TrackPoint",
     "User",
     "Zone",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from shapely.geometry.base import BaseGeometry
@@ -41,3 +42,19 @@ class SosAlert(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     resolved_by: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid(), sa.ForeignKey("users.id"))
     resolution_note: Mapped[str | None] = mapped_column(sa.String(2000))
+
+
+class SosEvent(Base):
+    """One step of an SOS, for the audit: ``raised``, ``delivered`` (how many dispatchers and doctors
+    it reached), ``repeated``, ``acknowledged``, ``resolved``. ``actor_id`` is ``None`` for the server."""
+
+    __tablename__ = "sos_events"
+    __table_args__ = (sa.Index("ix_sos_events_sos_created", "sos_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    sos_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid(), sa.ForeignKey("sos_alerts.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid(), sa.ForeignKey("users.id"))
+    actor_role: Mapped[str | None] = mapped_column(sa.String(32))
+    data: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    created_at: Mapped[dt.datetime] = timestamp_default_now()

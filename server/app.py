@@ -18,6 +18,7 @@ from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
 from dispatch.ratings import RatingService
+from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
@@ -34,6 +35,7 @@ from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
+from server.routes import sos as _sos_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import Services
@@ -85,6 +87,15 @@ def create_app(settings: Settings) -> Starlette:
         zones = await _load_zones(sessions)
         calls = CallService(sessions, engine.broker, zones)
         dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
+        sos = SosService(
+            sessions,
+            engine.broker,
+            engine.locations,
+            engine.sos_deadlines,
+            calls,
+            SosSettings(radius_m=settings.sos_radius_km * 1000, repeat_s=settings.sos_repeat_s),
+            on_emergency=dispatch.trigger,
+        )
         app.state.services = Services(
             settings=settings,
             db=db,
@@ -99,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
             dispatch=dispatch,
             chat=ChatService(sessions, engine.broker),
             ratings=RatingService(sessions),
+            sos=sos,
         )
         gateway = Gateway(app.state.services)
         gateway.register_op("doctor.status", doctor_status, {Role.DOCTOR})
@@ -107,10 +119,12 @@ def create_app(settings: Settings) -> Starlette:
         await gateway.start()
         background = [
             asyncio.create_task(dispatch.run(), name="dispatch"),
+            asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),
         ]
         try:
             await dispatch.resume()
+            await sos.resume()
         except Exception:  # an unmigrated database: /v1/health says so; dispatch resumes on restart
             log.exception("could not resume dispatch")
         log.info("started", extra={"engine": engine.kind, "database": db.dialect.name, "zones": len(zones)})

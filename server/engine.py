@@ -46,6 +46,7 @@ class LiveEngine:
     locations: LocationIndex
     states: DoctorStates
     deadlines: Deadlines
+    sos_deadlines: Deadlines
     broker: Broker
     presence: Presence
     redis: aioredis.Redis | None = None
@@ -67,6 +68,7 @@ class LiveEngine:
         await self.broker.aclose()
         await self.presence.aclose()
         await self.deadlines.aclose()
+        await self.sos_deadlines.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -88,6 +90,7 @@ def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_c
             locations=locations,
             states=MemoryDoctorStates(clock=clock, index=locations),
             deadlines=MemoryDeadlines(),
+            sos_deadlines=MemoryDeadlines(),
             broker=MemoryBroker(namespaces=BROKER_NAMESPACES, clock=clock),
             presence=MemoryPresence(clock=clock),
         )
@@ -104,6 +107,7 @@ def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_c
         locations=RedisLocationIndex(client, keys, clock=clock),
         states=RedisDoctorStates(client, keys, clock=clock),
         deadlines=RedisDeadlines(client, keys),
+        sos_deadlines=RedisDeadlines(client, keys, queue="sos"),
         broker=RedisBroker(client, keys, namespaces=BROKER_NAMESPACES, clock=clock),
         presence=RedisPresence(client, keys, clock=clock),
         redis=client,

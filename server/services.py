@@ -11,6 +11,7 @@ from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
 from dispatch.ratings import RatingService
+from dispatch.sos import SosService
 from dispatch.zones import ZoneIndex
 from server.auth.principal import Principal, authenticate
 from server.auth.tokens import TokenService
@@ -34,6 +35,7 @@ class Services:
     dispatch: OfferLoop
     chat: ChatService
     ratings: RatingService
+    sos: SosService
 
     def principal(self, conn: HTTPConnection) -> Principal:
         """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""

@@ -73,6 +73,8 @@ class Settings:
     eta_speed_kmh: float = 30.0
     candidate_max_age_s: int = 60
     dispatch_step_retry_s: float = 10.0
+    sos_radius_km: float = 3.0
+    sos_repeat_s: float = 15.0
 
     @property
     def engine_scheme(self) -> str:
@@ -236,4 +238,6 @@ def load_settings(
         eta_speed_kmh=_positive_float(config, "TOT_ETA_SPEED_KMH", 30.0),
         candidate_max_age_s=_positive_int(config, "TOT_CANDIDATE_MAX_AGE", 60),
         dispatch_step_retry_s=_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
+        sos_radius_km=_positive_float(config, "TOT_SOS_RADIUS_KM", 3.0),
+        sos_repeat_s=_positive_float(config, "TOT_SOS_REPEAT", 15.0),
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from dispatch.calls import Who
 from dispatch.errors import DispatchError
-from models.enums import Role
+from models.enums import Role, SosKind
 from realtime.messages import FrameError, Generic
 from realtime.protocol import ErrorCode
 from server.gateway import Connection, Gateway
@@ -93,6 +93,60 @@ async def chat_read(gateway: Gateway, conn: Connection, msg: Generic) -> dict[st
     return {"read": changed}
 
 
+def _number(msg: Generic, name: str, low: float, high: float) -> float | None:
+    value = msg.fields.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= float(value) <= high:
+        raise FrameError(
+            ErrorCode.INVALID_FIELD, f"{name} must be a number within [{low}, {high}]", field=name
+        )
+    return float(value)
+
+
+async def sos_raise(gateway: Gateway, conn: Connection, msg: Generic) -> dict[str, Any]:
+    """``{"op":"sos","kind","lat"?,"lon"?,"call"?,"message"?,"ref"}`` -> ``ack`` with the alert."""
+    try:
+        kind = SosKind(str(msg.fields.get("kind")))
+    except ValueError:
+        raise FrameError(
+            ErrorCode.INVALID_FIELD, "kind must be danger, complex_call or emergency", field="kind"
+        ) from None
+    lat, lon = _number(msg, "lat", -85.05112878, 85.05112878), _number(msg, "lon", -180.0, 180.0)
+    if (lat is None) != (lon is None):
+        raise FrameError(ErrorCode.INVALID_FIELD, "lat and lon go together", field="lat")
+    call_id = _uuid(msg, "call") if msg.fields.get("call") is not None else None
+    message = msg.fields.get("message")
+    if message is not None and (not isinstance(message, str) or len(message) > 1000):
+        raise FrameError(ErrorCode.INVALID_FIELD, "message: text up to 1000 characters", field="message")
+    try:
+        alert = await gateway.services.sos.raise_alert(
+            _who(conn), kind, lat=lat, lon=lon, call_id=call_id, message=message
+        )
+    except DispatchError as exc:
+        raise frame_error(exc) from None
+    return {"sos": alert}
+
+
+async def sos_ack(gateway: Gateway, conn: Connection, msg: Generic) -> dict[str, Any]:
+    """``{"op":"sos.ack","sos","ref"}`` -> ``ack`` with the alert."""
+    try:
+        return {"sos": await gateway.services.sos.acknowledge(_who(conn), _uuid(msg, "sos"))}
+    except DispatchError as exc:
+        raise frame_error(exc) from None
+
+
+async def sos_resolve(gateway: Gateway, conn: Connection, msg: Generic) -> dict[str, Any]:
+    """``{"op":"sos.resolve","sos","note","ref"}`` -> ``ack`` with the alert."""
+    note = msg.fields.get("note")
+    if not isinstance(note, str) or not 1 <= len(note) <= 2000:
+        raise FrameError(ErrorCode.INVALID_FIELD, "note: text of 1-2000 characters", field="note")
+    try:
+        return {"sos": await gateway.services.sos.resolve(_who(conn), _uuid(msg, "sos"), note)}
+    except DispatchError as exc:
+        raise frame_error(exc) from None
+
+
 def register(gateway: Gateway) -> None:
     """Register the dispatch ops on ``gateway``."""
     gateway.register_op("offer.accept", offer_accept, {Role.DOCTOR})
@@ -100,3 +154,7 @@ def register(gateway: Gateway) -> None:
     everyone = set(Role)
     gateway.register_op("chat.send", chat_send, everyone)
     gateway.register_op("chat.read", chat_read, everyone)
+    gateway.register_op("sos", sos_raise, {Role.DOCTOR, Role.PATIENT})
+    staff = {Role.DISPATCHER, Role.ADMIN}
+    gateway.register_op("sos.ack", sos_ack, staff)
+    gateway.register_op("sos.resolve", sos_resolve, staff)

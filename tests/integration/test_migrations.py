@@ -28,6 +28,8 @@ EXPECTED_TABLES = {
     "chat_messages",
     "sos_alerts",
     "ratings",
+    "sos_events",
+    "track_points",
 }
 
 

@@ -1,0 +1,395 @@
+"""SOS: alerts that cannot be missed.
+
+A doctor raises ``danger`` or ``complex_call`` (with a position, or the last one the server has); a
+patient raises ``emergency`` on their active call (at the call's address; the call also becomes an
+emergency, so its offers go out as a broadcast). The alert is stored first; then it goes at once to the
+``sos`` channel (every online dispatcher) and to the private channel of every doctor with a fresh
+position within ``radius_m``; and it comes back every ``repeat_s`` until a dispatcher acknowledges it.
+The repeat is an entry in the engine's ``sos`` Deadlines queue, so it survives the death of the process
+that raised it (and, for the memory engine, :meth:`SosService.resume` re-arms open alerts at start-up).
+Every step is written to ``sos_events`` (the audit).
+
+Channels: ``sos`` gets ``sos.raised`` (``repeat`` counts the re-sends), ``sos.acknowledged``,
+``sos.resolved``; nearby doctors get ``sos.nearby``; the raiser is told on ``doctor:<id>`` or
+``call:<id>`` (``sos.acknowledged``, ``sos.resolved``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from shapely.geometry import Point
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch.calls import SYSTEM, CallService, Who
+from dispatch.deadlines import Deadlines
+from dispatch.errors import DispatchError, forbidden, not_found
+from dispatch.events import epoch_ms
+from dispatch.lifecycle import FINAL
+from geo.distance import haversine_m, metres_per_degree_lat
+from geo.location_index import LocationIndex
+from models.enums import CallStatus, Role, SosKind, SosStatus, Urgency
+from models.repositories import calls as call_repo
+from models.sos import SosAlert, SosEvent
+from models.types import utcnow
+from realtime.broker import Broker
+from realtime.channels import call_channel, doctor_channel
+
+log = logging.getLogger("tot.sos")
+
+SOS_CHANNEL = "sos"
+REPEAT = "sos:"
+NEARBY_LIMIT = 500
+"""Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
+DOCTOR_KINDS = frozenset({SosKind.DANGER, SosKind.COMPLEX_CALL})
+
+
+@dataclass(frozen=True, slots=True)
+class SosSettings:
+    """``radius_m``: doctors within it get the alert (metres); ``repeat_s``: re-send interval until
+    acknowledged (seconds); ``position_max_age_s``: positions older than this do not count as "nearby"."""
+
+    radius_m: float = 3_000.0
+    repeat_s: float = 15.0
+    position_max_age_s: int = 120
+
+
+def alert_json(alert: SosAlert) -> dict[str, Any]:
+    """An alert as the API and events show it (times in epoch milliseconds)."""
+    return {
+        "id": str(alert.id),
+        "kind": alert.kind,
+        "status": alert.status,
+        "raised_by": str(alert.raised_by),
+        "call": None if alert.call_id is None else str(alert.call_id),
+        "lat": alert.lat,
+        "lon": alert.lon,
+        "message": alert.message,
+        "created_at": epoch_ms(alert.created_at),
+        "acknowledged_at": epoch_ms(alert.acknowledged_at),
+        "acknowledged_by": None if alert.acknowledged_by is None else str(alert.acknowledged_by),
+        "resolved_at": epoch_ms(alert.resolved_at),
+        "resolved_by": None if alert.resolved_by is None else str(alert.resolved_by),
+        "resolution_note": alert.resolution_note,
+    }
+
+
+class SosService:
+    """Raising, delivering, repeating, acknowledging and resolving SOS alerts."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        broker: Broker,
+        locations: LocationIndex,
+        deadlines: Deadlines,
+        calls: CallService,
+        settings: SosSettings,
+        *,
+        on_emergency: Callable[[uuid.UUID], Any] | None = None,
+        now: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.broker = broker
+        self.locations = locations
+        self.deadlines = deadlines
+        self.calls = calls
+        self.settings = settings
+        self.on_emergency = on_emergency
+        self.now = now
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- raising ----------------------------------------------------------------------------------
+
+    async def raise_alert(
+        self,
+        who: Who,
+        kind: SosKind,
+        *,
+        lat: float | None = None,
+        lon: float | None = None,
+        call_id: uuid.UUID | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Store the alert, deliver it, arm its repeat. Raises ``DispatchError`` 403 (wrong kind for the
+        role), 404 (call), 409 (the call is over), 422 (no position known)."""
+        if who.role is Role.DOCTOR and kind not in DOCTOR_KINDS:
+            raise forbidden("doctors raise danger or complex_call")
+        if who.role is Role.PATIENT and kind is not SosKind.EMERGENCY:
+            raise forbidden("patients raise emergency")
+        if who.role not in (Role.DOCTOR, Role.PATIENT):
+            raise forbidden("only doctors and patients raise an SOS")
+        now = self.now()
+        async with self.sessions.begin() as session:
+            if who.role is Role.PATIENT:
+                if call_id is None:
+                    raise DispatchError(
+                        422, "invalid_input", "call: an emergency is raised on your call", field="call"
+                    )
+                call = await call_repo.get_call(session, call_id)
+                if call is None or call.patient_id != who.user_id:
+                    raise not_found("call")
+                if CallStatus(call.status) in FINAL:
+                    raise DispatchError(
+                        409, "invalid_transition", f"the call is {call.status}", status=call.status
+                    )
+                lat, lon = call.lat, call.lon
+            elif lat is None or lon is None:
+                known = await self.locations.get(str(who.user_id))
+                if known is None:
+                    raise DispatchError(
+                        422, "invalid_input", "lat/lon: no position known; send yours", field="lat"
+                    )
+                lat, lon = known.lat, known.lon
+            alert = SosAlert(
+                id=uuid.uuid4(),
+                raised_by=who.user_id,
+                call_id=call_id,
+                kind=kind.value,
+                status=SosStatus.OPEN.value,
+                location=Point(lon, lat),
+                lat=lat,
+                lon=lon,
+                message=message,
+                created_at=now,
+            )
+            session.add(alert)
+            self._audit(session, alert.id, "raised", who, {"kind": kind.value}, now)
+            # Armed in the same breath as the row: a process dying right after the commit still leaves
+            # the repeat to another process.
+            await self._arm(alert.id)
+        delivered = await self._deliver(alert, repeat=0)
+        async with self.sessions.begin() as session:
+            self._audit(session, alert.id, "delivered", None, delivered, self.now())
+        if who.role is Role.PATIENT and call_id is not None:
+            await self._make_emergency(call_id)
+        return {**alert_json(alert), "delivered": delivered}
+
+    async def _make_emergency(self, call_id: uuid.UUID) -> None:
+        """A patient's emergency raises the call's urgency; a call still being dispatched is offered
+        again as a broadcast."""
+        async with self.sessions.begin() as session:
+            call = await call_repo.get_call(session, call_id, for_update=True)
+            if call is None or call.urgency == Urgency.EMERGENCY.value:
+                return
+            call.urgency = Urgency.EMERGENCY.value
+            call_repo.add_event(
+                session,
+                call,
+                call.status,
+                call.status,
+                actor_id=None,
+                actor_role=None,
+                reason="patient raised an emergency",
+                data={"urgency": "emergency"},
+                at=self.now(),
+            )
+        if self.on_emergency is not None and call.status in (
+            CallStatus.SEARCHING.value,
+            CallStatus.CREATED.value,
+        ):
+            await self.on_emergency(call_id)
+
+    async def _deliver(self, alert: SosAlert, repeat: int) -> dict[str, Any]:
+        data = {**alert_json(alert), "repeat": repeat}
+        await self.broker.publish(SOS_CHANNEL, "sos.raised", data)
+        nearby = await self._doctors_nearby(alert)
+        for doctor_id, distance in nearby:
+            await self.broker.publish(
+                doctor_channel(doctor_id), "sos.nearby", {**data, "distance_m": round(distance)}
+            )
+        return {"repeat": repeat, "doctors": [d for d, _ in nearby]}
+
+    async def _doctors_nearby(self, alert: SosAlert) -> list[tuple[str, float]]:
+        """Doctors with a fresh position within the radius, nearest first, not the raiser."""
+        assert alert.lat is not None and alert.lon is not None
+        radius = self.settings.radius_m
+        dlat = radius / metres_per_degree_lat()
+        dlon = dlat / max(0.01, math.cos(math.radians(alert.lat)))
+        box = await self.locations.within_box(
+            max(-85.0, alert.lat - dlat),
+            max(-180.0, alert.lon - dlon),
+            min(85.0, alert.lat + dlat),
+            min(180.0, alert.lon + dlon),
+            limit=NEARBY_LIMIT * 4,
+            max_age_ms=self.settings.position_max_age_s * 1000,
+        )
+        found = []
+        for doctor in box:
+            p = doctor.position
+            if p.doctor_id == str(alert.raised_by):
+                continue
+            distance = haversine_m(alert.lat, alert.lon, p.lat, p.lon)
+            if distance <= radius:
+                found.append((p.doctor_id, distance))
+        return sorted(found, key=lambda item: item[1])[:NEARBY_LIMIT]
+
+    # --- repeating --------------------------------------------------------------------------------
+
+    async def _arm(self, sos_id: uuid.UUID) -> None:
+        due = int((self.now().timestamp() + self.settings.repeat_s) * 1000)
+        await self.deadlines.schedule(f"{REPEAT}{sos_id}", due)
+
+    async def repeat(self, sos_id: uuid.UUID) -> None:
+        """Re-send an alert nobody acknowledged yet, and arm the next repeat."""
+        async with self.sessions.begin() as session:
+            alert = await session.get(SosAlert, sos_id)
+            if alert is None or alert.status != SosStatus.OPEN.value:
+                return
+            count = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(SosEvent)
+                .where(SosEvent.sos_id == sos_id, SosEvent.action == "repeated")
+            )
+            repeat = int(count or 0) + 1
+            await self._arm(sos_id)
+            delivered = await self._deliver(alert, repeat)
+            self._audit(session, sos_id, "repeated", None, delivered, self.now())
+
+    async def run(self) -> None:
+        """Claim due repeats and run them, until cancelled (one worker per process)."""
+        while True:
+            now_ms = int(self.now().timestamp() * 1000)
+            try:
+                claims = await self.deadlines.claim_due(now_ms, limit=50)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming SOS repeats failed")
+                claims = []
+            for claim in claims:
+                try:
+                    await self.repeat(uuid.UUID(claim.key[len(REPEAT) :]))
+                    await self.deadlines.complete(claim)
+                except Exception:
+                    log.exception(
+                        "SOS repeat failed; it comes back after its lease", extra={"key": claim.key}
+                    )
+            await asyncio.sleep(0.2)
+
+    async def resume(self) -> None:
+        """At start-up: arm a repeat for every open alert that has none (the memory engine loses its
+        entries with the process; on Redis they are still there and this changes nothing)."""
+        async with self.sessions() as session:
+            open_ids = list(
+                await session.scalars(sa.select(SosAlert.id).where(SosAlert.status == SosStatus.OPEN.value))
+            )
+        for sos_id in open_ids:
+            if await self.deadlines.get(f"{REPEAT}{sos_id}") is None:
+                await self.deadlines.schedule(f"{REPEAT}{sos_id}", int(self.now().timestamp() * 1000))
+
+    # --- dispatchers ------------------------------------------------------------------------------
+
+    async def acknowledge(self, who: Who, sos_id: uuid.UUID) -> dict[str, Any]:
+        """A dispatcher has seen it: the repeats stop. Acknowledging twice is harmless."""
+        return await self._staff_step(who, sos_id, "acknowledged", None)
+
+    async def resolve(self, who: Who, sos_id: uuid.UUID, note: str) -> dict[str, Any]:
+        """Close the alert with a note (acknowledging it too if nobody had)."""
+        if not note.strip():
+            raise DispatchError(422, "invalid_input", "note: say how it was resolved", field="note")
+        return await self._staff_step(who, sos_id, "resolved", note.strip())
+
+    async def _staff_step(self, who: Who, sos_id: uuid.UUID, action: str, note: str | None) -> dict[str, Any]:
+        if not who.staff:
+            raise forbidden("only dispatchers acknowledge and resolve SOS alerts")
+        now = self.now()
+        async with self.sessions.begin() as session:
+            alert = await session.get(SosAlert, sos_id, with_for_update=True)
+            if alert is None:
+                raise not_found("sos")
+            if alert.status == SosStatus.RESOLVED.value:
+                if action == "acknowledged":
+                    return alert_json(alert)
+                raise DispatchError(
+                    409, "invalid_transition", "the alert is resolved already", status=alert.status
+                )
+            if alert.acknowledged_at is None:
+                alert.acknowledged_at, alert.acknowledged_by = now, who.user_id
+                alert.status = SosStatus.ACKNOWLEDGED.value
+                self._audit(session, sos_id, "acknowledged", who, None, now)
+            elif action == "acknowledged":
+                return alert_json(alert)
+            if action == "resolved":
+                alert.status = SosStatus.RESOLVED.value
+                alert.resolved_at, alert.resolved_by, alert.resolution_note = now, who.user_id, note
+                self._audit(session, sos_id, "resolved", who, {"note": note}, now)
+        await self.deadlines.cancel(f"{REPEAT}{sos_id}")
+        data = alert_json(alert)
+        event = "sos.resolved" if action == "resolved" else "sos.acknowledged"
+        await self.broker.publish(SOS_CHANNEL, event, data)
+        raiser = (
+            call_channel(alert.call_id)
+            if alert.call_id is not None and alert.kind == SosKind.EMERGENCY.value
+            else doctor_channel(alert.raised_by)
+        )
+        await self.broker.publish(raiser, event, data)
+        return data
+
+    async def get(self, who: Who, sos_id: uuid.UUID) -> dict[str, Any]:
+        """An alert with its audit trail: staff, or whoever raised it."""
+        async with self.sessions() as session:
+            alert = await session.get(SosAlert, sos_id)
+            if alert is None or not (who.staff or alert.raised_by == who.user_id):
+                raise not_found("sos")
+            events = list(
+                await session.scalars(
+                    sa.select(SosEvent)
+                    .where(SosEvent.sos_id == sos_id)
+                    .order_by(SosEvent.created_at, SosEvent.id)
+                )
+            )
+        audit = [
+            {
+                "action": e.action,
+                "actor_id": None if e.actor_id is None else str(e.actor_id),
+                "actor_role": e.actor_role,
+                "data": e.data,
+                "at": epoch_ms(e.created_at),
+            }
+            for e in events
+        ]
+        return {**alert_json(alert), "audit": audit}
+
+    async def list_open(
+        self, who: Who, include_resolved: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Alerts for the dispatchers' queue, newest first: open and acknowledged (resolved on request)."""
+        if not who.staff:
+            raise forbidden("only dispatchers list SOS alerts")
+        async with self.sessions() as session:
+            query = sa.select(SosAlert)
+            if not include_resolved:
+                query = query.where(SosAlert.status != SosStatus.RESOLVED.value)
+            alerts = await session.scalars(query.order_by(SosAlert.created_at.desc()).limit(limit))
+            return [alert_json(a) for a in alerts]
+
+    @staticmethod
+    def _audit(
+        session: AsyncSession,
+        sos_id: uuid.UUID,
+        action: str,
+        who: Who | None,
+        data: dict[str, Any] | None,
+        at: dt.datetime,
+    ) -> None:
+        acting = who if who is not None and who is not SYSTEM else None
+        session.add(
+            SosEvent(
+                id=uuid.uuid4(),
+                sos_id=sos_id,
+                action=action,
+                actor_id=None if acting is None else acting.user_id,
+                actor_role=None if acting is None else acting.role.value,
+                data=data,
+                created_at=at,
+            )
+        )
