@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from dispatch.calls import NewCall, Who
 from dispatch.events import call_summary, epoch_ms
+from dispatch.route import call_route
 from models.enums import CallStatus, Role, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
@@ -462,3 +463,28 @@ async def decline_offer(request: Request) -> Response:
     body = await parse_body(request, OptionalReasonIn)
     await svc.dispatch.decline(_who(svc, request), _id(request, "offer_id"), body.reason)
     return json_response({"declined": True})
+
+
+class RouteOut(BaseModel):
+    """A GeoJSON Feature: a LineString of [lon, lat] positions and ``properties`` with ``length_m``
+    (metres on the WGS84 ellipsoid), ``points``, ``started_at``/``ended_at`` (epoch ms)."""
+
+    type: str
+    geometry: dict[str, Any]
+    properties: dict[str, Any]
+
+
+@api.route(
+    "GET",
+    "/v1/calls/{call_id}/route",
+    summary="The doctor's route on a call",
+    tag="calls",
+    response=RouteOut,
+    errors=(404,),
+)
+async def call_route_geojson(request: Request) -> Response:
+    """The assigned doctor's fixes while on the call, oldest first, and the route's length (PostGIS on
+    PostgreSQL, GeographicLib on SQLite: the same ellipsoidal measure). The call's parties only."""
+    svc = services(request)
+    route = await call_route(svc.sessions, _who(svc, request), _id(request, "call_id"))
+    return json_response(route)
