@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -35,6 +36,15 @@ def pg_server_url() -> str:
 def redis_test_url() -> str:
     """The Redis URL for tests."""
     return os.environ.get("TOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+
+
+def redis_flush_url() -> str:
+    """A second Redis database next to the test one, for the tests that must FLUSHDB: flushing the
+    shared test database would wipe what concurrently running tests (other developers' runs, the
+    e2e servers) keep there."""
+    parts = urlsplit(redis_test_url())
+    db = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{15 if db != 15 else 14}"))
 
 
 # --- databases ------------------------------------------------------------------------------------

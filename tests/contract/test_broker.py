@@ -33,7 +33,7 @@ from realtime.broker import (
 from realtime.broker_memory import MemoryBroker
 from realtime.broker_redis import RedisBroker
 from realtime.keys import Keys
-from tests.conftest import redis_test_url
+from tests.conftest import redis_flush_url, redis_test_url
 from tests.contract.manual_clock import ManualClock
 
 WAIT_S = 10.0  # generous: only bounds a hang, never measures speed
@@ -552,16 +552,15 @@ def redis_client_or_none(backend: str, request: pytest.FixtureRequest) -> aiored
     return client
 
 
-async def test_lost_history_starts_a_new_epoch(
-    backend: str, make: BrokerFactory, redis_client_or_none: aioredis.Redis | None
-) -> None:
-    """Redis flushed (FLUSHDB of the test database) or the memory engine restarted: new epoch."""
-    broker = make()
+async def test_lost_history_starts_a_new_epoch(backend: str, make: BrokerFactory) -> None:
+    """Redis flushed (FLUSHDB) or the memory engine restarted: new epoch. The Redis case runs in a
+    database of its own (``redis_flush_url``), so the flush touches no other test's keys."""
+    flush_client = aioredis.Redis.from_url(redis_flush_url()) if backend == "redis" else None
+    broker = make(client=flush_client)
     old = [await broker.publish("call:c1", "t", i) for i in range(3)]
 
-    if backend == "redis":
-        assert redis_client_or_none is not None
-        await redis_client_or_none.flushdb()
+    if flush_client is not None:
+        await flush_client.flushdb()
     else:
         broker = make()  # a restarted process: a new memory engine
 
@@ -575,6 +574,9 @@ async def test_lost_history_starts_a_new_epoch(
     assert stale.failure is RecoveryFailure.EPOCH_MISMATCH
     assert (first.offset, first.epoch) == (1, position.epoch)
     assert list((await broker.recover("call:c1", position)).publications) == [first]
+    if flush_client is not None:
+        await broker.aclose()
+        await flush_client.aclose()
 
 
 # --- Redis: many processes -------------------------------------------------------------------------
