@@ -7,6 +7,16 @@ an entry owns that step until it completes it; if it dies, the entry comes back 
 another process takes the call over. A step is started at once in the process that caused it (a new
 call, a decline) and is also scheduled ``step_retry_s`` later as the safety net that makes this work.
 
+What survives a process dying between two writes. Redis and the database are not written atomically
+together, so every change that leaves work to do has its Deadlines entry *before* the commit that
+makes it: an offer's entry exists before its doctor is reserved (it frees the doctor if the offer is
+never committed, and carries the offer's deadline once it is); a call going back to searching has its
+step armed before the commit. A run of a step removes only the entry it armed itself, and checks the
+call's status under the row lock before every move: runs of one call's step may overlap (the safety net
+comes due while a slow run is still going), and a run that finds the call changed, or its view of the
+search round stale, starts over or leaves the call alone. An offer's entry that comes back after its
+offer was decided brings the doctor's state in line (freed, or busy with the call they accepted).
+
 Why no double booking. A doctor is reserved with the DoctorStates compare-and-set (``available ->
 offered``), which admits one winner among all processes; the call row is changed only inside a database
 transaction that locks it and checks its status; an offer is decided once (``pending ->`` one outcome,
@@ -47,6 +57,8 @@ log = logging.getLogger("tot.dispatch")
 
 STEP = "step:"
 OFFER = "offer:"
+SEARCH_ATTEMPTS = 3
+"""Searches one step makes when concurrent runs of the step keep changing the round under it."""
 WORKER_IDLE_S = 0.1
 """Longest sleep of the deadline worker: entries scheduled by other processes are noticed this fast."""
 RESERVABLE_BY_HAND = frozenset({DoctorStatus.AVAILABLE, DoctorStatus.PAUSED, DoctorStatus.OFFLINE})
@@ -61,6 +73,11 @@ class Reserved:
     ranked: Ranked
     offer_id: uuid.UUID
     radius_m: float
+
+
+def _reservation(call_id: uuid.UUID, doctor_id: str) -> bytes:
+    """The payload of an offer's Deadlines entry: whom it reserved, for which call."""
+    return f"{call_id}/{doctor_id}".encode()
 
 
 class OfferLoop:
@@ -102,22 +119,38 @@ class OfferLoop:
 
     async def trigger(self, call_id: uuid.UUID) -> None:
         """Run the call's next step now in this process, with the safety-net entry behind it."""
+        armed_ms = await self._arm_step(call_id)
+        self._spawn(self._step_then_settle(call_id, armed_ms))
+
+    async def _arm_step(self, call_id: uuid.UUID) -> int:
+        """Schedule the call's safety-net step ``step_retry_s`` from now; returns its due time. Whatever
+        commits a change that needs a next step arms it *before* the commit: a process that dies
+        between the commit and :meth:`trigger` would otherwise leave the call with nobody to move it
+        on (a spare step finds nothing to do and ends)."""
         retry_ms = self._now_ms() + int(self.settings.step_retry_s * 1000)
         await self.deadlines.schedule(f"{STEP}{call_id}", retry_ms)
-        self._spawn(self._step_then_settle(call_id))
+        return retry_ms
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _step_then_settle(self, call_id: uuid.UUID) -> None:
+    async def _step_then_settle(self, call_id: uuid.UUID, armed_ms: int) -> None:
         try:
             done = await self.step(call_id)
         except Exception:
             log.exception("dispatch step failed; the safety net retries it", extra={"call": str(call_id)})
             return
         if done:
+            await self._disarm_step(call_id, armed_ms)
+
+    async def _disarm_step(self, call_id: uuid.UUID, armed_ms: int) -> None:
+        """Remove the safety-net entry this run armed, and only that one: an entry armed again since
+        (a later decline, expiry) or claimed by another process covers a later change, whose own
+        step may yet die."""
+        entry = await self.deadlines.get(f"{STEP}{call_id}")
+        if entry is not None and entry.attempt == 0 and entry.due_ms == armed_ms:
             await self.deadlines.cancel(f"{STEP}{call_id}")
 
     # --- the step ---------------------------------------------------------------------------------
@@ -132,32 +165,67 @@ class OfferLoop:
             return True
         status = CallStatus(call.status)
         if status is CallStatus.CREATED:
-            await self.calls.move(
-                SYSTEM, call_id, CallStatus.SEARCHING, actor=Actor.SYSTEM, reason="search started"
-            )
-            status = CallStatus.SEARCHING
+            started = await self._start_search(call_id)
+            if started is None:
+                return True
+            status = started
         if status is CallStatus.OFFERED:
             return await self._repair_offered(call)
         if status is not CallStatus.SEARCHING:
             return True
         return await self._search(call_id)
 
+    async def _start_search(self, call_id: uuid.UUID) -> CallStatus | None:
+        """``created -> searching``, only if the call is still ``created`` under its row lock (another
+        run of this step, or a person, may have moved it since it was read: from ``offered``, say, the
+        same move would be a legal transition with the wrong meaning). Returns the status after (None:
+        no such call)."""
+        async with self.sessions.begin() as session:
+            locked = await call_repo.get_call(session, call_id, for_update=True)
+            if locked is None or locked.status != CallStatus.CREATED.value:
+                return None if locked is None else CallStatus(locked.status)
+            previous = await self.calls.apply(
+                session, locked, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
+            )
+        await publish_status(
+            self.broker, locked, previous.value, actor=Actor.SYSTEM.value, reason="search started"
+        )
+        return CallStatus.SEARCHING
+
     async def _repair_offered(self, call: Call) -> bool:
-        """An ``offered`` call without any pending offer (its offers were decided while the process
-        handling them died) goes back to searching."""
+        """An ``offered`` call whose offers were made or decided by a process that died before it
+        finished: a pending offer without its deadline entry gets it back; a call without any pending
+        offer goes back to searching, checked again under the call's row lock (a call seen
+        ``offered`` a moment ago may be searching, or offered again, by now)."""
         async with self.sessions() as session:
             pending = await offer_repo.pending_offers(session, call.id)
+        for offer in pending:
+            if await self.deadlines.get(f"{OFFER}{offer.id}") is None:
+                await self.deadlines.schedule(f"{OFFER}{offer.id}", epoch_ms(offer.deadline_at) or 0)
         if pending:
             return True
-        try:
-            await self.calls.move(
-                SYSTEM, call.id, CallStatus.SEARCHING, actor=Actor.SYSTEM, reason="no open offer"
-            )
-        except DispatchError:
+        async with self.sessions.begin() as session:
+            back = await self._back_to_searching(session, call.id, "no open offer")
+        if back is None:
             return True
+        moved, previous = back
+        await publish_status(
+            self.broker, moved, previous.value, actor=Actor.SYSTEM.value, reason="no open offer"
+        )
         return await self._search(call.id)
 
     async def _search(self, call_id: uuid.UUID) -> bool:
+        """Offer the call to the best candidates, or escalate. False when it lost every attempt to
+        a concurrent run of the step (the safety net runs it again)."""
+        for _attempt in range(SEARCH_ATTEMPTS):
+            done = await self._search_once(call_id)
+            if done is not None:
+                return done
+        return False
+
+    async def _search_once(self, call_id: uuid.UUID) -> bool | None:
+        """One search from a fresh read of the call; None when another run of the step offered the
+        call meanwhile, so this one's view of the round (who was asked, how many offers) is stale."""
         async with self.sessions() as session:
             call = await call_repo.get_call(session, call_id)
             if call is None or call.status != CallStatus.SEARCHING.value:
@@ -173,12 +241,13 @@ class OfferLoop:
             ranked = await self._candidates(call, radius, excluded, wanted)
             if not ranked:
                 continue
-            reserved = await self._reserve(ranked, wanted, radius)
+            reserved = await self._reserve(call_id, ranked, wanted, radius)
             if not reserved:
                 continue  # every candidate was taken by another call meanwhile: look further out
-            if await self._offer(call_id, reserved):
-                return True
-            return True  # the call changed under us (cancelled, assigned by hand): nothing to do
+            offered = await self._offer(call_id, reserved, (since, offers_so_far))
+            if offered is None:
+                return None  # our view of the round is stale: search again
+            return True  # offered, or the call changed under us (cancelled, assigned): nothing to do
         await self._escalate(call_id, f"no available doctor within {self.settings.rings_m[-1] / 1000:g} km")
         return True
 
@@ -210,20 +279,28 @@ class OfferLoop:
             candidates.append(Candidate(str(doctor_id), near.distance_m, ratings[doctor_id], state.since_ms))
         return rank(candidates, self.settings.ranking, self._now_ms())
 
-    async def _reserve(self, ranked: list[Ranked], wanted: int, radius: float) -> list[Reserved]:
+    async def _reserve(
+        self, call_id: uuid.UUID, ranked: list[Ranked], wanted: int, radius: float
+    ) -> list[Reserved]:
+        """Reserve up to ``wanted`` doctors (``available -> offered``, ref = a new offer id). Each
+        reservation has its offer's Deadlines entry *before* it exists: should this process die before
+        the offer is committed, the entry frees the doctor (:meth:`expire`), who would otherwise stay
+        ``offered`` for good."""
         reserved: list[Reserved] = []
+        due_ms = self._now_ms() + int((self.settings.offer_timeout_s + self.settings.step_retry_s) * 1000)
         for choice in ranked:
             offer_id = uuid.uuid4()
+            doctor_id = choice.candidate.doctor_id
+            await self.deadlines.schedule(f"{OFFER}{offer_id}", due_ms, _reservation(call_id, doctor_id))
             result = await self.states.compare_and_set(
-                choice.candidate.doctor_id,
-                expected=DoctorStatus.AVAILABLE,
-                new=DoctorStatus.OFFERED,
-                ref=str(offer_id),
+                doctor_id, expected=DoctorStatus.AVAILABLE, new=DoctorStatus.OFFERED, ref=str(offer_id)
             )
-            if result.ok:
-                reserved.append(Reserved(choice, offer_id, radius))
-                if len(reserved) == wanted:
-                    break
+            if not result.ok:
+                await self.deadlines.cancel(f"{OFFER}{offer_id}")
+                continue
+            reserved.append(Reserved(choice, offer_id, radius))
+            if len(reserved) == wanted:
+                break
         return reserved
 
     async def _release(self, doctor_id: object, offer_id: uuid.UUID) -> None:
@@ -235,16 +312,33 @@ class OfferLoop:
             new=DoctorStatus.AVAILABLE,
         )
 
-    async def _offer(self, call_id: uuid.UUID, reserved: list[Reserved]) -> bool:
-        now = self.now()
-        deadline = now + dt.timedelta(seconds=self.settings.offer_timeout_s)
+    async def _offer(
+        self, call_id: uuid.UUID, reserved: list[Reserved], round_seen: tuple[dt.datetime | None, int]
+    ) -> bool | None:
+        """Make the offers to the reserved doctors. True when made; False when the call is no longer
+        searching; None when the round changed since ``round_seen`` (its start, its offer count: a
+        concurrent run of the step made an offer, so ours could ask a doctor twice or one too many).
+        Whatever is not offered is released.
+
+        The offers' deadline entries are scheduled before the commit: once the call is ``offered``,
+        nothing else would expire an offer whose process died right after the commit (a concurrent
+        run of the step that saw the call change ends, completing the step's entry)."""
         abandoned = False
+        stale = False
+        deadline_ms = 0
         try:
             async with self.sessions.begin() as session:
                 call = await call_repo.get_call(session, call_id, for_update=True)
                 if call is None or call.status != CallStatus.SEARCHING.value:
                     abandoned = True
+                elif await self._round(session, call_id) != round_seen or not await self._still_held(
+                    reserved
+                ):
+                    abandoned = stale = True
                 else:
+                    now = self.now()  # under the lock: the doctor gets the whole time to answer
+                    deadline = now + dt.timedelta(seconds=self.settings.offer_timeout_s)
+                    deadline_ms = epoch_ms(deadline) or 0
                     for r in reserved:
                         session.add(
                             Offer(
@@ -263,6 +357,9 @@ class OfferLoop:
                     previous = await self.calls.apply(
                         session, call, CallStatus.OFFERED, Actor.SYSTEM, SYSTEM, data=data
                     )
+                    for r in reserved:
+                        payload = _reservation(call_id, r.ranked.candidate.doctor_id)
+                        await self.deadlines.schedule(f"{OFFER}{r.offer_id}", deadline_ms, payload)
         except DispatchError as exc:
             await self._release_all(reserved)
             if exc.code in ("conflict", "invalid_transition"):
@@ -273,11 +370,9 @@ class OfferLoop:
             raise
         if abandoned or call is None:
             await self._release_all(reserved)
-            return False
-        deadline_ms = epoch_ms(deadline) or 0
+            return None if stale else False
         summary = call_summary(call)
         for r in reserved:
-            await self.deadlines.schedule(f"{OFFER}{r.offer_id}", deadline_ms)
             await publish_doctor(
                 self.broker,
                 r.ranked.candidate.doctor_id,
@@ -293,9 +388,26 @@ class OfferLoop:
         await publish_status(self.broker, call, previous.value, actor=Actor.SYSTEM.value)
         return True
 
+    @staticmethod
+    async def _round(session: Any, call_id: uuid.UUID) -> tuple[dt.datetime | None, int]:
+        """The call's current search round: when it started, how many offers it made so far."""
+        since = await call_repo.search_round_started(session, call_id)
+        return since, await offer_repo.offer_count(session, call_id, since=since)
+
+    async def _still_held(self, reserved: list[Reserved]) -> bool:
+        """Under the call's row lock: every reservation is still ours (a step slower than its
+        reservation's entry finds its doctors freed by :meth:`expire`, which takes the same lock)."""
+        for r in reserved:
+            state = await self.states.get(r.ranked.candidate.doctor_id)
+            if state.status is not DoctorStatus.OFFERED or state.ref != str(r.offer_id):
+                return False
+        return True
+
     async def _release_all(self, reserved: list[Reserved]) -> None:
+        """Give back reservations that did not become offers, with their Deadlines entries."""
         for r in reserved:
             await self._release(r.ranked.candidate.doctor_id, r.offer_id)
+            await self.deadlines.cancel(f"{OFFER}{r.offer_id}")
 
     async def _escalate(self, call_id: uuid.UUID, reason: str) -> None:
         try:
@@ -383,15 +495,30 @@ class OfferLoop:
         await self.deadlines.cancel(f"{OFFER}{offer.id}")
         await self._after_back(back, "declined")
 
-    async def expire(self, offer_id: uuid.UUID) -> None:
-        """The deadline of an offer passed (a Deadlines claim): expire it, next candidate."""
+    async def expire(self, offer_id: uuid.UUID, reservation: bytes = b"") -> None:
+        """The deadline of an offer passed (a Deadlines claim): expire it, next candidate.
+
+        The entry also outlives a process that died halfway: with no offer row, the doctor's
+        reservation (``reservation``: the entry's payload) is given back; with a decided offer, the
+        doctor's state is made to follow it (freed, or busy with the call they accepted)."""
         now = self.now()
+        pending = False
         async with self.sessions.begin() as session:
             offer = await offer_repo.get_offer(session, offer_id, for_update=True)
-            if offer is None or offer.outcome != OfferOutcome.PENDING.value:
-                return
-            await offer_repo.decide(session, offer.id, OfferOutcome.EXPIRED, now)
-            back = await self._back_to_searching(session, offer.call_id, "offer expired")
+            if offer is None:
+                pass
+            elif offer.outcome != OfferOutcome.PENDING.value:
+                decided_call = await call_repo.get_call(session, offer.call_id)
+            else:
+                pending = True
+                await offer_repo.decide(session, offer.id, OfferOutcome.EXPIRED, now)
+                back = await self._back_to_searching(session, offer.call_id, "offer expired")
+        if offer is None:
+            await self._free_unmade(offer_id, reservation)
+            return
+        if not pending:
+            await self._settle_doctor(offer, decided_call)
+            return
         await self._release(offer.doctor_id, offer.id)
         await publish_doctor(
             self.broker,
@@ -400,6 +527,42 @@ class OfferLoop:
             {"offer": str(offer.id), "call": str(offer.call_id)},
         )
         await self._after_back(back, "offer expired")
+
+    async def _free_unmade(self, offer_id: uuid.UUID, reservation: bytes) -> None:
+        """A doctor reserved for an offer that was never committed: free them, under the call's row
+        lock, unless the offer was committed meanwhile (then the entry stays, for its deadline)."""
+        try:
+            call_id, doctor_id = reservation.decode().split("/")
+            call_uuid = uuid.UUID(call_id)
+        except ValueError:
+            return  # no reservation recorded (an entry re-armed for a committed offer)
+        async with self.sessions.begin() as session:
+            await call_repo.get_call(session, call_uuid, for_update=True)
+            offer = await offer_repo.get_offer(session, offer_id)
+            if offer is None:
+                await self._release(doctor_id, offer_id)
+        if offer is not None:  # committed while we waited for the lock: expire it at its deadline
+            await self.deadlines.schedule(f"{OFFER}{offer_id}", epoch_ms(offer.deadline_at) or 0, reservation)
+
+    async def _settle_doctor(self, offer: Offer, call: Call | None) -> None:
+        """A decided offer whose process died before it freed or booked the doctor: a doctor still
+        reserved for it becomes busy with the call if they hold it, else available."""
+        holds = (
+            offer.outcome == OfferOutcome.ACCEPTED.value
+            and call is not None
+            and call.doctor_id == offer.doctor_id
+            and CallStatus(call.status) in DOCTOR_ON_CALL
+        )
+        if holds:
+            await self.states.compare_and_set(
+                str(offer.doctor_id),
+                expected=DoctorStatus.OFFERED,
+                expected_ref=str(offer.id),
+                new=DoctorStatus.BUSY,
+                ref=str(offer.call_id),
+            )
+        else:
+            await self._release(offer.doctor_id, offer.id)
 
     async def _own_offer(self, session: Any, who: Who, offer_id: uuid.UUID) -> Offer:
         offer = await offer_repo.get_offer(session, offer_id, for_update=True)
@@ -425,12 +588,13 @@ class OfferLoop:
         self, session: Any, call_id: uuid.UUID, reason: str
     ) -> tuple[Call, CallStatus] | None:
         """In the offer's transaction: an offered call whose last pending offer just closed goes back
-        to searching. Returns the change to publish, or None."""
+        to searching (its next step armed before the commit). Returns the change to publish, or None."""
         call = await call_repo.get_call(session, call_id, for_update=True)
         if call is None or call.status != CallStatus.OFFERED.value:
             return None
         if await offer_repo.pending_offers(session, call_id):
             return None  # a broadcast still has open offers
+        await self._arm_step(call_id)
         previous = await self.calls.apply(
             session, call, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason=reason
         )
@@ -630,7 +794,7 @@ class OfferLoop:
                 await self.deadlines.schedule(key, self._now_ms() + int(self.settings.step_retry_s * 1000))
                 return
         elif key.startswith(OFFER):
-            await self.expire(uuid.UUID(key[len(OFFER) :]))
+            await self.expire(uuid.UUID(key[len(OFFER) :]), claim.payload)
         await self.deadlines.complete(claim)
 
     async def run(self) -> None:

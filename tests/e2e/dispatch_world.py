@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -19,6 +20,7 @@ from models.db import make_engine, make_sessionmaker
 from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from realtime.client import Event, TotClient
+from server import accounts
 from server.accounts import add_account
 from server.auth.tokens import TokenService
 from tests.e2e.process import RunningServer, cli, run_server
@@ -47,12 +49,21 @@ class Person:
     email: str
 
 
-async def create_people(database_url: str, doctors: int, patients: int) -> list[Person]:
+async def create_people(
+    database_url: str, doctors: int, patients: int, *, hash_once: bool = False
+) -> list[Person]:
     """Verified doctors (specialty therapist), patients, one dispatcher, one admin, written directly
-    through the account code the CLI uses; tokens minted with the test secret."""
+    through the account code the CLI uses; tokens minted with the test secret.
+
+    ``hash_once``: every account gets the same argon2 hash of ``PASSWORD`` (one hash costs ~0.2 s, a
+    hundred doctors half a minute); logging in works the same, only the salts are shared."""
     tokens = TokenService(SECRET, 3600, 7200)
     people: list[Person] = []
     engine = make_engine(database_url)
+    shared = contextlib.ExitStack()
+    if hash_once:
+        digest = accounts.hash_password(PASSWORD)
+        shared.enter_context(mock.patch.object(accounts, "hash_password", lambda _password: digest))
     try:
         async with make_sessionmaker(engine).begin() as session:
             plan = [(Role.DOCTOR, i) for i in range(doctors)] + [(Role.PATIENT, i) for i in range(patients)]
@@ -72,6 +83,7 @@ async def create_people(database_url: str, doctors: int, patients: int) -> list[
                     await doctor_repo.set_verified(session, profile, True, user.id)
                 people.append(Person(str(user.id), role, tokens.issue(user.id, role).access_token, email))
     finally:
+        shared.close()
         await engine.dispose()
     return people
 
@@ -231,8 +243,10 @@ def city(
     database_url: str | None = None,
     engine_url: str = "memory://",
     settings: dict[str, str] | None = None,
+    hash_once: bool = False,
 ) -> Iterator[City]:
-    """Migrate a database, create the people, start ``servers`` processes sharing it."""
+    """Migrate a database, create the people, start ``servers`` processes sharing it.
+    ``hash_once``: see :func:`create_people`."""
     database_url = database_url or f"sqlite+aiosqlite:///{cwd / 'tot.db'}"
     env = {
         "TOT_SECRET_KEY": SECRET,
@@ -244,7 +258,7 @@ def city(
     }
     result = cli(["migrate"], env, cwd)
     assert result.returncode == 0, result.stderr
-    people = asyncio.run(create_people(database_url, doctors, patients))
+    people = asyncio.run(create_people(database_url, doctors, patients, hash_once=hash_once))
     with contextlib.ExitStack() as stack:
         running = [stack.enter_context(run_server(["serve"], env, cwd)) for _ in range(servers)]
         yield City(running, database_url, people, env, cwd)
