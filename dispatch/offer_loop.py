@@ -59,6 +59,8 @@ STEP = "step:"
 OFFER = "offer:"
 SEARCH_ATTEMPTS = 3
 """Searches one step makes when concurrent runs of the step keep changing the round under it."""
+REARM_INTERVAL_S = 60.0
+"""How often each process re-arms open calls without a deadline entry (see ``run``)."""
 WORKER_IDLE_S = 0.1
 """Longest sleep of the deadline worker: entries scheduled by other processes are noticed this fast."""
 RESERVABLE_BY_HAND = frozenset({DoctorStatus.AVAILABLE, DoctorStatus.PAUSED, DoctorStatus.OFFLINE})
@@ -108,13 +110,18 @@ class OfferLoop:
     def _now_ms(self) -> int:
         return int(self.now().timestamp() * 1000)
 
+    def _dispatch_begins(self, call: Call) -> dt.datetime | None:
+        """When a planned call's dispatch starts (``planned_lead_s`` before its time); None for others."""
+        if call.urgency == Urgency.PLANNED.value and call.scheduled_at is not None:
+            return call.scheduled_at - dt.timedelta(seconds=self.settings.planned_lead_s)
+        return None
+
     async def start(self, call: Call) -> None:
         """Begin dispatching a new call: at once, or ``planned_lead_s`` before a planned call's time."""
-        if call.urgency == Urgency.PLANNED.value and call.scheduled_at is not None:
-            begin = call.scheduled_at - dt.timedelta(seconds=self.settings.planned_lead_s)
-            if begin > self.now():
-                await self.deadlines.schedule(f"{STEP}{call.id}", epoch_ms(begin) or 0)
-                return
+        begin = self._dispatch_begins(call)
+        if begin is not None and begin > self.now():
+            await self.deadlines.schedule(f"{STEP}{call.id}", epoch_ms(begin) or 0)
+            return
         await self.trigger(call.id)
 
     async def trigger(self, call_id: uuid.UUID) -> None:
@@ -165,6 +172,13 @@ class OfferLoop:
             return True
         status = CallStatus(call.status)
         if status is CallStatus.CREATED:
+            begin = self._dispatch_begins(call)
+            if begin is not None and begin > self.now():
+                # A planned call whose time has not come (a re-arm after a restart woke it early):
+                # its entry moves to that time. Replacing the entry voids any claim on it, so the
+                # caller's complete() leaves the new one in place.
+                await self.deadlines.schedule(f"{STEP}{call_id}", epoch_ms(begin) or 0)
+                return True
             started = await self._start_search(call_id)
             if started is None:
                 return True
@@ -799,8 +813,19 @@ class OfferLoop:
 
     async def run(self) -> None:
         """Claim due entries and handle them, until cancelled. A failed handler leaves its entry
-        claimed; it comes back when the lease ends (at-least-once)."""
+        claimed; it comes back when the lease ends (at-least-once). Every :data:`REARM_INTERVAL_S` it
+        also re-arms open calls that have no entry (:meth:`resume`): a process that died between
+        committing a change and arming the next step (a new call, a drop) leaves no call behind."""
+        last_rearm = asyncio.get_running_loop().time()
         while True:
+            if asyncio.get_running_loop().time() - last_rearm >= REARM_INTERVAL_S:
+                last_rearm = asyncio.get_running_loop().time()
+                try:
+                    await self.resume()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("re-arming open calls failed")
             try:
                 claims = await self.deadlines.claim_due(self._now_ms(), limit=100)
             except asyncio.CancelledError:
@@ -834,15 +859,19 @@ class OfferLoop:
             )
 
     async def resume(self) -> None:
-        """After a start-up: make sure every call in dispatch has its step or offer deadlines (a memory
-        engine loses them with the process; Redis keeps them, and scheduling again is harmless)."""
+        """Make sure every call in dispatch has a step or offer entry, arming only the missing ones (an
+        existing entry may be claimed by a live process right now). Needed at start-up (a memory engine
+        loses its entries with the process) and periodically (a process that died between a commit and
+        arming the next step). Planned calls whose time has not come are re-armed for their time by
+        the step itself."""
         async with self.sessions() as session:
             active = await call_repo.calls_in_status(
                 session, [CallStatus.CREATED.value, CallStatus.SEARCHING.value, CallStatus.OFFERED.value]
             )
             offers = await offer_repo.all_pending(session)
         for offer in offers:
-            await self.deadlines.schedule(f"{OFFER}{offer.id}", epoch_ms(offer.deadline_at) or 0)
+            if await self.deadlines.get(f"{OFFER}{offer.id}") is None:
+                await self.deadlines.schedule(f"{OFFER}{offer.id}", epoch_ms(offer.deadline_at) or 0)
         for call_id in active:
             if await self.deadlines.get(f"{STEP}{call_id}") is None:
                 await self.deadlines.schedule(f"{STEP}{call_id}", self._now_ms())

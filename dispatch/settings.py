@@ -15,8 +15,9 @@ class DispatchSettings:
     emergency is offered to at once. ``max_offers``: offers per call before it escalates anyway (a call
     nobody takes needs a human). ``candidate_max_age_s``: positions older than this are not candidates.
     ``planned_lead_s``: a planned call starts dispatching this long before its time.
-    ``step_retry_s``: when the process running a dispatch step dies, another takes the call over after
-    this long (the lease on the call's step).
+    ``step_retry_s``: when the process running a dispatch step it started itself dies, another takes
+    the call over after this long (a step the dead process had claimed from the queue comes back when
+    the Deadlines lease ends, 30 s).
     """
 
     offer_timeout_s: float = 15.0

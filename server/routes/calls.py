@@ -217,7 +217,8 @@ async def create_call(request: Request) -> Response:
         price_estimate=body.price_estimate,
     )
     call, created = await svc.calls.create(who, new, key)
-    if created:
+    if created or call.status == CallStatus.CREATED.value:
+        # A retry of a request whose process died before dispatch started starts it now (idempotent).
         await svc.dispatch.start(call)
     return json_response(call_summary(call), status_code=201 if created else 200)
 
