@@ -138,6 +138,11 @@ class DoctorStates(abc.ABC):
         """The doctor's current state; ``OFFLINE``, ``ref=None``, ``since_ms=0``, ``version=0`` for a
         doctor never seen. Raises ``ValueError`` for an invalid id."""
 
+    async def get_many(self, doctor_ids: Collection[str]) -> dict[str, DoctorState]:
+        """:meth:`get` for each of ``doctor_ids`` (one round trip on Redis), by doctor id. Raises
+        ``ValueError`` for an invalid id."""
+        return {doctor_id: await self.get(doctor_id) for doctor_id in doctor_ids}
+
     @abc.abstractmethod
     async def compare_and_set(
         self,

@@ -12,6 +12,7 @@ Contract: ``dispatch/doctor_states.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from typing import Any
 
@@ -61,6 +62,47 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
+_FIELDS = ["st", "ref", "since", "ver"]
+GET_MANY = """
+-- KEYS: doctor records. Returns per key one string, "st since ver =ref" ("-" for an absent st, since or
+-- ver; nothing after the last space without a ref; the ref last, as it may hold spaces): far cheaper
+-- for the client to parse than a nested reply.
+local out = {}
+for i, key in ipairs(KEYS) do
+  local f = redis.call('HMGET', key, 'st', 'ref', 'since', 'ver')
+  local ref = f[2] and ('=' .. f[2]) or ''
+  out[i] = (f[1] or '-') .. ' ' .. (f[3] or '-') .. ' ' .. (f[4] or '-') .. ' ' .. ref
+end
+return out
+"""
+GET_MANY_CHUNK = 1_000
+"""Doctor records per script call in ``get_many`` (bounds how long one call blocks Redis)."""
+
+
+def _state(doctor_id: str, fields: list[Any]) -> DoctorState:
+    st, ref, since, ver = fields
+    return DoctorState(
+        doctor_id,
+        DoctorStatus(_text(st)) if st is not None else DoctorStatus.OFFLINE,
+        _text(ref) if ref is not None else None,
+        int(_text(since)) if since is not None else 0,
+        int(_text(ver)) if ver is not None else 0,
+    )
+
+
+def _unpack(doctor_id: str, packed: str) -> DoctorState:
+    st, since, ver, ref = packed.split(" ", 3)
+    return _state(
+        doctor_id,
+        [
+            None if st == "-" else st,
+            ref[1:] if ref else None,
+            None if since == "-" else since,
+            None if ver == "-" else ver,
+        ],
+    )
+
+
 class RedisDoctorStates(DoctorStates):
     """Redis :class:`~dispatch.doctor_states.DoctorStates`.
 
@@ -75,20 +117,30 @@ class RedisDoctorStates(DoctorStates):
         self._clock: Clock = clock or wall_clock_ms
         self._avail_prefix = keys.loc_available_prefix()
         self._cas_script = redis.register_script(COMPARE_AND_SET)
+        self._get_many_script = redis.register_script(GET_MANY)
 
     async def get(self, doctor_id: str) -> DoctorState:
         """See :meth:`DoctorStates.get`."""
         check_doctor_id(doctor_id)
-        st, ref, since, ver = await self._redis.hmget(
-            self._keys.loc_doctor(doctor_id), ["st", "ref", "since", "ver"]
+        fields = await self._redis.hmget(self._keys.loc_doctor(doctor_id), _FIELDS)
+        return _state(doctor_id, fields)
+
+    async def get_many(self, doctor_ids: Collection[str]) -> dict[str, DoctorState]:
+        """See :meth:`DoctorStates.get_many`: one script call per :data:`GET_MANY_CHUNK` doctors, the
+        calls concurrent. Location ingest reads thousands a second: one awaited command each costs
+        ~50 µs of client CPU, one pipelined command ~26 µs, one key of this script ~3 µs."""
+        ids = [check_doctor_id(doctor_id) for doctor_id in doctor_ids]
+        if not ids:
+            return {}
+        chunks = [ids[i : i + GET_MANY_CHUNK] for i in range(0, len(ids), GET_MANY_CHUNK)]
+        replies = await asyncio.gather(
+            *(self._get_many_script(keys=[self._keys.loc_doctor(d) for d in chunk]) for chunk in chunks)
         )
-        return DoctorState(
-            doctor_id,
-            DoctorStatus(_text(st)) if st is not None else DoctorStatus.OFFLINE,
-            _text(ref) if ref is not None else None,
-            int(_text(since)) if since is not None else 0,
-            int(_text(ver)) if ver is not None else 0,
-        )
+        return {
+            doctor_id: _unpack(doctor_id, _text(packed))
+            for chunk, reply in zip(chunks, replies, strict=True)
+            for doctor_id, packed in zip(chunk, reply, strict=True)
+        }
 
     async def compare_and_set(
         self,

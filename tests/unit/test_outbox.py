@@ -55,3 +55,22 @@ async def test_get_waits_and_close_drains_then_raises() -> None:
     assert await box.get() == ["last"]
     with pytest.raises(OutboxClosed):
         await box.get()
+
+
+async def test_take_never_waits_and_on_ready_fires_when_the_empty_outbox_gets_a_frame() -> None:
+    ready: list[int] = []
+    box = Outbox(max_frames=10, on_ready=lambda: ready.append(len(box)))
+    assert box.take() == [] and ready == []
+    box.push("a")
+    box.push("p1", coalesce_key="k")
+    box.push("p2", coalesce_key="k")  # coalesced in place: no new frame, no new signal
+    assert ready == [1]
+    assert box.take(max_batch=1) == ["a"]
+    box.push("b")  # not empty: no signal
+    assert ready == [1]
+    assert box.take() == ["p2", "b"] and len(box) == 0 and box.queued_bytes == 0
+    box.push("c")  # empty again: a new signal
+    assert ready == [1, 1]
+    box.close()
+    assert not box.push("refused") and ready == [1, 1]
+    assert box.take() == ["c"] and box.take() == []
