@@ -12,7 +12,7 @@ COPY realtime ./realtime
 COPY models ./models
 COPY migrations ./migrations
 COPY loadtests ./loadtests
-RUN pip install . && useradd --system --uid 10001 tot
+RUN pip install . && python -m server.console_assets && useradd --system --uid 10001 tot
 USER tot
 
 ENV TOT_HOST=0.0.0.0 TOT_PORT=8000 TOT_LOG_FORMAT=json

@@ -53,4 +53,20 @@ ensure_venv() {
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
+  ensure_console_assets
+}
+
+# --- the dispatcher console (docs/console.md) ---------------------------------------------------------
+
+ensure_console_assets() {
+  # The console's map library (Leaflet), pinned and hash-checked, from the npm registry; no Node.js needed.
+  "$VENV/bin/python" -m server.console_assets --check >/dev/null 2>&1 ||
+    "$VENV/bin/python" -m server.console_assets >&2 ||
+    say "warning: the console's map library is not installed (needs the npm registry once): /console answers 503"
+}
+
+ensure_browser() {
+  # Debian's Chromium for the console's browser tests (tests/e2e/test_console.py), driven by Playwright.
+  if [ -n "${TOT_TEST_CHROMIUM:-}" ] || command -v chromium >/dev/null; then return 0; fi
+  apt_install chromium
 }

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import WebSocketRoute
+from starlette.routing import Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from dispatch.calls import CallService
@@ -22,6 +23,7 @@ from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
+from realtime.map_feed import MapFeed
 from server import ws_ops
 from server.auth.tokens import TokenService
 from server.engine import open_engine
@@ -31,8 +33,10 @@ from server.metrics import Metrics, MetricsMiddleware
 from server.routes import api
 from server.routes import auth as _auth_routes  # noqa: F401  (importing registers the routes)
 from server.routes import calls as _call_routes  # noqa: F401
+from server.routes import candidates as _candidate_routes  # noqa: F401
 from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
+from server.routes import console as console_routes
 from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import sos as _sos_routes  # noqa: F401
@@ -121,6 +125,11 @@ def create_app(settings: Settings) -> Starlette:
             asyncio.create_task(dispatch.run(), name="dispatch"),
             asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),
+            # The console's map: per-cell batches to this process's own map subscribers.
+            asyncio.create_task(
+                MapFeed(engine.locations, gateway.hub, interval_s=settings.map_feed_interval_ms / 1000).run(),
+                name="map_feed",
+            ),
         ]
         try:
             await dispatch.resume()
@@ -143,7 +152,15 @@ def create_app(settings: Settings) -> Starlette:
             log.info("stopped")
 
     return Starlette(
-        routes=[*api.routes(), WebSocketRoute("/v1/ws", websocket_endpoint)],
+        routes=[
+            *api.routes(),
+            WebSocketRoute("/v1/ws", websocket_endpoint),
+            Mount(
+                console_routes.STATIC_PREFIX,
+                StaticFiles(directory=console_routes.CONSOLE_DIR, check_dir=False),
+                name="console_static",
+            ),
+        ],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

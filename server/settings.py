@@ -75,6 +75,11 @@ class Settings:
     dispatch_step_retry_s: float = 10.0
     sos_radius_km: float = 3.0
     sos_repeat_s: float = 15.0
+    # The dispatcher console (docs/console.md).
+    map_feed_interval_ms: int = 1000
+    console_tile_url: str = ""
+    console_tile_attribution: str = ""
+    console_map_view: tuple[float, float, int] = (55.7558, 37.6173, 11)
 
     @property
     def engine_scheme(self) -> str:
@@ -166,6 +171,30 @@ def _choice(config: Config, name: str, default: str, allowed: tuple[str, ...]) -
     return value
 
 
+def _tile_url(config: Config) -> str:
+    raw = str(config("TOT_CONSOLE_TILE_URL", default="")).strip()
+    if raw and (
+        urlsplit(raw).scheme not in ("http", "https") or not all(p in raw for p in ("{z}", "{x}", "{y}"))
+    ):
+        raise SettingsError(
+            "TOT_CONSOLE_TILE_URL", "expected an http(s) URL with {z}, {x} and {y}, or nothing (no tiles)"
+        )
+    return raw
+
+
+def _map_view(config: Config) -> tuple[float, float, int]:
+    raw = str(config("TOT_CONSOLE_MAP_VIEW", default="55.7558,37.6173,11"))
+    problem = "expected lat,lon,zoom (degrees and a zoom level 1-18), e.g. 55.7558,37.6173,11"
+    try:
+        lat_s, lon_s, zoom_s = raw.split(",")
+        lat, lon, zoom = float(lat_s), float(lon_s), int(zoom_s)
+    except ValueError:
+        raise SettingsError("TOT_CONSOLE_MAP_VIEW", problem) from None
+    if not (-85 <= lat <= 85 and -180 <= lon <= 180 and 1 <= zoom <= 18):
+        raise SettingsError("TOT_CONSOLE_MAP_VIEW", problem)
+    return lat, lon, zoom
+
+
 def load_settings(
     *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -240,4 +269,8 @@ def load_settings(
         dispatch_step_retry_s=_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
         sos_radius_km=_positive_float(config, "TOT_SOS_RADIUS_KM", 3.0),
         sos_repeat_s=_positive_float(config, "TOT_SOS_REPEAT", 15.0),
+        map_feed_interval_ms=_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
+        console_tile_url=_tile_url(config),
+        console_tile_attribution=str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip(),
+        console_map_view=_map_view(config),
     )

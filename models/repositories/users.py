@@ -70,3 +70,11 @@ async def find_by_login(session: AsyncSession, login: str) -> User | None:
     if "@" in login:
         return await session.scalar(sa.select(User).where(User.email == login.lower()))
     return await session.scalar(sa.select(User).where(User.phone == login))
+
+
+async def full_names(session: AsyncSession, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The full name of each of ``user_ids`` that exists (one query; at most a few hundred ids)."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(sa.select(User.id, User.full_name).where(User.id.in_(user_ids)))
+    return {user_id: name for user_id, name in rows.all()}
