@@ -9,6 +9,7 @@ recovered here; the ingest then learns the doctor's new state from its periodic 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ import orjson
 
 from dispatch.events import DISPATCH_CHANNEL
 from realtime.broker import Broker, Publication
+from realtime.hub import Hub
 from realtime.outbox import Outbox
 from realtime.session import Session
 
@@ -51,3 +53,16 @@ class CallStatusFollower(Session):
         except Exception:
             log.exception("could not follow a call status", extra={"channel": publication.channel})
         return True
+
+
+async def follow(hub: Hub, follower: CallStatusFollower, retry_s: float = 5.0) -> None:
+    """Subscribe ``follower`` through ``hub``, retrying every ``retry_s`` seconds while the engine is
+    unreachable (a server starts, and reports itself degraded, with Redis down); returns once
+    subscribed. Meanwhile the ingest ends tracking through its state reads alone."""
+    while True:
+        try:
+            await hub.add(CallStatusFollower.CHANNEL, follower)
+            return
+        except Exception:
+            log.warning("cannot follow call statuses yet; retrying", exc_info=True)
+            await asyncio.sleep(retry_s)

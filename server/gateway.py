@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from dispatch.breadcrumbs import BreadcrumbWriter
-from dispatch.call_feed import CallStatusFollower
+from dispatch.call_feed import CallStatusFollower, follow
 from dispatch.call_places import CallPlaces
 from dispatch.doctor_states import DoctorStatus
 from dispatch.location_ingest import FixOutcome, IngestSettings, LocationIngest
@@ -184,9 +184,9 @@ class Gateway:
             asyncio.create_task(self.hub.run(), name="hub"),
             asyncio.create_task(self.ingest.run(), name="ingest"),
             asyncio.create_task(self._touch_presence(), name="presence"),
+            asyncio.create_task(follow(self.hub, self.call_follower), name="call-feed"),
         ]
         self.breadcrumbs.start()
-        await self.hub.add(CallStatusFollower.CHANNEL, self.call_follower)
 
     async def stop(self) -> None:
         """Stop background work; flush pending fixes and breadcrumbs."""
