@@ -14,10 +14,27 @@ coalescing in the pending map (latest per doctor) until one ends. Concurrent wri
 index out of order: the index keeps the newer fix of a doctor (``upsert_many`` ignores older ones).
 
 While a doctor is on a call (DoctorStates ``BUSY`` with the call id as ref), fixes are forwarded to
-``call:<id>`` as ephemeral ``doctor.position`` events, at most once per ``forward_interval_ms``. The
-doctor's state is read at most once per ``state_refresh_ms`` per doctor (cached; the stale entries of a
-tick are read together with ``DoctorStates.get_many``), again to keep Redis reads off the per-frame
-path. Forwarding runs in a task of its own (one at a time), so it never delays the position writes.
+``call:<id>`` as ephemeral ``doctor.position`` events, at most once per ``forward_interval_ms``, with
+the straight-line distance to the call's location and an ETA from the ranking's model
+(``RankingSettings.eta_s``: road factor over average speed, ``dispatch/ranking.py``). The doctor's
+state is read at most once per ``state_refresh_ms`` per doctor (cached; the stale entries of a tick
+are read together with ``DoctorStates.get_many``), again to keep Redis reads off the per-frame path;
+each call's location is read once (``dispatch/call_places.py``). Forwarding runs in a task of its own
+(one at a time), so it never delays the position writes.
+
+Tracking ends with the call: :meth:`LocationIngest.call_changed` is fed every ``call.status`` of the
+deployment (``dispatch/call_feed.py``); on ``completed`` or ``cancelled`` the call's doctors are
+dropped from the cache and the call is remembered as ended (a state read still in flight, or the
+doctor's state not yet set back to available, cannot revive it), on ``assigned`` or ``searching``
+the cached doctors are re-read. So nothing is forwarded or recorded for a call after its end event,
+short of a missed event (then the state read within ``state_refresh_ms`` ends it).
+
+Breadcrumbs: the fixes of a doctor on a call are also the call's track (``GET /v1/calls/<id>/route``),
+sampled at most one per ``track_interval_ms`` of *fix* time (1 s: a few metres apart at city speed, a
+faithful route without storing every fix of a phone sending four a second) and handed to the
+:class:`~dispatch.breadcrumbs.BreadcrumbWriter` (an append; it writes in batches). A fix is recorded
+when it arrives if the doctor's call is cached, and otherwise when the forwarding round learns the
+call (the first forwarded position after an assignment).
 
 A doctor whose last fix is older than ``offline_after_ms`` is swept to ``OFFLINE`` (from ``AVAILABLE``
 or ``PAUSED``; a doctor ``OFFERED`` or ``BUSY`` keeps the state, and drops out of searches by position
@@ -28,11 +45,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dispatch.breadcrumbs import BreadcrumbWriter
+from dispatch.call_places import CallPlaces
 from dispatch.doctor_states import DoctorStates, DoctorStatus
+from dispatch.ranking import RankingSettings
+from geo.distance import haversine_m
 from geo.location_index import DoctorPosition, LocationIndex, check_position
+from models.enums import CallStatus
 from realtime.broker import Broker
 from realtime.channels import call_channel, doctor_channel
 from realtime.clock import Clock, wall_clock_ms
@@ -46,12 +68,19 @@ MAX_WRITES_IN_FLIGHT = 4
 """Write tasks the flush loop lets run at once."""
 ON_SHIFT_IDLE = frozenset({DoctorStatus.AVAILABLE, DoctorStatus.PAUSED})
 """States a silent doctor is taken out of (offered and busy doctors keep theirs)."""
+CALL_ENDS = frozenset({CallStatus.COMPLETED.value, CallStatus.CANCELLED.value})
+"""Call statuses after which nothing is forwarded to the call nor recorded as its track."""
+DOCTOR_CHANGES = frozenset({CallStatus.ASSIGNED.value, CallStatus.SEARCHING.value})
+"""Call statuses that may change who is on the call (assignment, reassignment, a dropped call)."""
+ENDED_CALLS_KEPT = 10_000
+"""Ended call ids remembered (the newest); far more than the calls ending within a state refresh."""
 
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
     """Times in milliseconds. ``max_past_ms``/``max_future_ms``: how far a fix time may lie behind or
-    ahead of server time (phones buffer fixes offline; clocks drift)."""
+    ahead of server time (phones buffer fixes offline; clocks drift). ``track_interval_ms``: least fix
+    time between two breadcrumbs of a doctor. ``ranking``: the ETA model of forwarded positions."""
 
     max_past_ms: int = 5 * 60_000
     max_future_ms: int = 30_000
@@ -59,6 +88,8 @@ class IngestSettings:
     forward_interval_ms: int = 1_000
     state_refresh_ms: int = 2_000
     offline_after_ms: int = 60_000
+    track_interval_ms: int = 1_000
+    ranking: RankingSettings = field(default_factory=RankingSettings)
 
 
 class FixOutcome(StrEnum):
@@ -70,7 +101,11 @@ class FixOutcome(StrEnum):
 
 
 class LocationIngest:
-    """Per-process ingest of fixes; ``run()`` is its flush/forward/sweep loop."""
+    """Per-process ingest of fixes; ``run()`` is its flush/forward/sweep loop.
+
+    ``places``: where calls are, for the distance and ETA of forwarded positions (without it they
+    carry ``null``). ``breadcrumbs``: where the fixes of doctors on calls go (without it no track is
+    recorded)."""
 
     def __init__(
         self,
@@ -79,17 +114,25 @@ class LocationIngest:
         broker: Broker,
         settings: IngestSettings | None = None,
         clock: Clock = wall_clock_ms,
+        *,
+        places: CallPlaces | None = None,
+        breadcrumbs: BreadcrumbWriter | None = None,
     ) -> None:
         self.locations = locations
         self.states = states
         self.broker = broker
         self.settings = settings or IngestSettings()
         self.clock = clock
+        self.places = places
+        self.breadcrumbs = breadcrumbs
         self._pending: dict[str, DoctorPosition] = {}
         self._last_ts: dict[str, int] = {}
         self._last_seen: dict[str, int] = {}
         self._last_forward: dict[str, int] = {}
         self._call_cache: dict[str, tuple[str | None, int]] = {}
+        self._on_call: dict[str, set[str]] = {}  # call id -> doctors cached as on it
+        self._ended: dict[str, None] = {}  # ended call ids, oldest first
+        self._last_crumb: dict[str, int] = {}  # doctor -> fix time of the last breadcrumb
         self._forward_due: dict[str, DoctorPosition] = {}
         self.accepted = 0
         self.flushed = 0
@@ -108,19 +151,68 @@ class LocationIngest:
         self._pending[doctor] = position
         if now - self._last_forward.get(doctor, 0) >= self.settings.forward_interval_ms:
             self._forward_due[doctor] = position
+        cached = self._call_cache.get(doctor)
+        if cached is not None and cached[0] is not None:
+            self._crumb(cached[0], position)
         self.accepted += 1
         return FixOutcome.ACCEPTED
+
+    def _crumb(self, call_id: str, position: DoctorPosition) -> None:
+        """Record ``position`` as a breadcrumb of ``call_id`` unless the doctor's last one is less than
+        ``track_interval_ms`` of fix time older (no I/O)."""
+        if self.breadcrumbs is None:
+            return
+        doctor = position.doctor_id
+        last = self._last_crumb.get(doctor)
+        if last is None or position.ts_ms - last >= self.settings.track_interval_ms:
+            self._last_crumb[doctor] = position.ts_ms
+            self.breadcrumbs.add(call_id, position)
+
+    def _cache_call(self, doctor_id: str, call_id: str | None, now: int) -> None:
+        self._uncache(doctor_id)
+        self._call_cache[doctor_id] = (call_id, now)
+        if call_id is not None:
+            self._on_call.setdefault(call_id, set()).add(doctor_id)
+
+    def _uncache(self, doctor_id: str) -> None:
+        cached = self._call_cache.pop(doctor_id, None)
+        if cached is not None and cached[0] is not None:
+            doctors = self._on_call.get(cached[0])
+            if doctors is not None:
+                doctors.discard(doctor_id)
+                if not doctors:
+                    del self._on_call[cached[0]]
 
     def forget(self, doctor_id: str) -> None:
         """Drop per-doctor memory (the doctor's last connection to this process closed)."""
         self._last_ts.pop(doctor_id, None)
         self._last_forward.pop(doctor_id, None)
-        self._call_cache.pop(doctor_id, None)
+        self._last_crumb.pop(doctor_id, None)
+        self._uncache(doctor_id)
         self._forward_due.pop(doctor_id, None)
 
     def invalidate(self, doctor_id: str) -> None:
         """Forget the cached call of a doctor (their state changed: assignment, completion)."""
-        self._call_cache.pop(doctor_id, None)
+        self._uncache(doctor_id)
+
+    def call_changed(self, call_id: str, status: str, doctor_id: str | None) -> None:
+        """A call's status changed (``call.status``; ``doctor_id`` the call's doctor, if any). On an
+        end (``completed``, ``cancelled``) tracking of the call stops at once: nothing more is
+        forwarded to it or recorded as its track. On an assignment or a return to searching, the
+        doctors cached for the call, and the named doctor, are read again on their next position.
+        No I/O."""
+        if status in CALL_ENDS:
+            self._ended[call_id] = None
+            if len(self._ended) > ENDED_CALLS_KEPT:
+                del self._ended[next(iter(self._ended))]
+            if self.places is not None:
+                self.places.forget(call_id)
+        elif status not in DOCTOR_CHANGES:
+            return
+        for doctor in list(self._on_call.get(call_id, ())):
+            self._uncache(doctor)
+        if doctor_id is not None:
+            self._uncache(doctor_id)
 
     async def flush(self) -> int:
         """Write pending fixes to the index (one batch) and forward due positions. Returns the batch size."""
@@ -163,13 +255,30 @@ class LocationIngest:
         stale = [d for d in due if (c := cache.get(d)) is None or now - c[1] >= refresh_ms]
         if stale:
             states = await self.states.get_many(stale)
+            ended = self._ended  # read after the await: an end event may have come meanwhile
             for doctor_id, state in states.items():
-                cache[doctor_id] = (state.ref if state.status is DoctorStatus.BUSY else None, now)
-        for doctor_id, position in due.items():
+                busy = state.status is DoctorStatus.BUSY and state.ref is not None
+                self._cache_call(doctor_id, state.ref if busy and state.ref not in ended else None, now)
+        moving = {d: cached[0] for d in due if (cached := cache.get(d)) is not None and cached[0] is not None}
+        if not moving:
+            return
+        places = self.places
+        if places is not None:
+            unknown = {c for c in moving.values() if places.get(c) is None}
+            if unknown:
+                try:
+                    await places.load(unknown)
+                except Exception:  # the database is down: positions go out without an ETA
+                    log.exception("could not read call locations")
+        eta_s = self.settings.ranking.eta_s
+        for doctor_id, call_id in moving.items():
             cached = cache.get(doctor_id)
-            call_id = None if cached is None else cached[0]
-            if call_id is None:
-                continue
+            if cached is None or cached[0] != call_id:
+                continue  # the call ended or changed hands while its location was read
+            position = due[doctor_id]
+            self._crumb(call_id, position)
+            place = None if places is None else places.get(call_id)
+            distance = None if place is None else haversine_m(position.lat, position.lon, *place)
             self._last_forward[doctor_id] = now
             await self.broker.publish_ephemeral(
                 call_channel(call_id),
@@ -182,6 +291,8 @@ class LocationIngest:
                     "heading": position.heading_deg,
                     "speed": position.speed_mps,
                     "ts": position.ts_ms,
+                    "distance_m": None if distance is None else round(distance, 1),
+                    "eta_s": None if distance is None else round(eta_s(distance)),
                 },
             )
 

@@ -37,6 +37,9 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from dispatch.breadcrumbs import BreadcrumbWriter
+from dispatch.call_feed import CallStatusFollower, follow
+from dispatch.call_places import CallPlaces
 from dispatch.doctor_states import DoctorStatus
 from dispatch.location_ingest import FixOutcome, IngestSettings, LocationIngest
 from geo.location_index import DoctorPosition
@@ -142,6 +145,7 @@ class Gateway:
         settings = services.settings
         engine = services.engine
         self.hub = Hub(engine.broker)
+        self.breadcrumbs = BreadcrumbWriter(services.sessions)
         self.ingest = LocationIngest(
             engine.locations,
             engine.states,
@@ -151,8 +155,12 @@ class Gateway:
                 max_future_ms=settings.location_max_future_s * 1000,
                 forward_interval_ms=settings.position_forward_interval_ms,
                 offline_after_ms=settings.doctor_offline_after_s * 1000,
+                ranking=settings.dispatch().ranking,
             ),
+            places=CallPlaces(services.sessions),
+            breadcrumbs=self.breadcrumbs,
         )
+        self.call_follower = CallStatusFollower(engine.broker, self.ingest.call_changed)
         self.ops: dict[str, OpSpec] = {}
         self._known_ops: frozenset[str] = frozenset()
         self._frame_counters: dict[str, Any] = {}
@@ -170,15 +178,18 @@ class Gateway:
         self._known_ops = frozenset(self.ops)
 
     async def start(self) -> None:
-        """Start the hub, the ingest loop and the presence refresher."""
+        """Start the hub, the ingest loop, the breadcrumb writer, the presence refresher, and follow
+        call status changes (the ingest stops tracking ended calls)."""
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="hub"),
             asyncio.create_task(self.ingest.run(), name="ingest"),
             asyncio.create_task(self._touch_presence(), name="presence"),
+            asyncio.create_task(follow(self.hub, self.call_follower), name="call-feed"),
         ]
+        self.breadcrumbs.start()
 
     async def stop(self) -> None:
-        """Stop background work; flush pending fixes."""
+        """Stop background work; flush pending fixes and breadcrumbs."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -186,6 +197,7 @@ class Gateway:
                 await task
         with contextlib.suppress(Exception):
             await self.ingest.flush()
+        await self.breadcrumbs.stop()
 
     async def _touch_presence(self) -> None:
         presence = self.services.engine.presence

@@ -1,4 +1,4 @@
-"""Reading and writing doctors' tracks on calls."""
+"""Reading and writing doctors' tracks on calls, and where the tracked calls lead to."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from shapely.geometry import Point
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.calls import Call
 from models.track import TrackPoint
 
 
@@ -27,7 +28,9 @@ class Fix:
 
 
 async def add_fixes(session: AsyncSession, fixes: Sequence[Fix]) -> int:
-    """Insert a batch of fixes with one multi-row INSERT. Returns how many."""
+    """Insert a batch of fixes as one INSERT statement executed with every row (one round trip on
+    asyncpg and SQLite; the caller bounds the batch). Returns how many. Raises SQLAlchemy errors
+    (``IntegrityError`` for a call or doctor that does not exist)."""
     if not fixes:
         return 0
     rows = [
@@ -65,3 +68,14 @@ async def postgis_length_m(session: AsyncSession, call_id: uuid.UUID) -> float:
         {"call_id": call_id},
     )
     return float(length or 0.0)
+
+
+async def call_places(
+    session: AsyncSession, call_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[float, float]]:
+    """Where each call is, ``{call id: (lat, lon)}`` in WGS84 degrees, in one SELECT; ids without a
+    call are left out."""
+    if not call_ids:
+        return {}
+    rows = await session.execute(sa.select(Call.id, Call.lat, Call.lon).where(Call.id.in_(call_ids)))
+    return {call_id: (lat, lon) for call_id, lat, lon in rows.all()}

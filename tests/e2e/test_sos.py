@@ -128,7 +128,21 @@ async def test_patient_emergency_over_rest_makes_the_call_an_emergency(world: Ci
         assert call["urgency"] == "emergency"
         history = (await world.http("GET", f"/v1/calls/{call_id}/events", world.dispatcher)).json()["items"]
         assert any(e["reason"] == "patient raised an emergency" for e in history)
-        await world.http("POST", f"/v1/sos/{sos_id}/acknowledge", world.dispatcher)
+        acked = await world.http("POST", f"/v1/sos/{sos_id}/acknowledge", world.dispatcher)
+        assert acked.json()["status"] == "acknowledged"
+        # Resolving over the socket, with a note; a note is required.
+        with pytest.raises(ClientError) as no_note:
+            await console.client.request("sos.resolve", sos=sos_id)
+        assert (no_note.value.code, no_note.value.field) == ("invalid_field", "note")
+        done = await console.client.request("sos.resolve", sos=sos_id, note="ambulance sent")
+        assert done["sos"]["status"] == "resolved"
+        audit = (await world.http("GET", f"/v1/sos/{sos_id}", world.dispatcher)).json()["audit"]
+        assert [a["action"] for a in audit][-2:] == ["acknowledged", "resolved"]
+        assert audit[-1]["actor_id"] == world.dispatcher.id and audit[-1]["data"] == {
+            "note": "ambulance sent"
+        }
+        again = await world.http("POST", f"/v1/sos/{sos_id}/resolve", world.dispatcher, json={"note": "x"})
+        assert again.status_code == 409  # resolved once
     finally:
         await console.stop()
 

@@ -1,4 +1,5 @@
-"""LocationIngest: the flush loop does not wait for its writes, forwarding reads states in batches."""
+"""LocationIngest: the flush loop does not wait for its writes, forwarding reads states in batches,
+forwarded positions carry the ETA, breadcrumbs are sampled and stop with the call."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from dispatch.breadcrumbs import BreadcrumbWriter
+from dispatch.call_places import CallPlaces
 from dispatch.doctor_states import DoctorState, DoctorStatus
 from dispatch.doctor_states_memory import MemoryDoctorStates
 from dispatch.location_ingest import MAX_WRITES_IN_FLIGHT, FixOutcome, IngestSettings, LocationIngest
+from geo.distance import haversine_m
 from geo.location_index import DoctorPosition
 from geo.location_index_memory import MemoryLocationIndex
+from models.db import make_engine, make_sessionmaker
 
 NOW = 1_800_000_000_000
 
@@ -130,3 +135,91 @@ async def test_forwarding_reads_states_in_one_batch_and_caches_them() -> None:
     assert states.reads == [3, 3] and len(broker.published) == 2
     position = await index.get("d3")
     assert position is not None and position.ts_ms == NOW + 2_000
+
+
+class Places(CallPlaces):
+    """Call locations known up front (the database read is covered by tests/integration)."""
+
+    def __init__(self, known: dict[str, tuple[float, float]]) -> None:
+        super().__init__(make_sessionmaker(make_engine("sqlite+aiosqlite://")))
+        self.known = known
+        self.loads: list[set[str]] = []
+
+    async def load(self, call_ids: Any) -> None:
+        self.loads.append(set(call_ids))
+        for call_id in call_ids:
+            if call_id in self.known:
+                self._places[call_id] = self.known[call_id]
+
+
+async def _tracking(
+    clock: Clock,
+) -> tuple[LocationIngest, MemoryDoctorStates, Broker, BreadcrumbWriter, Places]:
+    states = MemoryDoctorStates(clock=clock)
+    broker = Broker()
+    writer = BreadcrumbWriter(make_sessionmaker(make_engine("sqlite+aiosqlite://")))
+    places = Places({"call-1": (55.76, 37.62)})
+    ingest = LocationIngest(
+        MemoryLocationIndex(clock=clock),
+        states,
+        broker,  # type: ignore[arg-type]
+        clock=clock,
+        places=places,
+        breadcrumbs=writer,
+    )
+    assert (await states.compare_and_set("d1", expected=DoctorStatus.OFFLINE, new=DoctorStatus.AVAILABLE)).ok
+    assert (
+        await states.compare_and_set(
+            "d1", expected=DoctorStatus.AVAILABLE, new=DoctorStatus.BUSY, ref="call-1"
+        )
+    ).ok
+    return ingest, states, broker, writer, places
+
+
+async def test_forwarded_positions_carry_distance_and_the_rankings_eta() -> None:
+    clock = Clock()
+    ingest, _, broker, _, places = await _tracking(clock)
+    ingest.accept(fix("d1", NOW - 100, lat=55.75))
+    await ingest.flush()
+    ((channel, _, data),) = broker.published
+    distance = haversine_m(55.75, 37.62, 55.76, 37.62)
+    assert channel == "call:call-1" and data["distance_m"] == round(distance, 1)
+    assert data["eta_s"] == round(distance * 1.4 / 8.33)  # RankingSettings: road factor / speed
+    clock.ms += 1_000
+    ingest.accept(fix("d1", NOW + 900, lat=55.755))
+    await ingest.flush()
+    assert broker.published[-1][2]["eta_s"] < data["eta_s"]
+    assert places.loads == [{"call-1"}]  # the call's location was read once
+
+
+async def test_breadcrumbs_sampled_by_fix_time_and_none_after_the_call_ends() -> None:
+    clock = Clock()
+    ingest, states, broker, writer, places = await _tracking(clock)
+    ingest.accept(fix("d1", NOW - 5_000))
+    await ingest.flush()  # the forwarding round learns the call and records this fix
+    for i in range(1, 9):  # four fixes a second: every other one is a breadcrumb
+        clock.ms += 250
+        ingest.accept(fix("d1", NOW - 5_000 + 250 * i))
+        await ingest.flush()
+    assert [p.ts_ms - (NOW - 5_000) for _, p in writer._buffer] == [0, 1_000, 2_000]
+    assert {c for c, _ in writer._buffer} == {"call-1"}
+    forwarded = len(broker.published)
+    # The call ends: its status event arrives before the doctor's state is set back to available.
+    ingest.call_changed("call-1", "completed", "d1")
+    assert (await states.get("d1")).status is DoctorStatus.BUSY
+    for i in range(9, 30):
+        clock.ms += 250
+        ingest.accept(fix("d1", NOW - 5_000 + 250 * i))
+        await ingest.flush()
+    assert len(broker.published) == forwarded and len(writer) == 3
+    assert places.get("call-1") is None  # forgotten with the call
+    # A new call for the same doctor is tracked again.
+    assert (
+        await states.compare_and_set("d1", expected=DoctorStatus.BUSY, new=DoctorStatus.BUSY, ref="call-2")
+    ).ok
+    ingest.call_changed("call-2", "assigned", "d1")
+    clock.ms += 1_000
+    ingest.accept(fix("d1", NOW + 4_000))
+    await ingest.flush()
+    assert broker.published[-1][0] == "call:call-2" and broker.published[-1][2]["eta_s"] is None
+    assert [c for c, _ in writer._buffer][-1] == "call-2"
