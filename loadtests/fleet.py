@@ -132,15 +132,34 @@ class Peer:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future
         try:
-            await self.ws.send(orjson.dumps({"op": op, "ref": ref, **fields}), text=True)
+            try:
+                await self.ws.send(orjson.dumps({"op": op, "ref": ref, **fields}), text=True)
+            except ConnectionClosed as exc:
+                raise ConnectionError("connection closed") from exc
             return await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
         finally:
             self._pending.pop(ref, None)
 
     async def stop(self) -> None:
+        """Stop reading (events are no longer handed to ``on_event``)."""
+        self.on_event = None
         self._reader.cancel()
         with contextlib.suppress(BaseException):
             await self._reader
+
+
+def silence(peers: Sequence[Peer]) -> None:
+    """Stop handing events to the peers' handlers (before a benchmark tears down its tasks)."""
+    for peer in peers:
+        peer.on_event = None
+
+
+async def close_peers(peers: Sequence[Peer]) -> None:
+    """Drop the peers' connections at once and stop their readers."""
+    silence(peers)
+    abort_all([p.ws for p in peers])
+    for peer in peers:
+        await peer.stop()
 
 
 async def gather_limited(coros: Sequence[Any], limit: int = CONNECT_CONCURRENCY) -> list[Any]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import redis.asyncio as aioredis
 
 STARTUP_TIMEOUT_S = 60.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout)\b")
 
 
 def raise_nofile() -> int:
@@ -203,3 +206,7 @@ def stop_server(server: Server) -> None:
         )
         for line in lines[-40:] if os.environ.get("BENCH_DEBUG") else lines[:8]:
             print(f"    {line[:200]}", flush=True)
+        # The exceptions behind those lines, most frequent first (a traceback's last line).
+        raised = Counter(line.strip()[:160] for line in lines if EXCEPTION_LINE.match(line))
+        for line, count in raised.most_common(5):
+            print(f"    x{count}: {line}", flush=True)
