@@ -459,6 +459,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-server-url", default=DEFAULT_PG_SERVER, help="where the scratch database goes")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--no-pin", action="store_true", help="pin neither process (tests)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -471,7 +472,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
     if not 0 < args.rate <= 10:
         parser.error("--rate must be in (0, 10]: the gateway refuses more than 10 location frames/s")
-    args.server_cpu, args.client_cpu = cpus_for(args.server_cpu, args.client_cpu)
+    args.server_cpu, args.client_cpu = (
+        (None, None) if args.no_pin else cpus_for(args.server_cpu, args.client_cpu)
+    )
     if not args.districts.exists():
         print(f"{args.districts} not found: running without zones")
         args.districts = None

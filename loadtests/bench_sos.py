@@ -115,8 +115,8 @@ class Scene:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def count_refusal(self, what: str) -> None:
-        self.refused[what] = self.refused.get(what, 0) + 1
+    def count_refusal(self, what: str, n: int = 1) -> None:
+        self.refused[what] = self.refused.get(what, 0) + n
 
     def alert_of(self, data: dict[str, Any]) -> Alert | None:
         message = data.get("message") or ""
@@ -189,43 +189,50 @@ class Scene:
 async def track_calls(
     server: Server, scene: Scene, doctors: Doctors, area: ServiceArea, count: int, rnd: random.Random
 ) -> list[Peer]:
-    """Create ``count`` calls (patient ``i`` makes call ``i``) at therapists' positions, wait until
-    each is assigned, then connect each patient and subscribe it to its call; the assigned doctors'
-    sends are watched from then on. Returns the patients' peers."""
+    """Create ``count`` calls (patient ``i`` makes call ``i``) at therapists' positions, wait (30 s at
+    most) until they are assigned, then connect each assigned call's patient and subscribe it to the
+    call; the assigned doctors' sends are watched from then on. A call that fails or is not assigned
+    in time is counted in ``scene.refused`` and not tracked. Returns the patients' peers."""
     patients = scene.accounts.patients
     fleet = doctors.fleet
-    call_ids: list[str] = []
+    call_ids: dict[str, int] = {}  # call id -> patient index
     async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
         for i in range(count):
             while True:
                 d = rnd.randrange(0, len(fleet.lat), 3)  # therapists
                 if d not in scene.on_call and area.contains(fleet.lat[d], fleet.lon[d]):
                     break
-            response = await http.post(
-                "/v1/calls",
-                json={
-                    "address": f"Tracked street {i}",
-                    "lat": fleet.lat[d],
-                    "lon": fleet.lon[d],
-                    "urgency": "urgent",
-                    "specialty": "therapist",
-                },
-                headers={
-                    "Authorization": f"Bearer {patients.tokens[i]}",
-                    "Idempotency-Key": uuid.uuid4().hex,
-                },
-            )
-            response.raise_for_status()
-            call_ids.append(response.json()["id"])
+            try:
+                response = await http.post(
+                    "/v1/calls",
+                    json={
+                        "address": f"Tracked street {i}",
+                        "lat": fleet.lat[d],
+                        "lon": fleet.lon[d],
+                        "urgency": "urgent",
+                        "specialty": "therapist",
+                    },
+                    headers={
+                        "Authorization": f"Bearer {patients.tokens[i]}",
+                        "Idempotency-Key": uuid.uuid4().hex,
+                    },
+                )
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                scene.count_refusal(f"tracked call: {type(exc).__name__}")
+                continue
+            call_ids[response.json()["id"]] = i
     for _ in range(150):  # bounded: 30 s
         if all(c in scene.assigned for c in call_ids):
             break
         await asyncio.sleep(0.2)
-    missing = [c for c in call_ids if c not in scene.assigned]
-    if missing:
-        raise RuntimeError(f"{len(missing)} of {count} tracked calls were not assigned in 30 s")
-    peers = await connect_peers(server, patients.tokens[:count], scene.on_patient_event, [])
-    for peer, call_id in zip(peers, call_ids, strict=True):
+    assigned = {c: i for c, i in call_ids.items() if c in scene.assigned}
+    if len(assigned) < len(call_ids):
+        scene.count_refusal("tracked call not assigned in 30 s", len(call_ids) - len(assigned))
+    peers = await connect_peers(
+        server, [patients.tokens[i] for i in assigned.values()], scene.on_patient_event, []
+    )
+    for peer, call_id in zip(peers, assigned, strict=True):
         await peer.request("subscribe", ch=f"call:{call_id}")
         scene.watch[scene.assigned[call_id]] = {}  # the fleet's own dict: drive() sees it at once
     return peers
@@ -499,6 +506,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-server-url", default=DEFAULT_PG_SERVER, help="where the scratch database goes")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--no-pin", action="store_true", help="pin neither process (tests)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -513,7 +521,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--rate must be in (0, 10]: the gateway refuses more than 10 location frames/s")
     if args.tracked * 3 > args.doctors:
         parser.error("--tracked: at most a third of --doctors (the therapists)")
-    args.server_cpu, args.client_cpu = cpus_for(args.server_cpu, args.client_cpu)
+    args.server_cpu, args.client_cpu = (
+        (None, None) if args.no_pin else cpus_for(args.server_cpu, args.client_cpu)
+    )
     if not args.districts.exists():
         print(f"{args.districts} not found: running without zones")
         args.districts = None
