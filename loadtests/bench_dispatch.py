@@ -504,7 +504,12 @@ def run(argv: Sequence[str] | None = None) -> list[Result]:
             ) as target:
                 prefix = f"bench{secrets.token_hex(4)}:"
                 with running_server(target, secret, prefix, workdir, args.server_cpu, {}) as server:
-                    results.append(asyncio.run(bench_target(server, target.database, accounts, args, area)))
+                    try:
+                        results.append(
+                            asyncio.run(bench_target(server, target.database, accounts, args, area))
+                        )
+                    except Exception as exc:  # the other targets still run and are reported
+                        print(f"  {name}: the run failed: {exc!r}", flush=True)
     report(results, args, area.description)
     load_after = load_average()
     print(

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from loadtests.accounts import Accounts, ServiceArea, create_pg_database, drop_pg_database, prepare_database
 from loadtests.fleet import (
+    CONNECT_CONCURRENCY,
     MOSCOW_BOX,
     EventHandler,
     Fleet,
@@ -123,21 +124,25 @@ async def connect_doctors(
 ) -> Doctors:
     """Connect the first ``count`` doctors, each as a doctor's app does at the start of a shift:
     ``subscribe doctor:<id>``, a first fix (acknowledged: it is in the server's pipeline), then
-    ``doctor.status available``. Positions start inside both the service area and the Moscow box."""
+    ``doctor.status available``, :data:`CONNECT_CONCURRENCY` doctors at a time (each starts its shift
+    right after connecting: a connection left silent for 60 s is closed by the server). Positions
+    start inside both the service area and the Moscow box."""
     rnd = random.Random(seed)
-    connections = await open_connections(server.ws, accounts.doctors.tokens, 0, count)
-    peers = [Peer(ws, i, on_event) for i, ws in enumerate(connections)]
-    fleet = Fleet(connections, rnd, draw=area.sampler(MOSCOW_BOX, rnd))
+    draw = area.sampler(MOSCOW_BOX, rnd)
+    starts = [draw() for _ in range(count)]
+    ids, tokens = accounts.doctors.ids, accounts.doctors.tokens
 
-    async def start_shift(peer: Peer) -> None:
-        i = peer.index
-        await peer.request("subscribe", ch=f"doctor:{accounts.doctors.ids[i]}")
-        ts = int(time.time() * 1000)
-        await peer.request("location", lat=fleet.lat[i], lon=fleet.lon[i], acc=fleet.acc[i], ts=ts)
-        fleet.last_ts[i] = ts
+    async def start_shift(i: int) -> Peer:
+        (ws,) = await open_connections(server.ws, tokens, i, 1)
+        peer = Peer(ws, i, on_event)
+        await peer.request("subscribe", ch=f"doctor:{ids[i]}")
+        lat, lon = starts[i]
+        await peer.request("location", lat=lat, lon=lon, acc=10.0, ts=int(time.time() * 1000))
         await peer.request("doctor.status", status="available")
+        return peer
 
-    await gather_limited([start_shift(p) for p in peers])
+    peers = await gather_limited([start_shift(i) for i in range(count)], CONNECT_CONCURRENCY)
+    fleet = Fleet([p.ws for p in peers], rnd, draw=iter(starts).__next__)
     return Doctors(peers, fleet)
 
 
