@@ -285,12 +285,15 @@ class OfferLoop:
                 serving = await zone_repo.doctors_serving(session, list(nearby), call.zone_id)
                 nearby = {d: n for d, n in nearby.items() if d in serving}
             ratings = await doctor_repo.ratings(session, list(nearby))
-        candidates = []
-        for doctor_id, near in nearby.items():
-            if doctor_id not in ratings:
-                continue  # no verified profile: never a candidate (the index should not have them)
-            state = await self.states.get(str(doctor_id))
-            candidates.append(Candidate(str(doctor_id), near.distance_m, ratings[doctor_id], state.since_ms))
+        # Doctors without a verified profile are never candidates (the index should not have them).
+        # Their idle times (fairness) are read in one batch: one awaited read per candidate was up to
+        # k round trips to Redis on every search (loadtests/bench_dispatch.py).
+        states = await self.states.get_many([str(d) for d in nearby if d in ratings])
+        candidates = [
+            Candidate(str(d), near.distance_m, ratings[d], states[str(d)].since_ms)
+            for d, near in nearby.items()
+            if d in ratings
+        ]
         return rank(candidates, self.settings.ranking, self._now_ms())
 
     async def _reserve(

@@ -43,347 +43,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import math
-import os
 import random
-import resource
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
 import redis.asyncio as aioredis
-import sqlalchemy as sa
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
-from models import migrate
-from models.doctors import DoctorProfile
-from models.enums import Role
-from models.types import utcnow
-from models.users import User
+from loadtests.accounts import plan_accounts, prepare_database
+from loadtests.fleet import Fleet, abort_all, drive, open_connections
+from loadtests.servers import (
+    Server,
+    cpu_seconds,
+    cpus_for,
+    delete_prefix,
+    own_cpu,
+    pin,
+    raise_nofile,
+    redis_cpu,
+    rss_kb,
+    runqueue_wait_s,
+    start_server,
+    stop_server,
+)
 from realtime.keys import Keys
-from server.auth.passwords import hash_password
 from server.auth.tokens import TokenService
 
-MOSCOW_BOX = (55.55, 37.35, 55.92, 37.85)  # south, west, north, east
 TARGETS = ("memory", "redis", "bare")
-TICK_S = 0.005
-MAX_BACKLOG_S = 0.1
-"""A generator that falls further behind than this drops the excess (counted) instead of bursting."""
-CONNECT_CONCURRENCY = 100
-STARTUP_TIMEOUT_S = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOAL_FRAMES_PER_CPU_S = 15_000
 GOAL_BARE_RATIO = 0.6
 GOAL_KB_PER_IDLE = 25.0
-
-
-# --- processes ----------------------------------------------------------------------------------------
-
-
-def raise_nofile() -> int:
-    """Raise this process's open-file limit to the hard limit; returns it."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def pin(cpu: int | None) -> None:
-    """Pin this process to ``cpu`` (no-op for ``None``)."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def runqueue_wait_s(pid: int) -> float:
-    """Seconds the process's main thread has spent runnable but waiting for a CPU (another process
-    had it): ``/proc/<pid>/schedstat``."""
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[1]) / 1e9
-
-
-def rss_kb(pid: int) -> int:
-    """Resident set size of process ``pid`` in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A target server child process."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
-
-    @property
-    def bare(self) -> bool:
-        return self.name == "bare"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def start_server(name: str, env: dict[str, str], workdir: Path, cpu: int | None) -> Server:
-    """Start the target ``name`` on a free port, pinned to ``cpu``, and wait until it answers."""
-    port = free_port()
-    if name == "bare":
-        command = [sys.executable, "-m", "loadtests.bare_endpoint", "--port", str(port)]
-        probe = "/count"
-    else:
-        command = [sys.executable, "-m", "server", "serve", "--port", str(port)]
-        probe = "/v1/health"
-    log = workdir / f"{name}-{port}.log"
-
-    def prepare_child() -> None:
-        pin(cpu)
-        raise_nofile()
-
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            env={**os.environ, **env},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            preexec_fn=prepare_child,
-        )
-    server = Server(name, process, port, log)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} server exited with {process.returncode}:\n{server.output()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.http + probe, timeout=2).status_code == 200:
-                return server
-        if time.monotonic() > deadline:
-            stop_server(server)
-            raise RuntimeError(
-                f"{name} server did not answer in {STARTUP_TIMEOUT_S:.0f} s:\n{server.output()}"
-            )
-        time.sleep(0.1)
-
-
-def stop_server(server: Server) -> None:
-    """Stop the server (SIGINT, then SIGKILL after 20 s); print what it logged at warning or above."""
-    process = server.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    lines = [line for line in server.log.read_text(errors="replace").splitlines() if line.strip()]
-    if lines:
-        print(
-            f"  {server.name}: the server logged {len(lines)} lines at warning or above; the first:",
-            flush=True,
-        )
-        for line in lines[-40:] if os.environ.get("BENCH_DEBUG") else lines[:8]:
-            print(f"    {line[:200]}", flush=True)
-
-
-# --- accounts -----------------------------------------------------------------------------------------
-
-
-def make_doctors(
-    database_url: str, sync_url: str, n: int, tokens: TokenService
-) -> tuple[list[str], list[str]]:
-    """Migrate the database, insert ``n`` verified doctors in bulk; returns their ids and access tokens."""
-    migrate.upgrade(database_url)
-    password_hash = hash_password("bench-doctor-password")  # one hash for all: argon2 is slow on purpose
-    now = utcnow()
-    ids = [uuid.uuid4() for _ in range(n)]
-    specialties = ("therapist", "pediatrician", "neurologist")
-    users = [
-        {
-            "id": user_id,
-            "email": f"doctor{i}@bench.tot",
-            "phone": None,
-            "password_hash": password_hash,
-            "full_name": f"Bench Doctor {i}",
-            "role": Role.DOCTOR.value,
-            "is_active": True,
-            "created_at": now,
-        }
-        for i, user_id in enumerate(ids)
-    ]
-    profiles = [
-        {
-            "user_id": user_id,
-            "clinic_id": None,
-            "licence_number": f"BENCH-{i:06d}",
-            "specialties": [specialties[i % len(specialties)]],
-            "verified": True,
-            "verified_at": now,
-            "verified_by": None,
-            "rating_avg": None,
-            "rating_count": 0,
-        }
-        for i, user_id in enumerate(ids)
-    ]
-    engine = sa.create_engine(sync_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.insert(User), users)
-            conn.execute(sa.insert(DoctorProfile), profiles)
-    finally:
-        engine.dispose()
-    return [str(i) for i in ids], [tokens.issue(user_id, Role.DOCTOR).access_token for user_id in ids]
-
-
-# --- load generator -----------------------------------------------------------------------------------
-
-
-async def open_connections(
-    server: Server, tokens: Sequence[str], first: int, count: int
-) -> list[ClientConnection]:
-    """Open ``count`` connections with tokens ``first``, ``first+1``... (cycling); for our server, each
-    is returned once ``hello`` arrived (authenticated, on-connect work done)."""
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def one(i: int) -> ClientConnection:
-        async with gate:
-            ws = await connect(
-                f"{server.ws}?token={tokens[i % len(tokens)]}",
-                compression=None,
-                ping_interval=None,
-                open_timeout=60,
-                close_timeout=1,
-            )
-            if not server.bare:
-                hello = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
-                if hello.get("op") != "hello":
-                    raise RuntimeError(f"expected hello, got {hello!r}")
-            return ws
-
-    return list(await asyncio.gather(*(one(first + i) for i in range(count))))
-
-
-def abort_all(connections: Sequence[ClientConnection]) -> None:
-    for ws in connections:
-        ws.transport.abort()
-
-
-@dataclass
-class Fleet:
-    """The doctors' connections and their moving positions."""
-
-    connections: list[ClientConnection]
-    rnd: random.Random
-    lat: list[float] = field(default_factory=list)
-    lon: list[float] = field(default_factory=list)
-    dlat: list[float] = field(default_factory=list)
-    dlon: list[float] = field(default_factory=list)
-    acc: list[float] = field(default_factory=list)
-    last_ts: list[int] = field(default_factory=list)
-    sent: int = 0
-    dropped: int = 0
-    failed: int = 0
-    stopped: bool = False
-
-    def __post_init__(self) -> None:
-        south, west, north, east = MOSCOW_BOX
-        for _ in self.connections:
-            self.lat.append(self.rnd.uniform(south, north))
-            self.lon.append(self.rnd.uniform(west, east))
-            speed, heading = self.rnd.uniform(3.0, 15.0), self.rnd.uniform(0, 2 * math.pi)
-            self.dlat.append(speed * math.cos(heading) / 111_320.0)  # degrees per second
-            self.dlon.append(speed * math.sin(heading) / (111_320.0 * math.cos(math.radians(55.75))))
-            self.acc.append(round(self.rnd.uniform(4.0, 30.0), 1))
-            self.last_ts.append(0)
-
-
-async def drive(fleet: Fleet, rate: float) -> None:
-    """Send location frames until ``fleet.stopped``: ``rate`` per connection per second, round-robin."""
-    south, west, north, east = MOSCOW_BOX
-    conns = fleet.connections
-    n = len(conns)
-    total_rate = n * rate
-    step = 1.0 / rate
-    dead = [False] * n
-    lat, lon, dlat, dlon, acc, last_ts = (
-        fleet.lat,
-        fleet.lon,
-        fleet.dlat,
-        fleet.dlon,
-        fleet.acc,
-        fleet.last_ts,
-    )
-    dumps = orjson.dumps
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    scheduled = 0
-    cursor = 0
-    max_backlog = max(1, int(total_rate * MAX_BACKLOG_S))
-    while not fleet.stopped:
-        due = int((loop.time() - start) * total_rate) - scheduled
-        if due > max_backlog:
-            fleet.dropped += due - max_backlog
-            scheduled += due - max_backlog
-            cursor = (cursor + due - max_backlog) % n
-            due = max_backlog
-        scheduled += due
-        ts = int(time.time() * 1000)
-        for _ in range(due):
-            i = cursor
-            cursor = i + 1 if i + 1 < n else 0
-            if dead[i]:
-                continue
-            la, lo = lat[i] + dlat[i] * step, lon[i] + dlon[i] * step
-            if not south < la < north:
-                dlat[i] = -dlat[i]
-                la = lat[i]
-            if not west < lo < east:
-                dlon[i] = -dlon[i]
-                lo = lon[i]
-            lat[i], lon[i] = la, lo
-            payload = dumps({"op": "location", "lat": la, "lon": lo, "acc": acc[i], "ts": ts})
-            try:
-                await conns[i].send(payload, text=True)
-            except ConnectionClosed:
-                dead[i] = True
-                fleet.failed += 1
-                continue
-            last_ts[i] = ts
-            fleet.sent += 1
-        await asyncio.sleep(TICK_S)
 
 
 # --- measurement --------------------------------------------------------------------------------------
@@ -410,18 +104,6 @@ def parse_metrics(text: str) -> tuple[int, int]:
         elif line.startswith("tot_ws_errors_total{"):
             errors += float(line.rsplit(" ", 1)[1])
     return int(accepted), int(errors)
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def redis_cpu(redis: aioredis.Redis | None) -> float | None:
-    if redis is None:
-        return None
-    info = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def snapshot(
@@ -509,13 +191,13 @@ async def bench_target(
     try:
         # Warm the server's per-connection code paths (imports, caches, allocator arenas) first, so
         # the idle measurement counts connections, not one-time costs.
-        warm = await open_connections(server, tokens, 0, min(50, args.idle))
+        warm = await open_connections(server.ws, tokens, 0, min(50, args.idle), hello=not server.bare)
         for ws in warm:
             await ws.close()
         await asyncio.sleep(1.0)
         rss_before = rss_kb(pid)
         started = time.monotonic()
-        connections = await open_connections(server, tokens, 0, args.idle)
+        connections = await open_connections(server.ws, tokens, 0, args.idle, hello=not server.bare)
         connect_s = time.monotonic() - started
         await asyncio.sleep(args.settle)
         rss_idle = rss_kb(pid)
@@ -528,7 +210,9 @@ async def bench_target(
             abort_all(connections[args.doctors :])
             del connections[args.doctors :]
         elif args.idle < args.doctors:
-            connections += await open_connections(server, tokens, args.idle, args.doctors - args.idle)
+            connections += await open_connections(
+                server.ws, tokens, args.idle, args.doctors - args.idle, hello=not server.bare
+            )
 
         fleet = Fleet(connections, random.Random(args.seed))
         async with httpx.AsyncClient(timeout=30) as http:
@@ -578,17 +262,6 @@ async def bench_target(
         abort_all(connections)
         if redis is not None:
             await redis.aclose()
-
-
-async def delete_prefix(redis_url: str, prefix: str) -> int:
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        names = [key async for key in redis.scan_iter(match=f"{prefix}*", count=5_000)]
-        for start in range(0, len(names), 5_000):
-            await redis.delete(*names[start : start + 5_000])
-        return len(names)
-    finally:
-        await redis.aclose()
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -735,8 +408,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
-    if len(os.sched_getaffinity(0)) < 2 or os.cpu_count() == 1:
-        args.server_cpu = args.client_cpu = None
+    args.server_cpu, args.client_cpu = cpus_for(args.server_cpu, args.client_cpu)
     return args
 
 
@@ -754,11 +426,10 @@ def run(argv: Sequence[str] | None = None) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="tot-bench-ingest-") as tmp:
         workdir = Path(tmp)
-        db_path = workdir / "bench.db"
-        database_url = f"sqlite+aiosqlite:///{db_path}"
-        doctor_ids, tokens = make_doctors(
-            database_url, f"sqlite:///{db_path}", max(args.doctors, args.idle), tokens_service
-        )
+        database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        accounts = plan_accounts(tokens_service, max(args.doctors, args.idle))
+        prepare_database(database_url, accounts)
+        doctor_ids, tokens = accounts.doctors.ids, accounts.doctors.tokens
         print(
             f"{len(tokens)} verified doctors and tokens ready in {time.monotonic() - started:.1f} s",
             flush=True,
