@@ -42,19 +42,9 @@ import orjson
 import sqlalchemy as sa
 from playwright.async_api import Page, async_playwright
 
-from loadtests.bench_ingest import (
-    MOSCOW_BOX,
-    Fleet,
-    Server,
-    abort_all,
-    drive,
-    make_doctors,
-    open_connections,
-    pin,
-    raise_nofile,
-    start_server,
-    stop_server,
-)
+from loadtests.accounts import plan_accounts, prepare_database
+from loadtests.fleet import MOSCOW_BOX, Fleet, abort_all, drive, open_connections
+from loadtests.servers import Server, pin, raise_nofile, start_server, stop_server
 from models.enums import Role
 from models.types import utcnow
 from models.users import User
@@ -154,7 +144,7 @@ async def bench(server: Server, tokens: list[str], args: argparse.Namespace) -> 
             results["idle"] = await measure(page, args.seconds)
 
             started = time.monotonic()
-            connections = await open_connections(server, tokens, 0, len(tokens))
+            connections = await open_connections(server.ws, tokens, 0, len(tokens))
             print(f"{len(connections)} doctors connected in {time.monotonic() - started:.1f} s", flush=True)
             for i, ws in enumerate(connections):
                 if i % 3:
@@ -224,7 +214,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         workdir = Path(tmp)
         db_path = workdir / "bench.db"
         database_url, sync_url = f"sqlite+aiosqlite:///{db_path}", f"sqlite:///{db_path}"
-        _, tokens = make_doctors(database_url, sync_url, args.doctors, TokenService(secret, 3600, 3600))
+        accounts = plan_accounts(TokenService(secret, 3600, 3600), args.doctors)
+        prepare_database(database_url, accounts)
+        tokens = accounts.doctors.tokens
         add_dispatcher(sync_url)
         lat, lon = (MOSCOW_BOX[0] + MOSCOW_BOX[2]) / 2, (MOSCOW_BOX[1] + MOSCOW_BOX[3]) / 2
         env = {
