@@ -150,6 +150,9 @@ class LocationIngest:
         self._last_seen[doctor] = now
         self._pending[doctor] = position
         if now - self._last_forward.get(doctor, 0) >= self.settings.forward_interval_ms:
+            # The interval runs from the fix's arrival, not from when the forward went out (a tick
+            # later): else fixes exactly 1 s apart were forwarded every other one (bench_sos).
+            self._last_forward[doctor] = now
             self._forward_due[doctor] = position
         cached = self._call_cache.get(doctor)
         if cached is not None and cached[0] is not None:
@@ -279,7 +282,6 @@ class LocationIngest:
             self._crumb(call_id, position)
             place = None if places is None else places.get(call_id)
             distance = None if place is None else haversine_m(position.lat, position.lon, *place)
-            self._last_forward[doctor_id] = now
             await self.broker.publish_ephemeral(
                 call_channel(call_id),
                 "doctor.position",

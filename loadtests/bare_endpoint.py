@@ -12,6 +12,7 @@ Run ``python -m loadtests.bare_endpoint --port 8100``.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         lifespan="on",
-        **uvicorn_ws_options(Settings().ws_max_frame_bytes),
+        **uvicorn_ws_options(Settings().ws_max_frame_bytes, os.environ.get("TOT_EVENT_LOOP", "uvloop")),
     )
 
 

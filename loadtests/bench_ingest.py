@@ -276,8 +276,8 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
         f"generator on CPU {args.client_cpu}"
     )
     print(
-        "uvicorn ws=websockets-sansio, no per-message deflate (server.cli.uvicorn_ws_options) for every "
-        "target; generator: websockets asyncio client, one process"
+        f"uvicorn loop={args.loop}, ws=websockets-sansio, no per-message deflate "
+        "(server.cli.uvicorn_ws_options) for every target; generator: websockets asyncio client, one process"
     )
     print()
     header = (
@@ -397,6 +397,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of every target (TOT_EVENT_LOOP)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.doctors, args.seconds, args.warmup, args.settle = 500, 5.0, 2.0, 1.0
@@ -439,6 +445,7 @@ def run(argv: Sequence[str] | None = None) -> list[Result]:
             "TOT_DATABASE_URL": database_url,
             "TOT_ENGINE_PREFIX": prefix,
             "TOT_LOG_LEVEL": "warning",
+            "TOT_EVENT_LOOP": args.loop,
         }
         try:
             for name in args.targets:

@@ -40,10 +40,18 @@ def _settings(*, demo: bool = False, require_secret: bool = True) -> Settings:
 GC_THRESHOLDS = (100_000, 10, 10)
 
 
-def uvicorn_ws_options(max_frame_bytes: int) -> dict[str, Any]:
-    """uvicorn's WebSocket and logging settings for the server; ``loadtests/bare_endpoint.py`` runs
-    under the very same ones, so the ingest benchmark compares like with like."""
+def uvicorn_ws_options(max_frame_bytes: int, event_loop: str = "uvloop") -> dict[str, Any]:
+    """uvicorn's event loop, WebSocket and logging settings for the server (``event_loop``:
+    ``uvloop`` or ``asyncio``, TOT_EVENT_LOOP); ``loadtests/bare_endpoint.py`` runs under the very
+    same ones, so the ingest benchmark compares like with like."""
     return {
+        # uvloop (libuv) moves the sockets' reads and writes out of Python: with 10,000 doctors at
+        # 1 fix/s the server's CPU for ingest fell from 70% to 48% of a core, and the dispatch
+        # benchmark's create -> offer p50 from seconds (a saturated loop) to ~50 ms
+        # (loadtests/bench_ingest.py, loadtests/bench_dispatch.py; docs/benchmarks.md).
+        "loop": event_loop,
+        # httptools parses HTTP/1.1 in C when installed (uvicorn's "auto").
+        "http": "auto",
         # sans-I/O websockets: the same protocol, 25-30% less CPU per frame than the legacy
         # implementation measured here (docs/operations.md), and not deprecated.
         "ws": "websockets-sansio",
@@ -75,7 +83,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
         host=host or settings.host,
         port=port or settings.port,
         lifespan="on",
-        **uvicorn_ws_options(settings.ws_max_frame_bytes),
+        **uvicorn_ws_options(settings.ws_max_frame_bytes, settings.event_loop),
     )
 
 

@@ -23,6 +23,7 @@ from dispatch.settings import DispatchSettings
 ENGINE_SCHEMES = ("memory", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 LOG_FORMATS = ("text", "json")
+EVENT_LOOPS = ("uvloop", "asyncio")
 MIN_SECRET_KEY_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output (RFC 7518, 3.2)
 
 
@@ -53,6 +54,7 @@ class Settings:
     refresh_token_ttl_s: int = 30 * 24 * 3600
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: str = "uvloop"
     demo: bool = False
     ws_allowed_origins: tuple[str, ...] = ()
     ws_max_frame_bytes: int = 16 * 1024
@@ -247,6 +249,7 @@ def load_settings(
             config, "TOT_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
         ).upper(),
         log_format=_choice(config, "TOT_LOG_FORMAT", "text", LOG_FORMATS),
+        event_loop=_choice(config, "TOT_EVENT_LOOP", "uvloop", EVENT_LOOPS),
         demo=demo,
         ws_allowed_origins=_origins(config),
         ws_max_frame_bytes=_positive_int(config, "TOT_WS_MAX_FRAME_BYTES", 16 * 1024),

@@ -33,7 +33,13 @@ def test_demo_migrates_the_embedded_database_and_serves(tmp_path: Path) -> None:
 def test_migrate_create_admin_and_serve_on_postgres(tmp_path: Path) -> None:
     url = asyncio.run(create_pg_database("tot_e2e"))
     try:
-        env = {"TOT_DATABASE_URL": url, "TOT_SECRET_KEY": SECRET, "TOT_LOG_FORMAT": "json"}
+        # The standard-library loop here; every other server process of the suite runs uvloop.
+        env = {
+            "TOT_DATABASE_URL": url,
+            "TOT_SECRET_KEY": SECRET,
+            "TOT_LOG_FORMAT": "json",
+            "TOT_EVENT_LOOP": "asyncio",
+        }
         migrated = cli(["migrate"], env, tmp_path)
         assert migrated.returncode == 0, migrated.stderr
         created = cli(

@@ -223,3 +223,14 @@ async def test_breadcrumbs_sampled_by_fix_time_and_none_after_the_call_ends() ->
     await ingest.flush()
     assert broker.published[-1][0] == "call:call-2" and broker.published[-1][2]["eta_s"] is None
     assert [c for c, _ in writer._buffer][-1] == "call-2"
+
+
+async def test_fixes_one_interval_apart_are_each_forwarded_though_forwarding_runs_a_tick_later() -> None:
+    clock = Clock()
+    ingest, _, broker, _, _ = await _tracking(clock)
+    for second in range(5):
+        ingest.accept(fix("d1", NOW + second * 1_000))  # arrives on the second...
+        clock.ms += 25  # ...and is forwarded one flush tick later
+        await ingest.flush()
+        clock.ms += 975
+    assert [data["ts"] for _, _, data in broker.published] == [NOW + s * 1_000 for s in range(5)]

@@ -28,6 +28,7 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"TOT_PORT": "70000"}, "TOT_PORT"),
         ({"TOT_ACCESS_TOKEN_TTL": "0"}, "TOT_ACCESS_TOKEN_TTL"),
         ({"TOT_LOG_FORMAT": "xml"}, "TOT_LOG_FORMAT"),
+        ({"TOT_EVENT_LOOP": "trio"}, "TOT_EVENT_LOOP"),
         ({"TOT_SECRET_KEY": "short"}, "TOT_SECRET_KEY"),
     ],
 )
