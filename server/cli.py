@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 import uvicorn
 
+from loadtests.replay.cli import replay as replay_command
 from server.settings import Settings, SettingsError, load_settings
 
 DEMO_ACCOUNTS = (
@@ -158,8 +159,12 @@ def create_user(
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
-def demo(host: str | None, port: int | None) -> None:
-    """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000."""
+@click.option("--no-replay", is_flag=True, help="Only serve; do not replay the demo city against it.")
+@click.option("--replay-speed", type=float, default=10.0, show_default=True, help="Speed of the demo city.")
+def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: float) -> None:
+    """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000, with a
+    replay of a real city (San Francisco's cabs as doctors, their pickups as calls) running against it."""
+    from loadtests.replay import demo as city
     from models import migrate as migrations
     from server.accounts import ensure_demo_accounts
 
@@ -174,7 +179,21 @@ def demo(host: str | None, port: int | None) -> None:
     )
     for role, email, password, _ in DEMO_ACCOUNTS:
         click.echo(f"  {role:<10} login {email}  password {password}")
-    _serve(settings, host, port)
+    replay = None
+    if not no_replay:
+        click.echo(
+            f"Replaying San Francisco at x{replay_speed:g} against it; the report will be in "
+            f"{city.demo_report_dir()}/report.md (--no-replay to serve only)."
+        )
+        replay = city.start_demo_replay(host or settings.host, port or settings.port, replay_speed)
+    try:
+        _serve(settings, host, port)
+    finally:
+        if replay is not None:
+            city.stop_demo_replay(replay)
+
+
+main.add_command(replay_command)
 
 
 @main.group()
