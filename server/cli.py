@@ -9,7 +9,9 @@ command with one line naming it, and exit status 2.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,12 +20,17 @@ import click
 import uvicorn
 
 from loadtests.replay.cli import replay as replay_command
-from server.settings import Settings, SettingsError, load_settings
+from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
 
 DEMO_ACCOUNTS = (
     ("admin", "admin@demo.tot", "demo-admin-pass", "Demo Admin"),
     ("dispatcher", "dispatcher@demo.tot", "demo-dispatcher-pass", "Demo Dispatcher"),
 )
+
+
+DEMO_KEY_FILE = Path("tot-demo.key")
+"""Where the demo keeps the key it generated when ``TOT_SECRET_KEY`` is not set (the working directory,
+beside its database): its tokens, and the demo city's cached sign-ins, survive a restart of the demo."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -168,9 +175,12 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     from models import migrate as migrations
     from server.accounts import ensure_demo_accounts
 
-    settings = _settings(demo=True)
+    settings = _demo_key(_settings(demo=True))
     if settings.secret_key_generated:
-        click.echo("TOT_SECRET_KEY is not set: using a random key for this run (tokens end with it).")
+        click.echo(
+            f"TOT_SECRET_KEY is not set: using a random key kept in {DEMO_KEY_FILE} "
+            "(tokens survive restarts of the demo)."
+        )
     migrations.upgrade(settings.database_url)
     asyncio.run(ensure_demo_accounts(settings.database_url, DEMO_ACCOUNTS))
     address = f"http://{host or settings.host}:{port or settings.port}"
@@ -191,6 +201,20 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     finally:
         if replay is not None:
             city.stop_demo_replay(replay)
+
+
+def _demo_key(settings: Settings) -> Settings:
+    """``settings`` with the key of :data:`DEMO_KEY_FILE` when the demo generated one: the first run
+    writes its generated key there (owner-only), later runs read it back."""
+    if not settings.secret_key_generated:
+        return settings
+    key = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.is_file() else ""
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        key = settings.secret_key
+        DEMO_KEY_FILE.touch(mode=0o600)
+        DEMO_KEY_FILE.write_text(key + "\n")
+        os.chmod(DEMO_KEY_FILE, 0o600)  # touch() keeps the mode of an existing file
+    return dataclasses.replace(settings, secret_key=key)
 
 
 main.add_command(replay_command)
