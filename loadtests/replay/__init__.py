@@ -10,5 +10,6 @@ input formats, the behaviour model and the report. One module per concept:
   ``context``: what they share; ``recorder``: what they saw; ``monitor``: server metrics, doctor
   states, the progress bar;
 - ``runner``: one run, start to end; ``collect``: the server's record of every call;
-  ``integrity``: the checks; ``stats`` and ``report``: the numbers, the Markdown and the charts.
+  ``integrity``: the checks; ``stats`` and ``numbers``: the figures; ``charts`` and ``report``: the PNG
+  charts, the Markdown and the files of the report.
 """

@@ -214,7 +214,8 @@ def replay(
 
     from loadtests.replay.accounts import AccountSetupError
     from loadtests.replay.inputs import InputError
-    from loadtests.replay.report import compute, headline, write_report
+    from loadtests.replay.numbers import compute
+    from loadtests.replay.report import headline, write_report
     from loadtests.replay.runner import prepare_accounts, run_replay
 
     for name, value in (
