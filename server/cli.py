@@ -192,8 +192,9 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     replay = None
     if not no_replay:
         click.echo(
-            f"Replaying San Francisco at x{replay_speed:g} against it; the report will be in "
-            f"{city.demo_report_dir()}/report.md (--no-replay to serve only)."
+            f"Replaying San Francisco at x{replay_speed:g} against it. Watch it on the dispatcher console "
+            f"{address}/console; the report will be in {city.demo_report_dir()}/report.md "
+            "(--no-replay to serve only)."
         )
         replay = city.start_demo_replay(host or settings.host, port or settings.port, replay_speed)
     try:

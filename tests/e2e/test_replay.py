@@ -1,4 +1,4 @@
-"""``tot-dispatch replay`` end to end: a small city (five cabs, six calls) replayed against a real
+"""``tot-dispatch replay`` end to end: a small city (seven cabs, six calls) replayed against a real
 server process (``tot-dispatch demo --no-replay``: embedded engine, SQLite, the demo's staff), through
 REST and WebSockets only. The replay's own integrity checks must pass and every call must be served."""
 
@@ -14,12 +14,15 @@ from tests.e2e.process import cli, run_server
 
 START = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.UTC)
 CENTRE = (37.7749, -122.4194)  # San Francisco
-CABS = 5
+CABS = 7
+"""Enough that a free doctor is always in range: a visit (drive ~3 replay minutes, visit 2-4) keeps up to
+four doctors busy when a call comes, and cab 4 has a fare until minute 10. With five cabs a loaded
+machine's delays could leave none free at minute 9, and that call escalated before any offer."""
 CALL_MINUTES = (1, 3, 5, 7, 9, 11)
 
 
 def write_city(folder: Path) -> tuple[Path, Path]:
-    """Traces (epoch milliseconds, one fix a minute for 30 minutes, cabs 300-900 m from the centre,
+    """Traces (epoch milliseconds, one fix a minute for 30 minutes, cabs 300-1,200 m north of the centre,
     driving 100 m east a minute; cab 4 has a fare for the first ten minutes) and calls (ISO-8601, within
     500 m of the centre)."""
     t0 = START.timestamp()
