@@ -1,4 +1,5 @@
-"""Watching a run: the server's CPU and memory (``GET /metrics``), the doctors' states, a progress bar.
+"""Watching a run: the server's CPU and memory (``GET /metrics``), the doctors' states, the client
+library's warnings, a progress bar.
 
 ``process_cpu_seconds_total`` and ``process_resident_memory_bytes`` come from prometheus-client's
 process collector on the server (Linux). Samples are taken every ``interval_s`` wall seconds.
@@ -7,10 +8,12 @@ process collector on the server (Linux). Samples are taken every ``interval_s`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from tqdm import tqdm
@@ -72,6 +75,34 @@ async def watch_loop_lag(recorder: Recorder, interval_s: float = 0.1) -> None:
         before = loop.time()
         await asyncio.sleep(interval_s)
         recorder.loop_lag_ms.append((loop.time() - before - interval_s) * 1000.0)
+
+
+class _CountingHandler(logging.Handler):
+    """Counts log records into the recorder's failures by their message up to the first ``;`` or ``(``."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(logging.INFO)
+        self.recorder = recorder
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = re.split(r"[;(]", record.getMessage(), maxsplit=1)[0].strip()
+        self.recorder.error("client", text[:80])
+
+
+@contextlib.contextmanager
+def count_client_warnings(recorder: Recorder) -> Iterator[None]:
+    """While inside, the warnings of ``realtime.client`` (frames the server refused without a ``ref``,
+    such as rate-limited ``location`` frames; failed reconnects) are counted in the report instead of
+    printed one by one: a loaded server makes thousands of them."""
+    logger = logging.getLogger("tot.client")
+    handler = _CountingHandler(recorder)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 class Progress:

@@ -46,7 +46,13 @@ from loadtests.replay.inputs import (
     slice_traces,
 )
 from loadtests.replay.integrity import Check, run_checks
-from loadtests.replay.monitor import Progress, poll_server, sample_doctors, watch_loop_lag
+from loadtests.replay.monitor import (
+    Progress,
+    count_client_warnings,
+    poll_server,
+    sample_doctors,
+    watch_loop_lag,
+)
 from loadtests.replay.options import ReplayOptions
 from loadtests.replay.patient import PatientApp
 from loadtests.replay.recorder import Recorder
@@ -268,11 +274,12 @@ async def run_replay(options: ReplayOptions) -> RunResult:
             DispatcherApp(ctx, dispatcher, i, options.behaviour.dispatchers)
             for i in range(options.behaviour.dispatchers)
         ]
-        await _bounded(doctors, lambda d: d.connect(), CONNECT_CONCURRENCY, "connect", options.progress)
-        for console in team:
-            await console.connect()
-        meta.setup_wall_s = time.monotonic() - setup_started
-        server = await _replay(options, inputs, ctx, doctors, team, patients, meta)
+        with count_client_warnings(recorder):
+            await _bounded(doctors, lambda d: d.connect(), CONNECT_CONCURRENCY, "connect", options.progress)
+            for console in team:
+                await console.connect()
+            meta.setup_wall_s = time.monotonic() - setup_started
+            server = await _replay(options, inputs, ctx, doctors, team, patients, meta)
         meta.accounts = {
             "registered": book.registered,
             "logged in": book.logged_in,
