@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from shapely.geometry import Point
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from dispatch.calls import SYSTEM, CallService, Who
 from dispatch.deadlines import Deadlines
@@ -50,6 +51,8 @@ REPEAT = "sos:"
 NEARBY_LIMIT = 500
 """Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
 DOCTOR_KINDS = frozenset({SosKind.DANGER, SosKind.COMPLEX_CALL})
+EMERGENCY_ATTEMPTS = 5
+"""Tries at raising a call's urgency when a concurrent change of the call wins the version check."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +178,30 @@ class SosService:
 
     async def _make_emergency(self, call_id: uuid.UUID) -> None:
         """A patient's emergency raises the call's urgency; a call still being dispatched is offered
-        again as a broadcast."""
+        again as a broadcast. Raises ``StaleDataError`` when the call kept changing under it
+        ``EMERGENCY_ATTEMPTS`` times in a row."""
+        for attempt in range(EMERGENCY_ATTEMPTS):
+            try:
+                status = await self._raise_urgency(call_id)
+                break
+            except StaleDataError:
+                # SQLite ignores FOR UPDATE: a status change committed between our read and our write
+                # (typically the doctor's en_route, sent as the patient raises the alarm on assignment)
+                # wins the version check. The alert is stored and delivered already; read the call again.
+                if attempt == EMERGENCY_ATTEMPTS - 1:
+                    raise
+        if self.on_emergency is not None and status in (
+            CallStatus.SEARCHING.value,
+            CallStatus.CREATED.value,
+        ):
+            await self.on_emergency(call_id)
+
+    async def _raise_urgency(self, call_id: uuid.UUID) -> str | None:
+        """One attempt: the call's status after its urgency became ``emergency`` (None: nothing to do)."""
         async with self.sessions.begin() as session:
             call = await call_repo.get_call(session, call_id, for_update=True)
             if call is None or call.urgency == Urgency.EMERGENCY.value:
-                return
+                return None
             call.urgency = Urgency.EMERGENCY.value
             call_repo.add_event(
                 session,
@@ -192,11 +214,7 @@ class SosService:
                 data={"urgency": "emergency"},
                 at=self.now(),
             )
-        if self.on_emergency is not None and call.status in (
-            CallStatus.SEARCHING.value,
-            CallStatus.CREATED.value,
-        ):
-            await self.on_emergency(call_id)
+        return call.status
 
     async def _deliver(self, alert: SosAlert, repeat: int) -> dict[str, Any]:
         data = {**alert_json(alert), "repeat": repeat}

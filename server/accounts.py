@@ -19,7 +19,7 @@ from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
 from models.users import User
-from server.auth.passwords import hash_password
+from server.auth.passwords import hash_password_off_loop
 from server.schemas import EMAIL_PATTERN, PHONE_PATTERN, SPECIALTY_PATTERN
 
 MIN_PASSWORD = 8
@@ -88,7 +88,7 @@ async def add_account(
         session,
         email=email,
         phone=phone,
-        password_hash=hash_password(password),
+        password_hash=await hash_password_off_loop(password),
         full_name=full_name,
         role=role,
     )

@@ -9,7 +9,9 @@ command with one line naming it, and exit status 2.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,12 +19,18 @@ from typing import Any, NoReturn
 import click
 import uvicorn
 
-from server.settings import Settings, SettingsError, load_settings
+from loadtests.replay.cli import replay as replay_command
+from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
 
 DEMO_ACCOUNTS = (
     ("admin", "admin@demo.tot", "demo-admin-pass", "Demo Admin"),
     ("dispatcher", "dispatcher@demo.tot", "demo-dispatcher-pass", "Demo Dispatcher"),
 )
+
+
+DEMO_KEY_FILE = Path("tot-demo.key")
+"""Where the demo keeps the key it generated when ``TOT_SECRET_KEY`` is not set (the working directory,
+beside its database): its tokens, and the demo city's cached sign-ins, survive a restart of the demo."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -166,14 +174,21 @@ def create_user(
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
-def demo(host: str | None, port: int | None) -> None:
-    """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000."""
+@click.option("--no-replay", is_flag=True, help="Only serve; do not replay the demo city against it.")
+@click.option("--replay-speed", type=float, default=10.0, show_default=True, help="Speed of the demo city.")
+def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: float) -> None:
+    """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000, with a
+    replay of a real city (San Francisco's cabs as doctors, their pickups as calls) running against it."""
+    from loadtests.replay import demo as city
     from models import migrate as migrations
     from server.accounts import ensure_demo_accounts
 
-    settings = _settings(demo=True)
+    settings = _demo_key(_settings(demo=True))
     if settings.secret_key_generated:
-        click.echo("TOT_SECRET_KEY is not set: using a random key for this run (tokens end with it).")
+        click.echo(
+            f"TOT_SECRET_KEY is not set: using a random key kept in {DEMO_KEY_FILE} "
+            "(tokens survive restarts of the demo)."
+        )
     migrations.upgrade(settings.database_url)
     asyncio.run(ensure_demo_accounts(settings.database_url, DEMO_ACCOUNTS))
     address = f"http://{host or settings.host}:{port or settings.port}"
@@ -182,7 +197,36 @@ def demo(host: str | None, port: int | None) -> None:
     )
     for role, email, password, _ in DEMO_ACCOUNTS:
         click.echo(f"  {role:<10} login {email}  password {password}")
-    _serve(settings, host, port)
+    replay = None
+    if not no_replay:
+        click.echo(
+            f"Replaying San Francisco at x{replay_speed:g} against it. Watch it on the dispatcher console "
+            f"{address}/console; the report will be in {city.demo_report_dir()}/report.md "
+            "(--no-replay to serve only)."
+        )
+        replay = city.start_demo_replay(host or settings.host, port or settings.port, replay_speed)
+    try:
+        _serve(settings, host, port)
+    finally:
+        if replay is not None:
+            city.stop_demo_replay(replay)
+
+
+def _demo_key(settings: Settings) -> Settings:
+    """``settings`` with the key of :data:`DEMO_KEY_FILE` when the demo generated one: the first run
+    writes its generated key there (owner-only), later runs read it back."""
+    if not settings.secret_key_generated:
+        return settings
+    key = DEMO_KEY_FILE.read_text().strip() if DEMO_KEY_FILE.is_file() else ""
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        key = settings.secret_key
+        DEMO_KEY_FILE.touch(mode=0o600)
+        DEMO_KEY_FILE.write_text(key + "\n")
+        os.chmod(DEMO_KEY_FILE, 0o600)  # touch() keeps the mode of an existing file
+    return dataclasses.replace(settings, secret_key=key)
+
+
+main.add_command(replay_command)
 
 
 @main.group()

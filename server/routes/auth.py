@@ -14,7 +14,7 @@ from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
 from server.accounts import add_account
-from server.auth.passwords import verify_password
+from server.auth.passwords import verify_password_off_loop
 from server.auth.tokens import TokenError
 from server.errors import ApiError
 from server.http import json_response, parse_body
@@ -160,7 +160,10 @@ async def login(request: Request) -> Response:
     body = await parse_body(request, LoginIn)
     async with svc.sessions() as session:
         user = await user_repo.find_by_login(session, body.login)
-        if not verify_password(user.password_hash if user else None, body.password) or user is None:
+        if (
+            not await verify_password_off_loop(user.password_hash if user else None, body.password)
+            or user is None
+        ):
             raise ApiError(401, "invalid_credentials", "wrong login or password")
         if not user.is_active:
             raise ApiError(403, "account_disabled", "this account is disabled")

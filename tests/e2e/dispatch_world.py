@@ -22,6 +22,7 @@ from models.repositories import doctors as doctor_repo
 from realtime.client import Event, TotClient
 from server import accounts
 from server.accounts import add_account
+from server.auth.passwords import hash_password
 from server.auth.tokens import TokenService
 from tests.e2e.process import RunningServer, cli, run_server
 
@@ -62,8 +63,12 @@ async def create_people(
     engine = make_engine(database_url)
     shared = contextlib.ExitStack()
     if hash_once:
-        digest = accounts.hash_password(PASSWORD)
-        shared.enter_context(mock.patch.object(accounts, "hash_password", lambda _password: digest))
+        digest = hash_password(PASSWORD)
+
+        async def same_digest(_password: str) -> str:
+            return digest
+
+        shared.enter_context(mock.patch.object(accounts, "hash_password_off_loop", same_digest))
     try:
         async with make_sessionmaker(engine).begin() as session:
             plan = [(Role.DOCTOR, i) for i in range(doctors)] + [(Role.PATIENT, i) for i in range(patients)]

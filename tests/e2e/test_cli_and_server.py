@@ -15,7 +15,7 @@ SECRET = "e2e-secret-key-" + "z" * 32
 
 def test_demo_migrates_the_embedded_database_and_serves(tmp_path: Path) -> None:
     env = {"TOT_SECRET_KEY": ""}  # the demo generates one and says so
-    with run_server(["demo"], env, tmp_path) as server:
+    with run_server(["demo", "--no-replay"], env, tmp_path) as server:
         health = httpx.get(f"{server.url}/v1/health").json()
         assert health["status"] == "ok"
         assert health["database"]["kind"] == "sqlite"

@@ -144,7 +144,9 @@ async def wait_reconnected(client: TotClient, old_connection: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with run_server(["demo"], {"TOT_SECRET_KEY": ""}, tmp_path_factory.mktemp("client")) as running:
+    with run_server(
+        ["demo", "--no-replay"], {"TOT_SECRET_KEY": ""}, tmp_path_factory.mktemp("client")
+    ) as running:
         yield running
 
 
@@ -398,7 +400,7 @@ async def test_a_bad_token_raises_auth_error_without_retrying(server: RunningSer
 def short_lived_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """Access tokens valid 1 s (+ the server's 5 s leeway); idle connections closed after 3 s."""
     env = {"TOT_SECRET_KEY": "", "TOT_ACCESS_TOKEN_TTL": "1", "TOT_WS_IDLE_TIMEOUT": "3"}
-    with run_server(["demo"], env, tmp_path_factory.mktemp("short")) as running:
+    with run_server(["demo", "--no-replay"], env, tmp_path_factory.mktemp("short")) as running:
         yield running
 
 

@@ -1,0 +1,32 @@
+"""The demo keeps the key it generated, so its tokens and the demo city's cached sign-ins survive a
+restart (otherwise every run logs ~480 replay accounts in again: one argon2 verification each)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from server.cli import DEMO_KEY_FILE, _demo_key
+from server.settings import load_settings
+
+
+def test_the_demo_key_is_generated_once_and_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = _demo_key(load_settings(demo=True, environ={}))
+    assert first.secret_key_generated and len(first.secret_key) >= 32
+    assert (tmp_path / DEMO_KEY_FILE).read_text().strip() == first.secret_key
+    assert stat.S_IMODE((tmp_path / DEMO_KEY_FILE).stat().st_mode) == 0o600
+    again = _demo_key(load_settings(demo=True, environ={}))  # a fresh random key, replaced by the kept one
+    assert again.secret_key == first.secret_key
+
+
+def test_a_configured_key_is_used_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = "k" * 40
+    settings = _demo_key(load_settings(demo=True, environ={"TOT_SECRET_KEY": key}))
+    assert settings.secret_key == key and not settings.secret_key_generated
+    assert not (tmp_path / DEMO_KEY_FILE).exists()
