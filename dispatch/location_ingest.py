@@ -14,7 +14,9 @@ coalescing in the pending map (latest per doctor) until one ends. Concurrent wri
 index out of order: the index keeps the newer fix of a doctor (``upsert_many`` ignores older ones).
 
 While a doctor is on a call (DoctorStates ``BUSY`` with the call id as ref), fixes are forwarded to
-``call:<id>`` as ephemeral ``doctor.position`` events, at most once per ``forward_interval_ms``, with
+``call:<id>`` as ephemeral ``doctor.position`` events, one per ``forward_interval_ms`` of fix time
+(the device's ``ts``, so a 1 Hz stream arriving with network jitter is forwarded whole) and at most
+one per half that interval of arrival time (so a device racing its ``ts`` ahead gets no more), with
 the straight-line distance to the call's location and an ETA from the ranking's model
 (``RankingSettings.eta_s``: road factor over average speed, ``dispatch/ranking.py``). The doctor's
 state is read at most once per ``state_refresh_ms`` per doctor (cached; the stale entries of a tick
@@ -128,7 +130,7 @@ class LocationIngest:
         self._pending: dict[str, DoctorPosition] = {}
         self._last_ts: dict[str, int] = {}
         self._last_seen: dict[str, int] = {}
-        self._last_forward: dict[str, int] = {}
+        self._last_forward: dict[str, tuple[int, int]] = {}  # doctor -> (arrival ms, fix ts ms)
         self._call_cache: dict[str, tuple[str | None, int]] = {}
         self._on_call: dict[str, set[str]] = {}  # call id -> doctors cached as on it
         self._ended: dict[str, None] = {}  # ended call ids, oldest first
@@ -149,10 +151,12 @@ class LocationIngest:
         self._last_ts[doctor] = position.ts_ms
         self._last_seen[doctor] = now
         self._pending[doctor] = position
-        if now - self._last_forward.get(doctor, 0) >= self.settings.forward_interval_ms:
-            # The interval runs from the fix's arrival, not from when the forward went out (a tick
-            # later): else fixes exactly 1 s apart were forwarded every other one (bench_sos).
-            self._last_forward[doctor] = now
+        interval = self.settings.forward_interval_ms
+        last = self._last_forward.get(doctor)
+        # Measured on the fixes themselves, not from when the forward went out (a tick later) nor on
+        # arrival alone: either way fixes 1 s apart were forwarded every other one (bench_sos).
+        if last is None or (position.ts_ms - last[1] >= interval and now - last[0] >= interval // 2):
+            self._last_forward[doctor] = (now, position.ts_ms)
             self._forward_due[doctor] = position
         cached = self._call_cache.get(doctor)
         if cached is not None and cached[0] is not None:
