@@ -239,16 +239,24 @@ async def test_fixes_one_interval_apart_are_each_forwarded_though_forwarding_run
 async def test_forwarding_follows_fix_time_through_jitter_and_bounds_a_racing_clock() -> None:
     clock = Clock()
     ingest, _, broker, _, _ = await _tracking(clock)
-    arrivals = [0, 990, 2_010, 2_985, 4_000]  # fixes 1 s apart by ts, arriving with network jitter
-    for second, arrival in enumerate(arrivals):
+    stamps = [0, 995, 2_000, 3_003, 3_998]  # a "1 Hz" stream: fix times jitter a few ms...
+    arrivals = [0, 990, 2_010, 2_985, 4_000]  # ...and arrivals more (the network)
+    for stamp, arrival in zip(stamps, arrivals, strict=True):
         clock.ms = NOW + arrival
-        ingest.accept(fix("d1", NOW + second * 1_000))
+        ingest.accept(fix("d1", NOW + stamp))
         await ingest.flush()
-    assert [data["ts"] for _, _, data in broker.published] == [NOW + s * 1_000 for s in range(5)]
+    assert [data["ts"] for _, _, data in broker.published] == [NOW + s for s in stamps]
+    # Twice a second by fix time, the slack does not let every fix through.
+    broker.published.clear()
+    for i in range(1, 5):
+        clock.ms = NOW + 4_000 + i * 500
+        ingest.accept(fix("d1", NOW + 3_998 + i * 500))
+        await ingest.flush()
+    assert len(broker.published) == 2
     # A device whose ts runs ten times faster than time: at most one forward per half interval.
     broker.published.clear()
     for i in range(1, 11):
-        clock.ms = NOW + 4_000 + i * 100
-        ingest.accept(fix("d1", NOW + 4_000 + i * 1_000))
+        clock.ms = NOW + 6_000 + i * 100
+        ingest.accept(fix("d1", NOW + 6_000 + i * 1_000))
         await ingest.flush()
-    assert len(broker.published) == 2  # at +500 ms and +1,000 ms of arrival time
+    assert len(broker.published) == 2  # at +500 ms and +1,000 ms of arrival time (racing clock)
