@@ -154,6 +154,14 @@ class LocationIngest:
         self._last_ts[doctor] = position.ts_ms
         self._last_seen[doctor] = now
         self._pending[doctor] = position
+        cached = self._call_cache.get(doctor)
+        if cached is not None and cached[0] is not None:
+            self._crumb(cached[0], position)
+        elif cached is not None and now - cached[1] < self.settings.state_refresh_ms:
+            # Known to be on no call: nothing to forward until the cached state goes stale (most
+            # doctors, most of the time; the forwarding task would only skip them).
+            self.accepted += 1
+            return FixOutcome.ACCEPTED
         interval = self.settings.forward_interval_ms
         last = self._last_forward.get(doctor)
         # Measured on the fixes themselves, not from when the forward went out (a tick later) nor on
@@ -164,9 +172,6 @@ class LocationIngest:
         ):
             self._last_forward[doctor] = (now, position.ts_ms)
             self._forward_due[doctor] = position
-        cached = self._call_cache.get(doctor)
-        if cached is not None and cached[0] is not None:
-            self._crumb(cached[0], position)
         self.accepted += 1
         return FixOutcome.ACCEPTED
 
