@@ -204,7 +204,9 @@ async def test_an_sos_cannot_be_missed_and_is_acknowledged_then_resolved(
 
 async def _go_offline(page: Page) -> None:
     await page.context.set_offline(True)
-    await js(page, "() => window.totConsole.socket.ws.close()")
+    # The page drops its socket on the browser's "offline" event; close it here too in case the
+    # event came first or not at all.
+    await js(page, "() => window.totConsole.socket.ws && window.totConsole.socket.ws.close()")
     await page.wait_for_selector("#conn.conn-offline")
     await page.wait_for_selector("#conn:has-text('offline')")
 

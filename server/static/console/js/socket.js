@@ -41,6 +41,14 @@ export class Socket {
     this.stopped = false;
     this._connect();
     addEventListener("online", () => { if (this.state === "offline") this._connect(); });
+    // The browser lost its network: say so now and drop the socket, rather than wait for a close
+    // handshake that cannot complete (it can take a minute to time out).
+    addEventListener("offline", () => {
+      const ws = this.ws;
+      if (!ws) return;
+      this._closed(ws, { code: 1006, reason: "browser offline" });
+      try { ws.close(); } catch { /* already closing */ }
+    });
   }
 
   stop() {
