@@ -40,24 +40,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
-import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
-from loadtests.accounts import DEFAULT_DISTRICTS, DEFAULT_PG_SERVER, Accounts, plan_accounts, service_area
-from loadtests.city import TARGETS, Doctors, Window, connect_doctors, prepared_target, running_server, usage
+from loadtests.accounts import Accounts, plan_accounts
+from loadtests.city import Doctors, Window, connect_doctors, usage
+from loadtests.city_run import add_city_options, check_city_options, print_latencies, run_city
 from loadtests.fleet import Peer, RequestFailed, close_peers, drive, silence
-from loadtests.servers import Server, cpus_for, load_average, pin, raise_nofile
+from loadtests.servers import Server
 from loadtests.stats import Summary, summarize
 from server.auth.tokens import TokenService
 
@@ -368,18 +365,18 @@ def report(results: Sequence[Result], args: argparse.Namespace, area_description
         f"{args.server_cpu}, generator on CPU {args.client_cpu}"
     )
     print()
-    header = f"{'target':<8}{'measure':<18}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        for label, s in (
-            ("response->offer", r.response_to_offer),
-            ("request->offer", r.request_to_offer),
-            ("create (HTTP)", r.create),
-            ("decline->next", r.decline_to_next),
-        ):
-            if s is not None:
-                print(f"{r.name:<8}{label:<18}{s.n:>6}{s.cells()}")
+    print_latencies(
+        [
+            (r.name, label, summary)
+            for r in results
+            for label, summary in (
+                ("response->offer", r.response_to_offer),
+                ("request->offer", r.request_to_offer),
+                ("create (HTTP)", r.create),
+                ("decline->next", r.decline_to_next),
+            )
+        ]
+    )
     print()
     header = (
         f"{'target':<8}{'database':<11}{'calls':>6}{'offered':>8}{'no offer':>9}{'accepted':>9}"
@@ -444,97 +441,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench_dispatch", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--doctors", type=int, default=10_000, help="doctors online, streaming positions")
-    parser.add_argument("--rate", type=float, default=1.0, help="position frames per second per doctor")
+    add_city_options(parser)
     parser.add_argument("--calls-per-s", type=float, default=10.0, help="calls created per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long calls are created")
     parser.add_argument("--warmup", type=float, default=10.0, help="streaming before the first call")
     parser.add_argument("--patients", type=int, default=50)
     parser.add_argument("--decline-share", type=float, default=0.25, help="first offers declined")
     parser.add_argument("--visit-s", type=float, default=5.0, help="accepted call -> completed, seconds")
-    parser.add_argument("--engines", default=",".join(TARGETS), help="targets, from: memory,redis")
     parser.add_argument("--quick", action="store_true", help="300 doctors, 5 calls/s for 8 s")
-    parser.add_argument("--districts", type=Path, default=DEFAULT_DISTRICTS, help="zones (GeoJSON)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
-    parser.add_argument("--pg-server-url", default=DEFAULT_PG_SERVER, help="where the scratch database goes")
-    parser.add_argument("--server-cpu", type=int, default=0)
-    parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--no-pin", action="store_true", help="pin neither process (tests)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.quick:
         args.doctors, args.calls_per_s, args.seconds, args.warmup, args.visit_s = 300, 5.0, 8.0, 2.0, 1.0
         args.patients = 10
-    args.targets = [t.strip() for t in args.engines.split(",") if t.strip()]
-    unknown = set(args.targets) - set(TARGETS)
-    if unknown:
-        parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
-    if not 0 < args.rate <= 10:
-        parser.error("--rate must be in (0, 10]: the gateway refuses more than 10 location frames/s")
-    args.server_cpu, args.client_cpu = (
-        (None, None) if args.no_pin else cpus_for(args.server_cpu, args.client_cpu)
-    )
-    if not args.districts.exists():
-        print(f"{args.districts} not found: running without zones")
-        args.districts = None
+    check_city_options(parser, args)
     return args
 
 
 def run(argv: Sequence[str] | None = None) -> list[Result]:
     """Run the benchmark; returns one result per target (also printed, and written to ``--json``)."""
     args = parse_args(argv)
-    started = time.monotonic()
-    load_before = load_average()
-    limit = raise_nofile()
-    if limit < args.doctors + 500:
-        raise SystemExit(f"open-file limit {limit} is below the {args.doctors + 500} this run needs")
-    pin(args.client_cpu)
-    secret = secrets.token_hex(32)
-    accounts = plan_accounts(
-        TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600), args.doctors, args.patients
+    return run_city(
+        args,
+        "dispatch",
+        args.doctors,
+        lambda secret: plan_accounts(
+            TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600), args.doctors, args.patients
+        ),
+        lambda server, database, accounts, area: bench_target(server, database, accounts, args, area),
+        lambda results, area: report(results, args, area),
     )
-    area = service_area(args.districts)
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="tot-bench-dispatch-") as tmp:
-        workdir = Path(tmp)
-        for name in args.targets:
-            with prepared_target(
-                name, workdir, accounts, args.districts, args.redis_url, args.pg_server_url
-            ) as target:
-                prefix = f"bench{secrets.token_hex(4)}:"
-                with running_server(target, secret, prefix, workdir, args.server_cpu, {}) as server:
-                    try:
-                        results.append(
-                            asyncio.run(bench_target(server, target.database, accounts, args, area))
-                        )
-                    except Exception as exc:  # the other targets still run and are reported
-                        print(f"  {name}: the run failed: {exc!r}", flush=True)
-    report(results, args, area.description)
-    load_after = load_average()
-    print(
-        f"\nmachine load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-        f"total run time {time.monotonic() - started:.0f} s"
-    )
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "benchmark": "dispatch",
-                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "load_average_before": load_before,
-                    "load_average_after": load_after,
-                    "settings": {
-                        k: (str(v) if isinstance(v, Path) else v)
-                        for k, v in vars(args).items()
-                        if k not in ("json",)
-                    },
-                    "results": [r.as_json() for r in results],
-                },
-                indent=2,
-            )
-        )
-    return results
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -37,40 +37,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
-import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
 from loadtests.accounts import (
-    DEFAULT_DISTRICTS,
-    DEFAULT_PG_SERVER,
     Accounts,
     ServiceArea,
     plan_accounts,
-    service_area,
 )
 from loadtests.city import (
-    TARGETS,
     Doctors,
     Window,
     connect_doctors,
     connect_peers,
-    prepared_target,
-    running_server,
     usage,
 )
+from loadtests.city_run import add_city_options, check_city_options, print_latencies, run_city
 from loadtests.fleet import Peer, RequestFailed, close_peers, drive, keep_alive, silence
-from loadtests.servers import Server, cpus_for, load_average, pin, raise_nofile
+from loadtests.servers import Server
 from loadtests.stats import Summary, summarize
 from server.auth.tokens import TokenService
 
@@ -422,19 +413,19 @@ def report(results: Sequence[Result], args: argparse.Namespace, area_description
         f"{area_description}; server on CPU {args.server_cpu}, generator on CPU {args.client_cpu}"
     )
     print()
-    header = f"{'target':<8}{'measure':<21}{'n':>7}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        for label, s in (
-            ("sos->dispatcher", r.to_console),
-            ("sos->all dispatchers", r.to_all_consoles),
-            ("sos->nearby doctor", r.to_doctor),
-            ("sos->ack (raiser)", r.sos_ack),
-            ("fix->patient", r.fix_to_patient),
-        ):
-            if s is not None:
-                print(f"{r.name:<8}{label:<21}{s.n:>7}{s.cells()}")
+    print_latencies(
+        [
+            (r.name, label, summary)
+            for r in results
+            for label, summary in (
+                ("sos->dispatcher", r.to_console),
+                ("sos->all dispatchers", r.to_all_consoles),
+                ("sos->nearby doctor", r.to_doctor),
+                ("sos->ack (raiser)", r.sos_ack),
+                ("fix->patient", r.fix_to_patient),
+            )
+        ]
+    )
     print()
     header = (
         f"{'target':<8}{'database':<11}{'SOS':>5}{'failed':>7}{'console miss':>13}{'nearby/SOS':>11}"
@@ -492,102 +483,39 @@ def report(results: Sequence[Result], args: argparse.Namespace, area_description
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench_sos", description=__doc__.split("\n")[0])
-    parser.add_argument("--doctors", type=int, default=10_000, help="doctors online, streaming positions")
-    parser.add_argument("--rate", type=float, default=1.0, help="position frames per second per doctor")
+    add_city_options(parser)
     parser.add_argument("--dispatchers", type=int, default=50, help="consoles subscribed to sos")
     parser.add_argument("--tracked", type=int, default=100, help="calls whose patient follows the doctor")
     parser.add_argument("--sos-per-s", type=float, default=2.0, help="SOS raised per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="measuring window")
     parser.add_argument("--warmup", type=float, default=10.0, help="streaming before the tracked calls")
-    parser.add_argument("--engines", default=",".join(TARGETS), help="targets, from: memory,redis")
     parser.add_argument("--quick", action="store_true", help="300 doctors, 10 consoles, 10 calls, 8 s")
-    parser.add_argument("--districts", type=Path, default=DEFAULT_DISTRICTS, help="zones (GeoJSON)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
-    parser.add_argument("--pg-server-url", default=DEFAULT_PG_SERVER, help="where the scratch database goes")
-    parser.add_argument("--server-cpu", type=int, default=0)
-    parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--no-pin", action="store_true", help="pin neither process (tests)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.quick:
         args.doctors, args.dispatchers, args.tracked = 300, 10, 10
         args.seconds, args.warmup, args.sos_per_s = 8.0, 2.0, 2.0
-    args.targets = [t.strip() for t in args.engines.split(",") if t.strip()]
-    unknown = set(args.targets) - set(TARGETS)
-    if unknown:
-        parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
-    if not 0 < args.rate <= 10:
-        parser.error("--rate must be in (0, 10]: the gateway refuses more than 10 location frames/s")
     if args.tracked * 3 > args.doctors:
         parser.error("--tracked: at most a third of --doctors (the therapists)")
-    args.server_cpu, args.client_cpu = (
-        (None, None) if args.no_pin else cpus_for(args.server_cpu, args.client_cpu)
-    )
-    if not args.districts.exists():
-        print(f"{args.districts} not found: running without zones")
-        args.districts = None
+    check_city_options(parser, args)
     return args
 
 
 def run(argv: Sequence[str] | None = None) -> list[Result]:
     """Run the benchmark; returns one result per target (also printed, and written to ``--json``)."""
     args = parse_args(argv)
-    started = time.monotonic()
-    load_before = load_average()
-    needed = args.doctors + args.dispatchers + args.tracked + 500
-    limit = raise_nofile()
-    if limit < needed:
-        raise SystemExit(f"open-file limit {limit} is below the {needed} this run needs")
-    pin(args.client_cpu)
-    secret = secrets.token_hex(32)
-    accounts = plan_accounts(
-        TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600),
-        args.doctors,
-        patients=args.tracked,
-        dispatchers=args.dispatchers,
+    return run_city(
+        args,
+        "sos",
+        args.doctors + args.dispatchers + args.tracked,
+        lambda secret: plan_accounts(
+            TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600),
+            args.doctors,
+            patients=args.tracked,
+            dispatchers=args.dispatchers,
+        ),
+        lambda server, database, accounts, area: bench_target(server, database, accounts, args, area),
+        lambda results, area: report(results, args, area),
     )
-    area = service_area(args.districts)
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="tot-bench-sos-") as tmp:
-        workdir = Path(tmp)
-        for name in args.targets:
-            with prepared_target(
-                name, workdir, accounts, args.districts, args.redis_url, args.pg_server_url
-            ) as target:
-                prefix = f"bench{secrets.token_hex(4)}:"
-                with running_server(target, secret, prefix, workdir, args.server_cpu, {}) as server:
-                    try:
-                        results.append(
-                            asyncio.run(bench_target(server, target.database, accounts, args, area))
-                        )
-                    except Exception as exc:  # the other targets still run and are reported
-                        print(f"  {name}: the run failed: {exc!r}", flush=True)
-    report(results, args, area.description)
-    load_after = load_average()
-    print(
-        f"\nmachine load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-        f"total run time {time.monotonic() - started:.0f} s"
-    )
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "benchmark": "sos",
-                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "load_average_before": load_before,
-                    "load_average_after": load_after,
-                    "settings": {
-                        k: (str(v) if isinstance(v, Path) else v)
-                        for k, v in vars(args).items()
-                        if k != "json"
-                    },
-                    "results": [r.as_json() for r in results],
-                },
-                indent=2,
-            )
-        )
-    return results
 
 
 def main(argv: Sequence[str] | None = None) -> None:
