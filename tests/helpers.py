@@ -1,12 +1,15 @@
-"""Small helpers shared by tests: unique accounts, logins and auth headers."""
+"""Small helpers shared by tests: unique accounts, logins and auth headers, call rows."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import h3
 import httpx
+from shapely.geometry import Point
 
+from models.calls import Call
 from server.accounts import NewAccount, create_account
 
 PASSWORD = "correct-horse-battery"
@@ -49,3 +52,32 @@ async def staff(client: httpx.AsyncClient, database_url: str, role: str) -> dict
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
     return data
+
+
+def new_call(
+    patient_id: str,
+    lat: float,
+    lon: float,
+    *,
+    status: str,
+    address: str = "Test street 1",
+    doctor_id: str | None = None,
+    **fields: Any,
+) -> Call:
+    """An urgent therapist call row at (``lat``, ``lon``) WGS84 degrees, in ``status``, made by the
+    patient, for tests that need a call in a given state without driving the offer loop; ``fields``
+    set any other column. Not added to a session."""
+    return Call(
+        patient_id=uuid.UUID(patient_id),
+        created_by=uuid.UUID(patient_id),
+        doctor_id=None if doctor_id is None else uuid.UUID(doctor_id),
+        address=address,
+        location=Point(lon, lat),
+        lat=lat,
+        lon=lon,
+        h3_cell=h3.latlng_to_cell(lat, lon, 9),
+        urgency="urgent",
+        specialty="therapist",
+        status=status,
+        **fields,
+    )

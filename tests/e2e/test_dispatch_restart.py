@@ -9,16 +9,14 @@ import datetime as dt
 import signal
 import uuid
 
-import h3
 import pytest
-from shapely.geometry import Point
 
-from models.calls import Call
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
 from models.repositories import calls as call_repo
 from tests.e2e.dispatch_world import CENTRE, city, offset
 from tests.e2e.process import run_server
+from tests.helpers import new_call
 
 
 async def _orphan_call(database_url: str, patient_id: str, lat: float, lon: float) -> str:
@@ -27,18 +25,13 @@ async def _orphan_call(database_url: str, patient_id: str, lat: float, lon: floa
     try:
         async with make_sessionmaker(engine).begin() as session:
             now = dt.datetime.now(dt.UTC)
-            call = Call(
-                id=uuid.uuid4(),
-                patient_id=uuid.UUID(patient_id),
-                created_by=uuid.UUID(patient_id),
-                address="Orphan street 1",
-                location=Point(lon, lat),
-                lat=lat,
-                lon=lon,
-                h3_cell=h3.latlng_to_cell(lat, lon, 9),
-                urgency="urgent",
-                specialty="therapist",
+            call = new_call(
+                patient_id,
+                lat,
+                lon,
                 status="created",
+                address="Orphan street 1",
+                id=uuid.uuid4(),  # the event below needs it before the flush
                 created_at=now,
                 updated_at=now,
             )

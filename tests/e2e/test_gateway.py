@@ -20,7 +20,6 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from shapely.geometry import Point
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
@@ -28,7 +27,6 @@ from websockets.typing import Origin
 from dispatch.doctor_states import DoctorStatus
 from dispatch.doctor_states_redis import RedisDoctorStates
 from geo.location_index_redis import RedisLocationIndex
-from models.calls import Call
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
 from realtime.broker_redis import RedisBroker
@@ -37,6 +35,7 @@ from realtime.keys import Keys
 from server.auth.tokens import TokenService
 from tests.conftest import redis_test_url
 from tests.e2e.process import RunningServer, cli, run_server
+from tests.helpers import new_call
 
 SECRET = "gateway-e2e-secret-" + "k" * 32
 PASSWORD = "gateway-pass-123"
@@ -74,18 +73,8 @@ async def _insert_call(database_url: str, patient_id: str, doctor_id: str) -> st
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
-            call = Call(
-                patient_id=uuid.UUID(patient_id),
-                created_by=uuid.UUID(patient_id),
-                doctor_id=uuid.UUID(doctor_id),
-                address="Tverskaya 1",
-                location=Point(MOSCOW[1], MOSCOW[0]),
-                lat=MOSCOW[0],
-                lon=MOSCOW[1],
-                h3_cell=h3.latlng_to_cell(*MOSCOW, 9),
-                urgency="urgent",
-                specialty="therapist",
-                status="assigned",
+            call = new_call(
+                patient_id, *MOSCOW, status="assigned", address="Tverskaya 1", doctor_id=doctor_id
             )
             session.add(call)
         return str(call.id)

@@ -8,20 +8,17 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import h3
 import httpx
 import pytest
 import sqlalchemy as sa
-from shapely.geometry import Point
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_places import CallPlaces
 from geo.location_index import DoctorPosition
-from models.calls import Call
 from models.db import make_engine, make_sessionmaker
 from models.repositories import track as track_repo
-from tests.helpers import register
+from tests.helpers import new_call, register
 
 T0 = 1_800_000_000_000
 
@@ -35,18 +32,7 @@ async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 async def _call(sessions: async_sessionmaker[AsyncSession], patient_id: str, lat: float, lon: float) -> str:
     async with sessions.begin() as session:
-        call = Call(
-            patient_id=uuid.UUID(patient_id),
-            created_by=uuid.UUID(patient_id),
-            address="Crumb street 1",
-            location=Point(lon, lat),
-            lat=lat,
-            lon=lon,
-            h3_cell=h3.latlng_to_cell(lat, lon, 9),
-            urgency="urgent",
-            specialty="therapist",
-            status="en_route",
-        )
+        call = new_call(patient_id, lat, lon, status="en_route", address="Crumb street 1")
         session.add(call)
     return str(call.id)
 

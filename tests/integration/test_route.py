@@ -7,34 +7,20 @@ import itertools
 import math
 import uuid
 
-import h3
 import httpx
-from shapely.geometry import Point
 
 from geo.distance import haversine_m
 from geo.route import route_length_m
-from models.calls import Call
 from models.db import make_engine, make_sessionmaker
 from models.repositories.track import Fix, add_fixes
-from tests.helpers import bearer, register, staff
+from tests.helpers import bearer, new_call, register, staff
 
 
 async def _call_with_track(database_url: str, patient_id: str, points: list[tuple[float, float]]) -> str:
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
-            call = Call(
-                patient_id=uuid.UUID(patient_id),
-                created_by=uuid.UUID(patient_id),
-                address="Route street 1",
-                location=Point(points[-1][1], points[-1][0]),
-                lat=points[-1][0],
-                lon=points[-1][1],
-                h3_cell=h3.latlng_to_cell(points[-1][0], points[-1][1], 9),
-                urgency="urgent",
-                specialty="therapist",
-                status="completed",
-            )
+            call = new_call(patient_id, *points[-1], status="completed", address="Route street 1")
             session.add(call)
             await session.flush()
             start = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)

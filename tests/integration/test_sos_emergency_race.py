@@ -11,15 +11,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import h3
 import sqlalchemy as sa
-from shapely.geometry import Point
 
 from models.calls import Call, CallEvent
 from models.db import make_engine, make_sessionmaker
 from models.repositories import calls as call_repo
 from tests.conftest import app_client_for, make_settings
-from tests.helpers import bearer, register
+from tests.helpers import bearer, new_call, register
 
 PLACE = (37.7749, -122.4194)
 
@@ -29,18 +27,7 @@ async def _escalated_call(database_url: str, patient_id: str) -> uuid.UUID:
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
-            call = Call(
-                patient_id=uuid.UUID(patient_id),
-                created_by=uuid.UUID(patient_id),
-                address="Race street 1",
-                location=Point(PLACE[1], PLACE[0]),
-                lat=PLACE[0],
-                lon=PLACE[1],
-                h3_cell=h3.latlng_to_cell(PLACE[0], PLACE[1], 9),
-                urgency="urgent",
-                specialty="therapist",
-                status="escalated",
-            )
+            call = new_call(patient_id, *PLACE, status="escalated", address="Race street 1")
             session.add(call)
         return call.id
     finally:
