@@ -59,17 +59,20 @@ async def publish_status(
     reason: str | None = None,
     doctor_name: str | None = None,
     eta_s: float | None = None,
+    as_of: tuple[str, int] | None = None,
 ) -> None:
-    """``call.status`` on the call's channel and on ``dispatch``."""
+    """``call.status`` on the call's channel and on ``dispatch``. ``as_of``: the ``(status, version)``
+    to report when the event is one of several committed together (the call object holds the last)."""
+    status, version = (call.status, call.version) if as_of is None else as_of
     data = {
         "call": str(call.id),
-        "status": call.status,
+        "status": status,
         "from": from_status,
         "actor": actor,
         "reason": reason,
         "doctor": None if call.doctor_id is None else {"id": str(call.doctor_id), "name": doctor_name},
         "eta_s": None if eta_s is None else round(eta_s),
-        "version": call.version,
+        "version": version,
     }
     await broker.publish(call_channel(call.id), "call.status", data)
     await broker.publish(DISPATCH_CHANNEL, "call.status", data)

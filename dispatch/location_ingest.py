@@ -22,7 +22,9 @@ the straight-line distance to the call's location and an ETA from the ranking's 
 state is read at most once per ``state_refresh_ms`` per doctor (cached; the stale entries of a tick
 are read together with ``DoctorStates.get_many``), again to keep Redis reads off the per-frame path;
 each call's location is read once (``dispatch/call_places.py``). Forwarding runs in a task of its own
-(one at a time), so it never delays the position writes.
+(one at a time), started every ``forward_tick_ms`` (5 ms: the tick is a patient's lag; on the index
+writes' 25 ms tick it was half the tracking latency budget, loadtests/bench_sos.py), so it never
+delays the position writes.
 
 Tracking ends with the call: :meth:`LocationIngest.call_changed` is fed every ``call.status`` of the
 deployment (``dispatch/call_feed.py``); on ``completed`` or ``cancelled`` the call's doctors are
@@ -84,12 +86,16 @@ ENDED_CALLS_KEPT = 10_000
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
     """Times in milliseconds. ``max_past_ms``/``max_future_ms``: how far a fix time may lie behind or
-    ahead of server time (phones buffer fixes offline; clocks drift). ``track_interval_ms``: least fix
-    time between two breadcrumbs of a doctor. ``ranking``: the ETA model of forwarded positions."""
+        ahead of server time (phones buffer fixes offline; clocks drift). ``track_interval_ms``: least fix
+        time between two breadcrumbs of a doctor. ``forward_tick_ms``: how often due positions are handed
+    to forwarding (a patient's view lags the doctor by up to this; the index writes keep the longer
+    ``flush_interval_ms``, where batch size is what counts). ``ranking``: the ETA model of forwarded
+    positions."""
 
     max_past_ms: int = 5 * 60_000
     max_future_ms: int = 30_000
     flush_interval_ms: int = 25
+    forward_tick_ms: int = 5
     forward_interval_ms: int = 1_000
     state_refresh_ms: int = 2_000
     offline_after_ms: int = 60_000
@@ -341,20 +347,26 @@ class LocationIngest:
         return gone
 
     async def run(self) -> None:
-        """Start a write of the pending fixes and the forwarding of due positions every
-        ``flush_interval_ms`` (without waiting for them; see the module docstring); sweep silent
+        """Start a write of the pending fixes every ``flush_interval_ms`` and the forwarding of due
+        positions every ``forward_tick_ms`` (without waiting for them; see the module docstring); sweep silent
         doctors every second and the index's expired entries every minute. Runs until cancelled
         (cancelling the writes and forwarding in flight; ``flush()`` writes what is left). An engine
         error is logged and the next tick goes on (fixes of a failed batch are lost: the next fix of
         each doctor replaces them within a second)."""
-        interval = self.settings.flush_interval_ms / 1000
+        tick = min(self.settings.forward_tick_ms, self.settings.flush_interval_ms) / 1000
+        flush_every = self.settings.flush_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_flush = loop.time() + flush_every
         last_sweep = last_index_sweep = self.clock()
         writes: set[asyncio.Task[None]] = set()
         forwarding: asyncio.Task[None] | None = None
         try:
             while True:
-                await asyncio.sleep(interval)
-                if self._pending and len(writes) < MAX_WRITES_IN_FLIGHT:
+                await asyncio.sleep(tick)
+                flush = loop.time() >= next_flush
+                if flush:
+                    next_flush = loop.time() + flush_every
+                if flush and self._pending and len(writes) < MAX_WRITES_IN_FLIGHT:
                     batch, self._pending = self._pending, {}
                     task = asyncio.create_task(self._write_logged(list(batch.values())))
                     writes.add(task)

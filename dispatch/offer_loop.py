@@ -122,12 +122,13 @@ class OfferLoop:
         if begin is not None and begin > self.now():
             await self.deadlines.schedule(f"{STEP}{call.id}", epoch_ms(begin) or 0)
             return
-        await self.trigger(call.id)
+        await self.trigger(call.id, call)
 
-    async def trigger(self, call_id: uuid.UUID) -> None:
-        """Run the call's next step now in this process, with the safety-net entry behind it."""
+    async def trigger(self, call_id: uuid.UUID, call: Call | None = None) -> None:
+        """Run the call's next step now in this process, with the safety-net entry behind it.
+        ``call``: the call as just committed, when the caller has it (saves the step a read)."""
         armed_ms = await self._arm_step(call_id)
-        self._spawn(self._step_then_settle(call_id, armed_ms))
+        self._spawn(self._step_then_settle(call_id, armed_ms, call))
 
     async def _arm_step(self, call_id: uuid.UUID) -> int:
         """Schedule the call's safety-net step ``step_retry_s`` from now; returns its due time. Whatever
@@ -143,9 +144,9 @@ class OfferLoop:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _step_then_settle(self, call_id: uuid.UUID, armed_ms: int) -> None:
+    async def _step_then_settle(self, call_id: uuid.UUID, armed_ms: int, call: Call | None) -> None:
         try:
-            done = await self.step(call_id)
+            done = await self.step(call_id, call)
         except Exception:
             log.exception("dispatch step failed; the safety net retries it", extra={"call": str(call_id)})
             return
@@ -162,12 +163,16 @@ class OfferLoop:
 
     # --- the step ---------------------------------------------------------------------------------
 
-    async def step(self, call_id: uuid.UUID) -> bool:
+    async def step(self, call_id: uuid.UUID, known: Call | None = None) -> bool:
         """Advance the call's dispatch: start the search, make offers, or escalate. Returns True when
         nothing further is due for this step (its safety-net entry can go). Safe to run twice
-        concurrently: the second finds the call changed and gives back what it reserved."""
-        async with self.sessions() as session:
-            call = await call_repo.get_call(session, call_id)
+        concurrently: the second finds the call changed and gives back what it reserved.
+        ``known``: the call as its creator committed it (read here otherwise); only a hint, every
+        move is checked again under the call's row lock."""
+        call = known
+        if call is None:
+            async with self.sessions() as session:
+                call = await call_repo.get_call(session, call_id)
         if call is None:
             return True
         status = CallStatus(call.status)
@@ -179,6 +184,8 @@ class OfferLoop:
                 # caller's complete() leaves the new one in place.
                 await self.deadlines.schedule(f"{STEP}{call_id}", epoch_ms(begin) or 0)
                 return True
+            if await self._first_offer(call):
+                return True
             started = await self._start_search(call_id)
             if started is None:
                 return True
@@ -188,6 +195,28 @@ class OfferLoop:
         if status is not CallStatus.SEARCHING:
             return True
         return await self._search(call_id)
+
+    async def _first_offer(self, call: Call) -> bool:
+        """The fast path of a new call: its first offers committed in one transaction with the start
+        of its search (``created -> searching -> offered``, both events written), with no reads of a
+        search round (a call still ``created`` under its row lock has never been offered). True when
+        done: offered, or the call moved on (cancelled, or offered by another run of the step).
+        False when the long way must follow (:meth:`_start_search`, then :meth:`_search`): nobody to
+        offer it to in any ring (the long way searches again, then escalates), or another run of the
+        step started the search first.
+
+        Why: the time from a new call to its first ``offer.created`` is the product's headline
+        latency, and every statement is a wait on a busy event loop (loadtests/bench_dispatch.py)."""
+        wanted = self.settings.broadcast_k if call.urgency == Urgency.EMERGENCY.value else 1
+        for radius in self.settings.rings_m:
+            ranked = await self._candidates(call, radius, set(), wanted)
+            if not ranked:
+                continue
+            reserved = await self._reserve(call.id, ranked, wanted, radius)
+            if not reserved:
+                continue
+            return await self._offer(call.id, reserved, (None, 0), first=True) is not None
+        return False
 
     async def _start_search(self, call_id: uuid.UUID) -> CallStatus | None:
         """``created -> searching``, only if the call is still ``created`` under its row lock (another
@@ -330,12 +359,19 @@ class OfferLoop:
         )
 
     async def _offer(
-        self, call_id: uuid.UUID, reserved: list[Reserved], round_seen: tuple[dt.datetime | None, int]
+        self,
+        call_id: uuid.UUID,
+        reserved: list[Reserved],
+        round_seen: tuple[dt.datetime | None, int],
+        *,
+        first: bool = False,
     ) -> bool | None:
         """Make the offers to the reserved doctors. True when made; False when the call is no longer
         searching; None when the round changed since ``round_seen`` (its start, its offer count: a
         concurrent run of the step made an offer, so ours could ask a doctor twice or one too many).
-        Whatever is not offered is released.
+        Whatever is not offered is released. ``first``: the call is expected ``created`` (see
+        :meth:`_first_offer`); it starts its search in the same transaction, and a call found
+        ``searching`` counts as a changed round (None).
 
         The offers' deadline entries are scheduled before the commit: once the call is ``offered``,
         nothing else would expire an offer whose process died right after the commit (a concurrent
@@ -343,16 +379,24 @@ class OfferLoop:
         abandoned = False
         stale = False
         deadline_ms = 0
+        expected = CallStatus.CREATED if first else CallStatus.SEARCHING
+        started: tuple[CallStatus, int] | None = None
         try:
             async with self.sessions.begin() as session:
                 call = await call_repo.get_call(session, call_id, for_update=True)
-                if call is None or call.status != CallStatus.SEARCHING.value:
+                if call is None or call.status != expected.value:
                     abandoned = True
-                elif await self._round(session, call_id) != round_seen or not await self._still_held(
-                    reserved
-                ):
+                    stale = first and call is not None and call.status == CallStatus.SEARCHING.value
+                elif (
+                    not first and await self._round(session, call_id) != round_seen
+                ) or not await self._still_held(reserved):
                     abandoned = stale = True
                 else:
+                    if first:
+                        before = await self.calls.apply(
+                            session, call, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
+                        )
+                        started = (before, call.version)
                     now = self.now()  # under the lock: the doctor gets the whole time to answer
                     deadline = now + dt.timedelta(seconds=self.settings.offer_timeout_s)
                     deadline_ms = epoch_ms(deadline) or 0
@@ -401,6 +445,16 @@ class OfferLoop:
                     "eta_s": round(r.ranked.eta_s),
                     "deadline": deadline_ms,
                 },
+            )
+        if started is not None:
+            before, version = started
+            await publish_status(
+                self.broker,
+                call,
+                before.value,
+                actor=Actor.SYSTEM.value,
+                reason="search started",
+                as_of=(CallStatus.SEARCHING.value, version),
             )
         await publish_status(self.broker, call, previous.value, actor=Actor.SYSTEM.value)
         return True

@@ -257,8 +257,10 @@ class SosService:
         await self.deadlines.schedule(f"{REPEAT}{sos_id}", due)
 
     async def repeat(self, sos_id: uuid.UUID) -> None:
-        """Re-send an alert nobody acknowledged yet, and arm the next repeat."""
-        async with self.sessions.begin() as session:
+        """Re-send an alert nobody acknowledged yet, and arm the next repeat. Delivered with no
+        session open (a session holds the embedded database, models/sqlite_driver.py; the delivery
+        can be hundreds of publishes); a crash before the audit row loses only that row."""
+        async with self.sessions() as session:
             alert = await session.get(SosAlert, sos_id)
             if alert is None or alert.status != SosStatus.OPEN.value:
                 return
@@ -267,9 +269,10 @@ class SosService:
                 .select_from(SosEvent)
                 .where(SosEvent.sos_id == sos_id, SosEvent.action == "repeated")
             )
-            repeat = int(count or 0) + 1
-            await self._arm(sos_id)
-            delivered = await self._deliver(alert, repeat)
+        repeat = int(count or 0) + 1
+        await self._arm(sos_id)
+        delivered = await self._deliver(alert, repeat)
+        async with self.sessions.begin() as session:
             self._audit(session, sos_id, "repeated", None, delivered, self.now())
 
     async def run(self) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from models import sqlite_driver
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -26,7 +28,14 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine for ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``)."""
+    """An async engine for ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``).
+    SQLite runs on :mod:`models.sqlite_driver` (on the loop's thread, through one pooled connection)."""
+    if url.startswith("sqlite+aiosqlite"):
+        kwargs.setdefault("module", sqlite_driver.dbapi())
+        database = make_url(url).database
+        if database not in (None, "", ":memory:") and "mode=memory" not in url:  # those: StaticPool
+            kwargs.setdefault("pool_size", 1)
+            kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(url, pool_pre_ping=url.startswith("postgresql"), **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

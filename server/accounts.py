@@ -19,7 +19,7 @@ from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
 from models.users import User
-from server.auth.passwords import hash_password_off_loop
+from server.auth.passwords import hash_password, hash_password_off_loop
 from server.schemas import EMAIL_PATTERN, PHONE_PATTERN, SPECIALTY_PATTERN
 
 MIN_PASSWORD = 8
@@ -72,7 +72,7 @@ async def add_account(
     *,
     role: Role,
     full_name: str,
-    password: str,
+    password_hash: str,
     email: str | None = None,
     phone: str | None = None,
     licence_number: str | None = None,
@@ -80,7 +80,9 @@ async def add_account(
     clinic_id: uuid.UUID | None = None,
 ) -> tuple[User, DoctorProfile | None]:
     """Insert a user (and, for doctors, an unverified profile) in ``session``; the one path for REST
-    registration, the CLI and the demo. Fields are assumed validated.
+    registration, the CLI and the demo. Fields are assumed validated; ``password_hash`` comes from
+    ``hash_password_off_loop``, called *before* the session opens (an open session holds the embedded
+    database, models/sqlite_driver.py, and argon2 takes tens of milliseconds).
 
     Raises ``user_repo.DuplicateAccount`` (email or phone taken) or ``doctor_repo.DuplicateLicence``.
     """
@@ -88,7 +90,7 @@ async def add_account(
         session,
         email=email,
         phone=phone,
-        password_hash=await hash_password_off_loop(password),
+        password_hash=password_hash,
         full_name=full_name,
         role=role,
     )
@@ -107,6 +109,7 @@ async def create_account(database_url: str, account: NewAccount) -> uuid.UUID:
     Raises :class:`AccountError` for bad fields or a taken email, phone or licence number.
     """
     role = account.validate()
+    password_hash = await hash_password_off_loop(account.password)
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
@@ -115,7 +118,7 @@ async def create_account(database_url: str, account: NewAccount) -> uuid.UUID:
                     session,
                     role=role,
                     full_name=account.full_name,
-                    password=account.password,
+                    password_hash=password_hash,
                     email=account.email,
                     phone=account.phone,
                     licence_number=account.licence_number,
@@ -140,7 +143,11 @@ async def ensure_demo_accounts(database_url: str, accounts: Iterable[tuple[str, 
             for role, email, password, name in accounts:
                 if await user_repo.find_by_login(session, email) is None:
                     await add_account(
-                        session, role=Role(role), full_name=name, password=password, email=email
+                        session,
+                        role=Role(role),
+                        full_name=name,
+                        password_hash=hash_password(password),  # a CLI step, no loop to keep free
+                        email=email,
                     )
     finally:
         await engine.dispose()

@@ -68,6 +68,21 @@ async def _load_zones(sessions: async_sessionmaker[AsyncSession]) -> ZoneIndex:
     return zones
 
 
+async def _stop_tasks(tasks: list[asyncio.Task[None]], retry_s: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again every ``retry_s`` seconds any that lives on:
+    a cancellation can reach a worker's loop as an ordinary exception, which the loop logs and goes on
+    (seen: the offer loop kept sleeping after a cancel that arrived inside a Redis call, and the app's
+    shutdown waited for it forever)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=retry_s)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception(), extra={"task": task.get_name()})
+
+
 async def _refresh_zones(zones: ZoneIndex) -> None:
     while True:
         await asyncio.sleep(ZONES_REFRESH_S)
@@ -140,11 +155,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _stop_tasks(background)
             await dispatch.stop()
             await gateway.stop()
             await engine.close()

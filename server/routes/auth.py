@@ -14,7 +14,7 @@ from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
 from server.accounts import add_account
-from server.auth.passwords import verify_password_off_loop
+from server.auth.passwords import hash_password_off_loop, verify_password_off_loop
 from server.auth.tokens import TokenError
 from server.errors import ApiError
 from server.http import json_response, parse_body
@@ -116,7 +116,8 @@ async def register(request: Request) -> Response:
             403, "role_not_allowed", "you can register only as a patient or a doctor", field="role"
         )
     doctor_fields = _doctor_fields(body, role)
-
+    # Hashed before the session opens: a session holds the embedded database (models/sqlite_driver.py).
+    password_hash = await hash_password_off_loop(body.password)
     async with svc.sessions.begin() as session:
         if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
             raise ApiError(422, "invalid_input", "clinic_id: no such clinic", field="clinic_id")
@@ -126,7 +127,7 @@ async def register(request: Request) -> Response:
                 session,
                 role=role,
                 full_name=body.full_name,
-                password=body.password,
+                password_hash=password_hash,
                 email=body.email,
                 phone=body.phone,
                 licence_number=licence,
@@ -160,14 +161,17 @@ async def login(request: Request) -> Response:
     body = await parse_body(request, LoginIn)
     async with svc.sessions() as session:
         user = await user_repo.find_by_login(session, body.login)
-        if (
-            not await verify_password_off_loop(user.password_hash if user else None, body.password)
-            or user is None
-        ):
-            raise ApiError(401, "invalid_credentials", "wrong login or password")
-        if not user.is_active:
-            raise ApiError(403, "account_disabled", "this account is disabled")
-        profile = await doctor_repo.get_profile(session, user.id) if user.role == Role.DOCTOR else None
+        profile = (
+            await doctor_repo.get_profile(session, user.id)
+            if user is not None and user.role == Role.DOCTOR
+            else None
+        )
+    # Verified after the session closed: it holds the embedded database (models/sqlite_driver.py).
+    verified = await verify_password_off_loop(user.password_hash if user else None, body.password)
+    if not verified or user is None:
+        raise ApiError(401, "invalid_credentials", "wrong login or password")
+    if not user.is_active:
+        raise ApiError(403, "account_disabled", "this account is disabled")
     tokens = svc.tokens.issue(user.id, Role(user.role))
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()})
 

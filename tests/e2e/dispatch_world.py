@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import httpx
 
@@ -20,7 +19,6 @@ from models.db import make_engine, make_sessionmaker
 from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from realtime.client import Event, TotClient
-from server import accounts
 from server.accounts import add_account
 from server.auth.passwords import hash_password
 from server.auth.tokens import TokenService
@@ -61,14 +59,7 @@ async def create_people(
     tokens = TokenService(SECRET, 3600, 7200)
     people: list[Person] = []
     engine = make_engine(database_url)
-    shared = contextlib.ExitStack()
-    if hash_once:
-        digest = hash_password(PASSWORD)
-
-        async def same_digest(_password: str) -> str:
-            return digest
-
-        shared.enter_context(mock.patch.object(accounts, "hash_password_off_loop", same_digest))
+    digest = hash_password(PASSWORD) if hash_once else None
     try:
         async with make_sessionmaker(engine).begin() as session:
             plan = [(Role.DOCTOR, i) for i in range(doctors)] + [(Role.PATIENT, i) for i in range(patients)]
@@ -79,7 +70,7 @@ async def create_people(
                     session,
                     role=role,
                     full_name=f"{role.value.title()} {i}",
-                    password=PASSWORD,
+                    password_hash=digest or hash_password(PASSWORD),
                     email=email,
                     licence_number=f"LIC-{uuid.uuid4().hex[:10]}" if role is Role.DOCTOR else None,
                     specialties=["therapist"] if role is Role.DOCTOR else (),
@@ -88,7 +79,6 @@ async def create_people(
                     await doctor_repo.set_verified(session, profile, True, user.id)
                 people.append(Person(str(user.id), role, tokens.issue(user.id, role).access_token, email))
     finally:
-        shared.close()
         await engine.dispose()
     return people
 
