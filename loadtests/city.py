@@ -29,6 +29,7 @@ from loadtests.fleet import (
     Peer,
     gather_limited,
     open_connections,
+    quiet_gc,
 )
 from loadtests.servers import (
     Server,
@@ -143,6 +144,7 @@ async def connect_doctors(
 
     peers = await gather_limited([start_shift(i) for i in range(count)], CONNECT_CONCURRENCY)
     fleet = Fleet([p.ws for p in peers], rnd, draw=iter(starts).__next__)
+    quiet_gc()
     return Doctors(peers, fleet)
 
 
@@ -154,6 +156,7 @@ async def connect_peers(
     peers = [Peer(ws, i, on_event) for i, ws in enumerate(connections)]
     for channel in channels:
         await gather_limited([p.request("subscribe", ch=channel) for p in peers])
+    quiet_gc()
     return peers
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import math
 import random
@@ -23,12 +24,26 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from server.cli import GC_THRESHOLDS
+
 MOSCOW_BOX = (55.55, 37.35, 55.92, 37.85)  # south, west, north, east
 TICK_S = 0.005
 MAX_BACKLOG_S = 0.1
 """A generator that falls further behind than this drops the excess (counted) instead of bursting."""
 CONNECT_CONCURRENCY = 100
 REQUEST_TIMEOUT_S = 60.0
+
+
+def quiet_gc() -> None:
+    """Tune the generator's garbage collector as the server's (``server/cli.py``: young generation
+    every 100,000 allocations) and freeze what is alive now (``gc.freeze``: the open connections and
+    their state, never collected again). With the defaults, full collections over 10,000 connections
+    stalled the generator's loop for 0.5-0.8 s, 14 times in a 60 s run, and every latency measured
+    across a stall grew by it (seen with a ``gc.callbacks`` timer; docs/benchmarks.md). Call once the
+    connections are open; again after more are."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.collect()
+    gc.freeze()
 
 
 async def open_connections(
