@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -61,6 +63,18 @@ def check_city_options(parser: argparse.ArgumentParser, args: argparse.Namespace
         args.districts = None
 
 
+@contextlib.contextmanager
+def restored_gc() -> Iterator[None]:
+    """Give back the collector as it was (``quiet_gc`` tunes and freezes it for a target's run): the
+    next target starts from the same state, and a test calling the harness in-process keeps its own."""
+    threshold = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
 def run_city(
     args: argparse.Namespace,
     benchmark: str,
@@ -93,7 +107,8 @@ def run_city(
                 prefix = f"bench{secrets.token_hex(4)}:"
                 with running_server(target, secret, prefix, workdir, args.server_cpu, {}) as server:
                     try:
-                        results.append(asyncio.run(bench(server, target.database, accounts, area)))
+                        with restored_gc():
+                            results.append(asyncio.run(bench(server, target.database, accounts, area)))
                     except Exception as exc:  # the other targets still run and are reported
                         print(f"  {name}: the run failed: {exc!r}", flush=True)
     report(results, area.description)
