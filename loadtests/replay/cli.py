@@ -71,6 +71,11 @@ def _range(text: str) -> tuple[float, float]:
 )
 @click.option("--doctors", "limit_doctors", type=int, default=None, help="Replay only the first N cabs.")
 @click.option("--max-calls", "limit_calls", type=int, default=None, help="Replay only the first N calls.")
+@click.option(
+    "--fleet-calls",
+    is_flag=True,
+    help="Only the calls whose id is a replayed cab's (its pickups): a --doctors subset keeps its demand.",
+)
 @click.option("--patients", type=int, default=50, show_default=True, help="Patient accounts the calls share.")
 @click.option(
     "--accept",
@@ -185,6 +190,7 @@ def replay(
     jitter_s: float,
     limit_doctors: int | None,
     limit_calls: int | None,
+    fleet_calls: bool,
     patients: int,
     accept_share: float,
     decline_share: float,
@@ -249,6 +255,7 @@ def replay(
         jitter_s=jitter_s,
         limit_doctors=limit_doctors,
         limit_calls=limit_calls,
+        fleet_calls=fleet_calls,
         patients=patients,
         admin=(admin_login, admin_pass),
         dispatcher=(disp_login, disp_pass),

@@ -90,6 +90,9 @@ class ReplayOptions:
     """Replay only the first N cabs (by id), for small runs."""
     limit_calls: int | None = None
     """Replay only the first N calls of the slice."""
+    fleet_calls: bool = False
+    """Keep only the calls whose ``id`` is a replayed vehicle's (cabspotting pickups carry their cab's
+    id): with ``limit_doctors``, the subset keeps its own demand, and doctors per call stay the data's."""
     patients: int = 50
     """Patient accounts; calls are spread over them round-robin (one app per call)."""
     specialty: str = "therapist"

@@ -139,6 +139,9 @@ def load_inputs(options: ReplayOptions) -> Inputs:
     if options.limit_doctors is not None:
         fleet = fleet[: options.limit_doctors]
     wanted = slice_calls(calls, start, end)
+    if options.fleet_calls:
+        vehicles = {t.id for t in fleet}
+        wanted = [c for c in wanted if c.id in vehicles]
     if options.limit_calls is not None:
         wanted = wanted[: options.limit_calls]
     rng = random.Random(options.seed)

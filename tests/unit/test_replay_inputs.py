@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from loadtests.replay.inputs import (
     slice_calls,
     slice_traces,
 )
+from loadtests.replay.options import ReplayOptions
+from loadtests.replay.runner import load_inputs
 from loadtests.replay.scale import shift
 
 T0 = 1211958000  # 2008-05-28T07:00:00Z, 00:00 in San Francisco
@@ -155,3 +158,17 @@ def test_slices_and_the_start_time_of_day(tmp_path: Path) -> None:
     assert resolve_start("8:30", "America/Los_Angeles", T0) == T0 + 8.5 * 3600
     iso = dt.datetime(2008, 5, 28, 9, tzinfo=dt.UTC).isoformat()
     assert resolve_start(iso, "America/Los_Angeles", T0) == T0 + 2 * 3600
+
+
+def test_a_doctors_subset_keeps_its_own_calls_with_fleet_calls(tmp_path: Path) -> None:
+    rows = "".join(f"{cab},{T0 + 600 * i},{SF[0]},{SF[1]}\n" for cab in "abc" for i in range(6))
+    traces = write(tmp_path / "t.csv", "id,ts,lat,lon\n" + rows)
+    pickups = "".join(f"{cab},{T0 + 700 + i},{SF[0]},{SF[1]}\n" for i, cab in enumerate("abcab"))
+    calls = write(tmp_path / "c.csv", "id,ts,lat,lon\n" + pickups)
+    base = ReplayOptions(traces=traces, calls=calls, start="00:00", tz="America/Los_Angeles", hours=1.0)
+    every = load_inputs(base)
+    assert len(every.traces) == 3 and len(every.calls) == 5
+    subset = load_inputs(dataclasses.replace(base, limit_doctors=2, fleet_calls=True))
+    assert [t.id for t in subset.traces] == ["a", "b"]
+    assert sorted(c.id for c in subset.calls) == ["a", "a", "b", "b"]  # c's pickup left with its cab
+    assert len(load_inputs(dataclasses.replace(base, limit_doctors=2)).calls) == 5
