@@ -21,6 +21,7 @@ import uvicorn
 
 from loadtests.replay.cli import replay as replay_command
 from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
+from server.ws_protocol import DirectTextProtocol
 
 DEMO_ACCOUNTS = (
     ("admin", "admin@demo.tot", "demo-admin-pass", "Demo Admin"),
@@ -61,8 +62,10 @@ def uvicorn_ws_options(max_frame_bytes: int, event_loop: str = "uvloop") -> dict
         # httptools parses HTTP/1.1 in C when installed (uvicorn's "auto").
         "http": "auto",
         # sans-I/O websockets: the same protocol, 25-30% less CPU per frame than the legacy
-        # implementation measured here (docs/operations.md), and not deprecated.
-        "ws": "websockets-sansio",
+        # implementation measured here (docs/operations.md), and not deprecated; subclassed so that
+        # the gateway takes location fixes without a queue and a task step each
+        # (server/ws_protocol.py; the bare endpoint never sets the direct path: stock behaviour).
+        "ws": DirectTextProtocol,
         # Deflate multiplies an idle connection's memory by ~4 and cut peak ingest by 28% here.
         "ws_per_message_deflate": False,
         # Hard limit: beyond it the WebSocket layer closes with 1009; between the soft limit

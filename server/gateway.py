@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -57,6 +58,7 @@ from realtime.session import Session
 from server.auth.principal import Principal, authenticate
 from server.errors import ApiError
 from server.services import Services
+from server.ws_protocol import attach
 
 log = logging.getLogger("tot.ws")
 
@@ -71,6 +73,10 @@ FLOOD_REFUSALS = 100
 FLOOD_WINDOW_S = 10.0
 PRESENCE_TOUCH_S = 20.0
 """How often this process refreshes its presence entries (well inside the presence TTL of 60 s)."""
+PRESENCE_TOUCH_BATCH = 256
+"""Presence entries refreshed between two yields to the event loop: 10,000 doctors hold ~20,000
+entries (``online`` and each one's ``doctor:<id>``), and refreshing them all in one go stalled the
+loop for 80-270 ms every 20 s (measured with a loop watchdog under loadtests/bench_sos.py)."""
 ONLINE_CHANNEL = "online"
 """Presence channel with one member per connected client (``user:<id>``), for "who is online"."""
 WS_PATH = "/v1/ws"
@@ -105,6 +111,8 @@ class Connection:
     idle_timer: asyncio.TimerHandle | None = None
     stopping: bool = False
     cancelled: bool = False
+    parked: bool = False  # the task waits in receive() with nothing of this socket's being handled
+    presence: set[tuple[str, str]] | None = None  # (channel, client id) joined by this connection
 
 
 class _Callbacks:
@@ -169,6 +177,9 @@ class Gateway:
         self._doctor_connections: dict[str, int] = {}
         self._presence: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.direct_frames = 0
+        """Frames taken on the protocol's direct path (``server/ws_protocol.py``) since start."""
+        services.metrics.ws_direct_frames.set_function(lambda: self.direct_frames)
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -203,19 +214,32 @@ class Gateway:
         presence = self.services.engine.presence
         while True:
             await asyncio.sleep(PRESENCE_TOUCH_S)
+            since_yield = 0
             for channel, members in list(self._presence.items()):
-                try:
-                    missing = await presence.touch(channel, members)
-                    for client_id in missing:  # expired while we were slow: join again
-                        await presence.join(channel, client_id, {})
-                except Exception:
-                    log.exception("presence touch failed", extra={"channel": channel})
+                listed = list(members)
+                for start in range(0, len(listed), PRESENCE_TOUCH_BATCH):
+                    chunk = listed[start : start + PRESENCE_TOUCH_BATCH]
+                    try:
+                        missing = await presence.touch(channel, chunk)
+                        for client_id in missing:  # expired while we were slow: join again
+                            await presence.join(channel, client_id, {})
+                    except Exception:
+                        log.exception("presence touch failed", extra={"channel": channel})
+                    since_yield += len(chunk)
+                    if since_yield >= PRESENCE_TOUCH_BATCH:
+                        since_yield = 0
+                        await asyncio.sleep(0)
 
-    async def _join(self, channel: str, client_id: str, info: dict[str, Any]) -> None:
+    async def _join(self, conn: Connection, channel: str, client_id: str, info: dict[str, Any]) -> None:
         self._presence.setdefault(channel, set()).add(client_id)
+        if conn.presence is None:
+            conn.presence = set()
+        conn.presence.add((channel, client_id))
         await self.services.engine.presence.join(channel, client_id, info)
 
-    async def _leave(self, channel: str, client_id: str) -> None:
+    async def _leave(self, conn: Connection, channel: str, client_id: str) -> None:
+        if conn.presence is not None:
+            conn.presence.discard((channel, client_id))
         members = self._presence.get(channel)
         if members is not None:
             members.discard(client_id)
@@ -271,6 +295,7 @@ class Gateway:
             receive = ws.receive
         del ws
         monotonic = time.monotonic
+        direct = False
         try:
             await self._on_connect(conn)
             # The read loop. Kept in this coroutine rather than a method of its own: one suspended
@@ -280,6 +305,9 @@ class Gateway:
             conn.idle_timer = asyncio.get_running_loop().call_later(
                 settings.ws_idle_timeout_s, self._idle_check, conn
             )
+            # Location fixes are taken straight from the protocol while this task is parked
+            # (server/ws_protocol.py): no queue, no task step per fix.
+            direct = attach(receive, functools.partial(self._direct_text, conn))
             handled = 0
             while not conn.stopping:
                 if conn.writer is not None or handled % YIELD_EVERY_FRAMES == YIELD_EVERY_FRAMES - 1:
@@ -288,7 +316,11 @@ class Gateway:
                     # requests overflows the outbox before it sends any), and other connections run.
                     await asyncio.sleep(0)
                 handled += 1
-                message = await receive()
+                conn.parked = True
+                try:
+                    message = await receive()
+                finally:
+                    conn.parked = False
                 conn.last_frame = now = monotonic()
                 if message["type"] == "websocket.disconnect":
                     break
@@ -306,6 +338,8 @@ class Gateway:
             conn.close_code, conn.close_reason = CloseCode.INTERNAL_ERROR, "internal_error"
         finally:
             conn.stopping = True
+            if direct:
+                attach(receive, None)  # the protocol would otherwise keep the connection alive
             if conn.idle_timer is not None:
                 conn.idle_timer.cancel()
             writer = conn.writer
@@ -350,7 +384,7 @@ class Gateway:
     async def _on_connect(self, conn: Connection) -> None:
         principal = conn.principal
         user = conn.user
-        await self._join(ONLINE_CHANNEL, f"user:{user}:{conn.id}", {"role": principal.role.value})
+        await self._join(conn, ONLINE_CHANNEL, f"user:{user}:{conn.id}", {"role": principal.role.value})
         if principal.role is Role.DOCTOR:
             async with self.services.sessions() as db:
                 profile = await doctor_repo.get_profile(db, principal.user_id)
@@ -378,9 +412,10 @@ class Gateway:
     async def _on_disconnect(self, conn: Connection) -> None:
         try:
             await self.hub.remove_all(conn.session)
-            for channel, members in list(self._presence.items()):
-                for client_id in [m for m in members if m.endswith(conn.id)]:
-                    await self._leave(channel, client_id)
+            # This connection's own entries: scanning every channel's members made each disconnect
+            # O(connections), and 10,000 closing at once stalled the loop for seconds.
+            for channel, client_id in list(conn.presence or ()):
+                await self._leave(conn, channel, client_id)
         except Exception:
             log.exception("disconnect clean-up failed", extra={"conn": conn.id})
         if conn.principal.role is Role.DOCTOR:
@@ -435,6 +470,31 @@ class Gateway:
             self.services.metrics.ws_frames.labels("invalid").inc()
             self._error(conn, exc)
             return None
+        return self._take(conn, msg, now)
+
+    def _direct_text(self, conn: Connection, text: str) -> bool:
+        """A text message straight from the protocol (``server/ws_protocol.py``), before any queue:
+        taken (True) when it is a well-formed location fix and the connection's task is parked in
+        ``receive`` (so no earlier frame of this socket is still being handled: order is kept).
+        Anything else is left to the read loop (False), which then sees it as usual."""
+        if not conn.parked or conn.stopping or len(text) > self.services.settings.ws_max_frame_bytes:
+            return False
+        try:
+            msg = decode(text, self._known_ops)
+        except FrameError:
+            return False  # the read loop refuses it, with the usual error frame and metric
+        if type(msg) is not Location:
+            return False
+        conn.last_frame = now = time.monotonic()
+        self.direct_frames += 1
+        self._take(conn, msg, now)
+        return True
+
+    def _take(
+        self, conn: Connection, msg: Location | Subscribe | Unsubscribe | Ping | Generic, now: float
+    ) -> Coroutine[Any, Any, None] | None:
+        """A decoded frame: metrics, rate limit, and the location fix handled at once; any other op
+        comes back as a coroutine for the read loop to await."""
         if type(msg) is Location:
             op = "location"
         else:
@@ -459,6 +519,7 @@ class Gateway:
             log.exception("op failed", extra={"conn": conn.id, "op": op})
             self._error(conn, FrameError(ErrorCode.INTERNAL_ERROR, "internal error", ref=msg.ref))
             return None
+        assert not isinstance(msg, Location)
         return self._op(conn, msg, op)
 
     async def _op(self, conn: Connection, msg: Subscribe | Unsubscribe | Ping | Generic, op: str) -> None:
@@ -573,7 +634,7 @@ class Gateway:
             log.exception("subscribe failed", extra={"channel": channel.name})
             raise FrameError(ErrorCode.UNAVAILABLE, "could not subscribe now; retry", ref=msg.ref) from None
         member = f"user:{conn.principal.user_id}:{conn.id}"
-        await self._join(channel.name, member, {"role": conn.principal.role.value})
+        await self._join(conn, channel.name, member, {"role": conn.principal.role.value})
 
     async def _unsubscribe(self, conn: Connection, msg: Unsubscribe) -> None:
         if not conn.session.forget(msg.ch):
@@ -581,7 +642,7 @@ class Gateway:
                 ErrorCode.NOT_SUBSCRIBED, "not subscribed to this channel", field="ch", ref=msg.ref
             )
         await self.hub.remove(msg.ch, conn.session)
-        await self._leave(msg.ch, f"user:{conn.principal.user_id}:{conn.id}")
+        await self._leave(conn, msg.ch, f"user:{conn.principal.user_id}:{conn.id}")
         conn.session.send_frame(
             {"op": "unsubscribed", "ch": msg.ch, **({"ref": msg.ref} if msg.ref is not None else {})}
         )

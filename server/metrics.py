@@ -61,6 +61,12 @@ class Metrics:
         self.fixes = Counter(
             "tot_location_fixes", "Location fixes received, by outcome.", ("outcome",), registry=self.registry
         )
+        self.ws_direct_frames = Gauge(
+            "tot_ws_direct_frames",
+            "Location frames taken straight from the WebSocket protocol, without the ASGI queue, since "
+            "start (server/ws_protocol.py); read from the gateway's own count when scraped.",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

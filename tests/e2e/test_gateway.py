@@ -32,6 +32,7 @@ from models.enums import Role
 from realtime.broker_redis import RedisBroker
 from realtime.channels import MAP_RESOLUTION
 from realtime.keys import Keys
+from realtime.presence_redis import RedisPresence
 from server.auth.tokens import TokenService
 from tests.conftest import redis_test_url
 from tests.e2e.process import RunningServer, cli, run_server
@@ -523,3 +524,72 @@ async def test_events_cross_processes_through_redis(world: World, engine_redis: 
     finally:
         await listener.close()
         await actor.close()
+
+
+# --- the direct path and presence bookkeeping -------------------------------------------------------
+
+
+def _metric(server: RunningServer, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_location_frames_take_the_direct_path_in_order(world: World) -> None:
+    """Fixes sent while the connection is idle skip the ASGI queue (server/ws_protocol.py); a fix
+    sent right behind another op still waits its turn: replies come back in the order sent."""
+    before = _metric(world.server, "tot_ws_direct_frames")
+    ws = await session(world, "doctor")
+    try:
+        now = int(time.time() * 1000)
+        for i in range(5):
+            ack = await request(ws, {"op": "location", "lat": 55.75, "lon": 37.62, "acc": 5, "ts": now + i})
+            assert (ack["op"], ack["ignored"]) == ("ack", False)
+        assert _metric(world.server, "tot_ws_direct_frames") >= before + 5
+        frames = [
+            {"op": "ping", "ref": "p1"},
+            {"op": "location", "lat": 55.75, "lon": 37.62, "acc": 5, "ts": now + 10, "ref": "l1"},
+            {"op": "doctor.status", "status": "paused", "ref": "s1"},
+            {"op": "location", "lat": 55.76, "lon": 37.62, "acc": 5, "ts": now + 11, "ref": "l2"},
+            {"op": "ping", "ref": "p2"},
+        ]
+        for frame in frames:
+            await ws.send(orjson.dumps(frame).decode())
+        refs: list[str] = []
+        while len(refs) < len(frames):
+            reply = await recv(ws)
+            if "ref" in reply:
+                refs.append(reply["ref"])
+        assert refs == ["p1", "l1", "s1", "l2", "p2"]
+    finally:
+        await ws.close()
+
+
+async def test_presence_entries_follow_subscriptions_and_the_connection(
+    world: World, engine_redis: aioredis.Redis
+) -> None:
+    presence = RedisPresence(engine_redis, Keys(prefix=world.prefix))
+    doctor = world.ids["doctor2"]
+    ws = await connect(world.ws_url(world.tokens["doctor2"]), compression=None)
+    hello = await recv(ws)
+    member = f"user:{doctor}:{hello['connection']}"
+    try:
+        assert member in await presence.members("online")
+        reply = await request(ws, {"op": "subscribe", "ch": f"doctor:{doctor}"})
+        assert reply["op"] == "subscribed"
+        assert member in await presence.members(f"doctor:{doctor}")
+        reply = await request(ws, {"op": "unsubscribe", "ch": f"doctor:{doctor}"})
+        assert reply["op"] == "unsubscribed"
+        assert member not in await presence.members(f"doctor:{doctor}")
+        assert (await request(ws, {"op": "subscribe", "ch": f"doctor:{doctor}"}))["op"] == "subscribed"
+    finally:
+        await ws.close()
+
+    async def gone() -> bool:
+        online = await presence.members("online")
+        channel = await presence.members(f"doctor:{doctor}")
+        return member not in online and member not in channel
+
+    assert await _eventually(gone)

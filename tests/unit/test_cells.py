@@ -31,6 +31,7 @@ def test_cell_of_and_index_cells() -> None:
     assert INDEX_RESOLUTIONS == (FINE_RESOLUTION, COARSE_RESOLUTION)
     assert [h3i.get_resolution(c) for c in cells] == list(INDEX_RESOLUTIONS)
     assert cells[0] == cell_of(*MOSCOW, FINE_RESOLUTION)
+    assert cells[1] == cell_of(*MOSCOW, COARSE_RESOLUTION)
     assert cell_hex(cells[0]) == h3.latlng_to_cell(*MOSCOW, FINE_RESOLUTION)
     assert len(cell_hex(cells[0])) == len(cell_hex(cells[1])) == 15
 
