@@ -58,7 +58,7 @@ from realtime.session import Session
 from server.auth.principal import Principal, authenticate
 from server.errors import ApiError
 from server.services import Services
-from server.ws_protocol import attach
+from server.ws_protocol import attach, protocol_of
 
 log = logging.getLogger("tot.ws")
 
@@ -113,6 +113,7 @@ class Connection:
     cancelled: bool = False
     parked: bool = False  # the task waits in receive() with nothing of this socket's being handled
     presence: set[tuple[str, str]] | None = None  # (channel, client id) joined by this connection
+    send_now: Callable[[str], bool] | None = None  # writes a text frame at once if it can (ws_protocol)
 
 
 class _Callbacks:
@@ -293,6 +294,10 @@ class Gateway:
         metrics.ws_connections.labels(principal.role.value).inc()
         if receive is None:
             receive = ws.receive
+        protocol = protocol_of(receive)
+        if protocol is not None:
+            conn.send_now = protocol.send_text_now
+        del protocol
         del ws
         monotonic = time.monotonic
         direct = False
@@ -372,9 +377,21 @@ class Gateway:
             task.cancel()
 
     def _start_writer(self, conn_id: str) -> None:
+        """A frame landed in the connection's empty outbox (called inside ``Outbox.push``): write it
+        now when the socket takes it without waiting, else start the writer task."""
         conn = self.connections.get(conn_id)
-        if conn is not None and conn.writer is None and not conn.stopping:
-            conn.writer = asyncio.create_task(self._write(conn))
+        if conn is None or conn.writer is not None or conn.stopping:
+            return
+        send_now = conn.send_now
+        if send_now is not None:
+            # No task and no loop iteration between a delivery and the socket (server/ws_protocol.py).
+            outbox = conn.session.outbox
+            while frames := outbox.take(1):
+                if not send_now(frames[0]):
+                    conn.writer = asyncio.create_task(self._write(conn, frames[0]))
+                    return
+            return
+        conn.writer = asyncio.create_task(self._write(conn))
 
     async def _refuse(self, ws: WebSocket, code: CloseCode, reason: str) -> None:
         self.services.metrics.ws_closes.labels(str(int(code))).inc()
@@ -426,12 +443,14 @@ class Gateway:
             else:
                 self._doctor_connections[user] = left
 
-    async def _write(self, conn: Connection) -> None:
-        """Send what the outbox holds, then end (``_start_writer`` starts another on the next frame)."""
+    async def _write(self, conn: Connection, first: str | None = None) -> None:
+        """Send ``first`` (a frame already taken from the outbox) and what the outbox holds, then end
+        (``_start_writer`` starts another on the next frame)."""
         send, outbox = conn.send, conn.session.outbox
         timeout = self.services.settings.ws_send_timeout_s
         try:
-            while frames := outbox.take():
+            while frames := ([first] if first is not None else outbox.take()):
+                first = None
                 for frame in frames:
                     try:
                         async with asyncio.timeout(timeout):
