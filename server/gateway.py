@@ -5,8 +5,10 @@ typed messages (``realtime/messages.py``), channel rules come from ``realtime/ch
 ``dispatch/location_ingest.py``, other ops to handlers registered by the subsystems that own them.
 docs/protocol.md is the client's reference; codes live in ``realtime/protocol.py``.
 
-Per connection: the connection's own task reads frames; a writer task exists only while frames wait
-in the session's outbox. A refused frame gets an ``error`` frame and the connection stays; the
+Per connection: the connection's own task reads frames, except location fixes arriving while it is
+idle, which the protocol hands over directly (``server/ws_protocol.py``, :meth:`Gateway._direct_text`);
+frames queued in the session's outbox are written at once while the socket takes them, and a writer
+task exists only while the transport is full. A refused frame gets an ``error`` frame and the connection stays; the
 connection is closed only with a documented code (unauthorized, origin, idle, flood, slow consumer,
 shutdown).
 
