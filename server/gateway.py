@@ -8,9 +8,9 @@ docs/protocol.md is the client's reference; codes live in ``realtime/protocol.py
 Per connection: the connection's own task reads frames, except location fixes arriving while it is
 idle, which the protocol hands over directly (``server/ws_protocol.py``, :meth:`Gateway._direct_text`);
 frames queued in the session's outbox are written at once while the socket takes them, and a writer
-task exists only while the transport is full. A refused frame gets an ``error`` frame and the connection stays; the
-connection is closed only with a documented code (unauthorized, origin, idle, flood, slow consumer,
-shutdown).
+task exists only while the transport is full. A refused frame gets an ``error`` frame and the
+connection stays; the connection is closed only with a documented code (unauthorized, origin, idle,
+flood, slow consumer, shutdown).
 
 Cost per connection and per frame is measured by ``loadtests/bench_ingest.py`` against a bare
 endpoint under the same uvicorn settings; with 5,000 doctors at 4 frames/s it went from ~8,300 to
