@@ -60,7 +60,7 @@ from realtime.session import Session
 from server.auth.principal import Principal, authenticate
 from server.errors import ApiError
 from server.services import Services
-from server.ws_protocol import attach, protocol_of
+from server.ws_protocol import protocol_of
 
 log = logging.getLogger("tot.ws")
 
@@ -296,13 +296,12 @@ class Gateway:
         metrics.ws_connections.labels(principal.role.value).inc()
         if receive is None:
             receive = ws.receive
+        # uvicorn's protocol, subclassed (server/ws_protocol.py); None under another server.
         protocol = protocol_of(receive)
         if protocol is not None:
             conn.send_now = protocol.send_text_now
-        del protocol
         del ws
         monotonic = time.monotonic
-        direct = False
         try:
             await self._on_connect(conn)
             # The read loop. Kept in this coroutine rather than a method of its own: one suspended
@@ -314,7 +313,8 @@ class Gateway:
             )
             # Location fixes are taken straight from the protocol while this task is parked
             # (server/ws_protocol.py): no queue, no task step per fix.
-            direct = attach(receive, functools.partial(self._direct_text, conn))
+            if protocol is not None:
+                protocol.direct_text = functools.partial(self._direct_text, conn)
             handled = 0
             while not conn.stopping:
                 if conn.writer is not None or handled % YIELD_EVERY_FRAMES == YIELD_EVERY_FRAMES - 1:
@@ -345,8 +345,8 @@ class Gateway:
             conn.close_code, conn.close_reason = CloseCode.INTERNAL_ERROR, "internal_error"
         finally:
             conn.stopping = True
-            if direct:
-                attach(receive, None)  # the protocol would otherwise keep the connection alive
+            if protocol is not None:
+                protocol.direct_text = None  # it would otherwise keep the connection alive
             if conn.idle_timer is not None:
                 conn.idle_timer.cancel()
             writer = conn.writer

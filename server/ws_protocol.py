@@ -97,15 +97,3 @@ def protocol_of(receive: object) -> DirectTextProtocol | None:
     ``receive``) this is; None under any other server or protocol."""
     protocol = getattr(receive, "__self__", None)
     return protocol if isinstance(protocol, DirectTextProtocol) else None
-
-
-def attach(receive: object, direct_text: DirectText | None) -> bool:
-    """Set (or clear, with None) the direct path of the connection whose ASGI ``receive`` callable is
-    ``receive``, when that connection is served by :class:`DirectTextProtocol` (uvicorn passes its
-    protocol's bound ``receive``). Returns whether it was set: under any other server the
-    application simply gets every message from ``receive``."""
-    protocol = protocol_of(receive)
-    if protocol is None:
-        return False
-    protocol.direct_text = direct_text
-    return True

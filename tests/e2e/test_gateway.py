@@ -579,7 +579,11 @@ async def test_presence_entries_follow_subscriptions_and_the_connection(
         assert member in await presence.members("online")
         reply = await request(ws, {"op": "subscribe", "ch": f"doctor:{doctor}"})
         assert reply["op"] == "subscribed"
-        assert member in await presence.members(f"doctor:{doctor}")
+
+        async def joined() -> bool:  # the entry is written right after the `subscribed` reply
+            return member in await presence.members(f"doctor:{doctor}")
+
+        assert await _eventually(joined)
         reply = await request(ws, {"op": "unsubscribe", "ch": f"doctor:{doctor}"})
         assert reply["op"] == "unsubscribed"
         assert member not in await presence.members(f"doctor:{doctor}")
