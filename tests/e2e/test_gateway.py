@@ -435,6 +435,21 @@ async def test_recovery_from_a_lost_epoch_says_so(world: World) -> None:
         await ws.close()
 
 
+def _sample(text: str, name: str, default: float | None = None) -> float:
+    """The value of the sample ``name`` (with its labels, e.g. ``x_total{code="1"}``) in a
+    Prometheus text exposition; ``default`` when absent (None: absent is a failure)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    if default is None:
+        raise AssertionError(f"{name} not in /metrics")
+    return default
+
+
+def _metric(server: RunningServer, name: str, default: float | None = None) -> float:
+    return _sample(httpx.get(f"{server.url}/metrics").text, name, default)
+
+
 # --- backpressure ---------------------------------------------------------------------------------
 
 
@@ -461,12 +476,27 @@ async def test_slow_consumer_is_closed_and_does_not_slow_the_others(
                 if frame["op"] == "event":
                     received.append(frame["offset"])
 
+        closes = 'tot_ws_closes_total{code="4499"}'
+        closed_before = _metric(world.server, closes, default=0.0)
+
+        async def slow_closed() -> tuple[int, str]:
+            # The server gives the close frame 2 s to get through the full socket: the slow client
+            # reads as soon as the server counts the close (on a loaded machine the fast reader
+            # alone can take longer than that, and the frame would be dropped with the socket).
+            async with httpx.AsyncClient(base_url=world.server.url) as http:
+                for _ in range(1200):  # bounded: 60 s
+                    if _sample((await http.get("/metrics")).text, closes, 0.0) > closed_before:
+                        break
+                    await asyncio.sleep(0.05)
+            return await closed_with(slow, timeout=30)
+
         reader = asyncio.create_task(read_fast())
+        closing = asyncio.create_task(slow_closed())
         for i in range(total):  # the slow client reads nothing meanwhile
             await broker.publish("sos", "test.load", {**payload, "i": i})
         await asyncio.wait_for(reader, 60)
         assert received == list(range(start + 1, start + total + 1))
-        assert await closed_with(slow, timeout=30) == (4499, "slow_consumer")
+        assert await asyncio.wait_for(closing, 60) == (4499, "slow_consumer")
     finally:
         await broker.aclose()
         await fast.close()
@@ -527,14 +557,6 @@ async def test_events_cross_processes_through_redis(world: World, engine_redis: 
 
 
 # --- the direct path and presence bookkeeping -------------------------------------------------------
-
-
-def _metric(server: RunningServer, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 async def test_location_frames_take_the_direct_path_in_order(world: World) -> None:
