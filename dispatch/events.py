@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from models.calls import Call
-from realtime.broker import Broker
+from realtime.broker import Broker, Outgoing
 from realtime.channels import call_channel, doctor_channel
 
 DISPATCH_CHANNEL = "dispatch"
@@ -74,8 +74,12 @@ async def publish_status(
         "eta_s": None if eta_s is None else round(eta_s),
         "version": version,
     }
-    await broker.publish(call_channel(call.id), "call.status", data)
-    await broker.publish(DISPATCH_CHANNEL, "call.status", data)
+    await broker.publish_many(
+        [
+            Outgoing(call_channel(call.id), "call.status", data),
+            Outgoing(DISPATCH_CHANNEL, "call.status", data),
+        ]
+    )
 
 
 async def publish_doctor(broker: Broker, doctor_id: object, event_type: str, data: dict[str, Any]) -> None:

@@ -52,6 +52,8 @@ from models.repositories import doctors as doctor_repo
 from models.repositories import offers as offer_repo
 from models.repositories import zones as zone_repo
 from models.types import utcnow
+from realtime.broker import Outgoing
+from realtime.channels import doctor_channel
 
 log = logging.getLogger("tot.dispatch")
 
@@ -433,19 +435,23 @@ class OfferLoop:
             await self._release_all(reserved)
             return None if stale else False
         summary = call_summary(call)
-        for r in reserved:
-            await publish_doctor(
-                self.broker,
-                r.ranked.candidate.doctor_id,
-                "offer.created",
-                {
-                    "offer": str(r.offer_id),
-                    "call": summary,
-                    "distance_m": round(r.ranked.candidate.distance_m, 1),
-                    "eta_s": round(r.ranked.eta_s),
-                    "deadline": deadline_ms,
-                },
-            )
+        # An emergency's K offers go out as one batch (one Redis round trip, not K).
+        await self.broker.publish_many(
+            [
+                Outgoing(
+                    doctor_channel(r.ranked.candidate.doctor_id),
+                    "offer.created",
+                    {
+                        "offer": str(r.offer_id),
+                        "call": summary,
+                        "distance_m": round(r.ranked.candidate.distance_m, 1),
+                        "eta_s": round(r.ranked.eta_s),
+                        "deadline": deadline_ms,
+                    },
+                )
+                for r in reserved
+            ]
+        )
         if started is not None:
             before, version = started
             await publish_status(

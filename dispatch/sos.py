@@ -41,7 +41,7 @@ from models.enums import CallStatus, Role, SosKind, SosStatus, Urgency
 from models.repositories import calls as call_repo
 from models.sos import SosAlert, SosEvent
 from models.types import utcnow
-from realtime.broker import Broker
+from realtime.broker import Broker, Outgoing
 from realtime.channels import call_channel, doctor_channel
 
 log = logging.getLogger("tot.sos")
@@ -218,12 +218,16 @@ class SosService:
 
     async def _deliver(self, alert: SosAlert, repeat: int) -> dict[str, Any]:
         data = {**alert_json(alert), "repeat": repeat}
-        await self.broker.publish(SOS_CHANNEL, "sos.raised", data)
+        await self.broker.publish(SOS_CHANNEL, "sos.raised", data)  # the dispatchers first, on their own
         nearby = await self._doctors_nearby(alert)
-        for doctor_id, distance in nearby:
-            await self.broker.publish(
-                doctor_channel(doctor_id), "sos.nearby", {**data, "distance_m": round(distance)}
-            )
+        # One batch: a few hundred doctors' channels in one Redis round trip, not one each (measured:
+        # loadtests/bench_sos.py, docs/benchmarks.md).
+        await self.broker.publish_many(
+            [
+                Outgoing(doctor_channel(doctor_id), "sos.nearby", {**data, "distance_m": round(distance)})
+                for doctor_id, distance in nearby
+            ]
+        )
         return {"repeat": repeat, "doctors": [d for d, _ in nearby]}
 
     async def _doctors_nearby(self, alert: SosAlert) -> list[tuple[str, float]]:

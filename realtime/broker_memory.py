@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,9 @@ from realtime.broker import (
     Broker,
     BrokerClosedError,
     Delivery,
+    FrameParts,
     HistoryPolicy,
+    Outgoing,
     Publication,
     Recovery,
     RecoveryFailure,
@@ -71,6 +73,16 @@ class MemoryBroker(Broker):
         if self._closed:
             raise BrokerClosedError("broker closed")
         parts = encode_event(channel, event_type, data, self._max_frame_bytes)
+        return self._append(channel, event_type, parts)
+
+    async def publish_many(self, events: Sequence[Outgoing]) -> list[Publication]:
+        if self._closed:
+            raise BrokerClosedError("broker closed")
+        encoded = [(e, encode_event(e.channel, e.type, e.data, self._max_frame_bytes)) for e in events]
+        return [self._append(e.channel, e.type, parts) for e, parts in encoded]
+
+    def _append(self, channel: str, event_type: str, parts: FrameParts) -> Publication:
+        """Give an encoded event its offset, keep it in history, queue it for local subscribers."""
         policy = policy_for(channel, self._default, self._namespaces)
         now = self._clock()
         stream = self._touch(channel, policy, now)

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,7 +45,9 @@ from realtime.broker import (
     Broker,
     BrokerClosedError,
     Delivery,
+    FrameParts,
     HistoryPolicy,
+    Outgoing,
     Publication,
     Recovery,
     RecoveryFailure,
@@ -158,6 +160,26 @@ return out
 _RECONNECT_ERRORS = (RedisError, OSError)
 
 
+PUBLISH_BATCH = 500
+"""Most publish scripts sent in one pipeline by ``publish_many`` (bounds one request's size: a few
+hundred KB of frames)."""
+
+
+def _publication(
+    channel: str, event_type: str, now: int, parts: FrameParts, offset: bytes | int, epoch: bytes
+) -> Publication:
+    """The publication of one publish script's reply ``(offset, epoch)``."""
+    epoch_str = epoch.decode()
+    return Publication(
+        channel=channel,
+        offset=int(offset),
+        epoch=epoch_str,
+        type=event_type,
+        time_ms=now,
+        frame=parts.assemble(int(offset), epoch_str),
+    )
+
+
 class RedisBroker(Broker):
     """A broker shared by every process on the same Redis and key prefix.
 
@@ -215,11 +237,40 @@ class RedisBroker(Broker):
         if self._closed:
             raise BrokerClosedError("broker closed")
         parts = encode_event(channel, event_type, data, self._max_frame_bytes)
-        policy = policy_for(channel, self._default, self._namespaces)
         now = self._clock()
-        offset, epoch = await self._publish(
-            keys=[self._keys.broker_meta(channel), self._keys.broker_history(channel)],
-            args=[
+        offset, epoch = await self._publish(**self._script_call(channel, event_type, parts, now))
+        return _publication(channel, event_type, now, parts, offset, epoch)
+
+    async def publish_many(self, events: Sequence[Outgoing]) -> list[Publication]:
+        if self._closed:
+            raise BrokerClosedError("broker closed")
+        encoded = [(e, encode_event(e.channel, e.type, e.data, self._max_frame_bytes)) for e in events]
+        published: list[Publication] = []
+        for start in range(0, len(encoded), PUBLISH_BATCH):
+            chunk = encoded[start : start + PUBLISH_BATCH]
+            now = self._clock()
+            # One round trip for the chunk (plus redis-py's SCRIPT EXISTS check of the script): Redis
+            # runs the scripts in the order sent, so offsets and live order are those of a loop of
+            # publish() calls. Not a MULTI: other clients' commands may interleave, as they may
+            # between separate publishes.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event, parts in chunk:
+                    await self._publish(
+                        **self._script_call(event.channel, event.type, parts, now), client=pipe
+                    )
+                replies = await pipe.execute()
+            published.extend(
+                _publication(event.channel, event.type, now, parts, offset, epoch)
+                for (event, parts), (offset, epoch) in zip(chunk, replies, strict=True)
+            )
+        return published
+
+    def _script_call(self, channel: str, event_type: str, parts: FrameParts, now: int) -> dict[str, Any]:
+        """The keys and arguments of the publish script for one encoded event."""
+        policy = policy_for(channel, self._default, self._namespaces)
+        return {
+            "keys": [self._keys.broker_meta(channel), self._keys.broker_history(channel)],
+            "args": [
                 self._keys.broker_pubsub(channel),
                 parts.head,
                 parts.tail,
@@ -230,17 +281,7 @@ class RedisBroker(Broker):
                 policy.meta_ttl_ms,
                 secrets.token_hex(8),
             ],
-        )
-        epoch_str = epoch.decode()
-        offset = int(offset)
-        return Publication(
-            channel=channel,
-            offset=offset,
-            epoch=epoch_str,
-            type=event_type,
-            time_ms=now,
-            frame=parts.assemble(offset, epoch_str),
-        )
+        }
 
     async def publish_ephemeral(self, channel: str, event_type: str, data: Any) -> Publication:
         if self._closed:

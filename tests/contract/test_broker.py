@@ -25,13 +25,14 @@ from realtime.broker import (
     Broker,
     BrokerClosedError,
     HistoryPolicy,
+    Outgoing,
     Publication,
     RecoveryFailure,
     Resync,
     StreamPosition,
 )
 from realtime.broker_memory import MemoryBroker
-from realtime.broker_redis import RedisBroker
+from realtime.broker_redis import PUBLISH_BATCH, RedisBroker
 from realtime.keys import Keys
 from tests.conftest import redis_flush_url, redis_test_url
 from tests.contract.manual_clock import ManualClock
@@ -158,6 +159,78 @@ async def test_invalid_publications_are_refused(make: BrokerFactory) -> None:
     assert await broker.position("call:c1") == StreamPosition(0, (await broker.position("call:c1")).epoch)
 
 
+# --- batches ---------------------------------------------------------------------------------------------
+
+
+async def test_publish_many_is_a_loop_of_publishes(make: BrokerFactory) -> None:
+    """Offsets, frames, history and live order of a batch are those of ``publish`` called in order,
+    continuing the channels' streams; more events than one Redis pipeline takes, over several
+    channels, some of them not subscribed."""
+    broker = make(history=HistoryPolicy(size=PUBLISH_BATCH * 3))
+    channels = ["doctor:a", "doctor:b", "sos", "doctor:unwatched"]
+    for channel in channels[:3]:
+        await broker.subscribe(channel)
+    before = await broker.publish("doctor:a", "sos.nearby", {"i": -1})
+    assert (await next_publication(broker)) == before
+    rng = random.Random(11)
+    events = [Outgoing(rng.choice(channels), "sos.nearby", {"i": i}) for i in range(PUBLISH_BATCH * 2 + 17)]
+
+    pubs = await broker.publish_many(events)
+
+    assert [(p.channel, p.type) for p in pubs] == [(e.channel, e.type) for e in events]
+    assert [p.decode()["data"] for p in pubs] == [e.data for e in events]
+    for channel in channels:
+        mine = [p for p in pubs if p.channel == channel]
+        first = 2 if channel == "doctor:a" else 1
+        assert [p.offset for p in mine] == list(range(first, first + len(mine)))
+        assert len({p.epoch for p in mine}) == 1
+        for p in mine:  # the same wire frame as publish() makes
+            assert p.frame == orjson.dumps(p.decode())
+            assert p.decode()["offset"] == p.offset
+            assert p.decode()["epoch"] == p.epoch
+        recovered = await broker.recover(channel, StreamPosition(first - 1, mine[0].epoch))
+        assert recovered.recovered
+        assert list(recovered.publications) == mine
+    watched = [p for p in pubs if p.channel != "doctor:unwatched"]
+    received = [await next_publication(broker) for _ in watched]
+    assert received == watched  # one publisher: live order is publish order
+    assert (await broker.publish("doctor:a", "t", 1)).offset == 2 + sum(p.channel == "doctor:a" for p in pubs)
+
+
+async def test_publish_many_of_nothing_publishes_nothing(make: BrokerFactory) -> None:
+    broker = make()
+    assert await broker.publish_many([]) == []
+
+
+async def test_a_bad_event_fails_the_whole_batch_before_anything_is_published(make: BrokerFactory) -> None:
+    broker = make(max_frame_bytes=1_000)
+    await broker.subscribe("doctor:a")
+    good = Outgoing("doctor:a", "sos.nearby", {"i": 1})
+    for bad in [
+        Outgoing("doctor a", "sos.nearby", {}),
+        Outgoing("doctor:a", "Bad Type", {}),
+        Outgoing("doctor:a", "t", {"text": "x" * 1_000}),
+    ]:
+        with pytest.raises(ValueError):
+            await broker.publish_many([good, bad, good])
+    with pytest.raises(TypeError):
+        await broker.publish_many([good, Outgoing("doctor:a", "t", {"not json": object()})])
+
+    assert (await broker.position("doctor:a")).offset == 0
+    sentinel = await broker.publish("doctor:a", "t", "after")
+    assert (await next_publication(broker)) == sentinel  # nothing of the failed batches was delivered
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_a_batch_reaches_a_subscriber_in_another_process(make: BrokerFactory) -> None:
+    publisher, subscriber = make(), make()
+    await subscriber.subscribe("doctor:far")
+
+    pubs = await publisher.publish_many([Outgoing("doctor:far", "sos.nearby", {"i": i}) for i in range(3)])
+
+    assert [await next_publication(subscriber) for _ in pubs] == pubs
+
+
 # --- live delivery ---------------------------------------------------------------------------------------
 
 
@@ -255,6 +328,8 @@ async def test_close_wakes_the_receiver_and_refuses_work(make: BrokerFactory) ->
         await broker.receive()
     with pytest.raises(BrokerClosedError):
         await broker.publish("call:a", "t", 1)
+    with pytest.raises(BrokerClosedError):
+        await broker.publish_many([Outgoing("call:a", "t", 1)])
     with pytest.raises(BrokerClosedError):
         await broker.subscribe("call:a")
 
