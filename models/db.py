@@ -27,15 +27,32 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int | None = None, pool_timeout_s: float | None = None, **kwargs: Any
+) -> AsyncEngine:
     """An async engine for ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``).
-    SQLite runs on :mod:`models.sqlite_driver` (on the loop's thread, through one pooled connection)."""
+    SQLite runs on :mod:`models.sqlite_driver` (on the loop's thread, through one pooled connection).
+
+    ``pool_size``: the most PostgreSQL connections the process holds (no overflow beyond it; SQLite
+    always has one). ``pool_timeout_s``: how long a session waits for a free connection before
+    SQLAlchemy raises ``sqlalchemy.exc.TimeoutError`` (the API answers 503, see ``server/errors.py``);
+    SQLAlchemy's own default is 30 s, which under overload held requests for half a minute
+    (docs/benchmarks.md, session 4). Neither applies to an in-memory SQLite database (one static
+    connection, no pool to wait on)."""
     if url.startswith("sqlite+aiosqlite"):
         kwargs.setdefault("module", sqlite_driver.dbapi())
         database = make_url(url).database
         if database not in (None, "", ":memory:") and "mode=memory" not in url:  # those: StaticPool
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
+            if pool_timeout_s is not None:
+                kwargs.setdefault("pool_timeout", pool_timeout_s)
+    else:
+        if pool_size is not None:
+            kwargs.setdefault("pool_size", pool_size)
+            kwargs.setdefault("max_overflow", 0)
+        if pool_timeout_s is not None:
+            kwargs.setdefault("pool_timeout", pool_timeout_s)
     engine = create_async_engine(url, pool_pre_ping=url.startswith("postgresql"), **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

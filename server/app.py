@@ -100,7 +100,9 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = make_engine(settings.database_url)
+        db = make_engine(
+            settings.database_url, pool_size=settings.db_pool_size, pool_timeout_s=settings.db_pool_timeout_s
+        )
         sessions = make_sessionmaker(db)
         engine = open_engine(settings.engine_url, prefix=settings.engine_prefix)
         zones = await _load_zones(sessions)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import orjson
+import sqlalchemy.exc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +31,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "rate_limited",
+    503: "busy",
 }
 
 
@@ -91,6 +93,23 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(500, "internal_error", "internal server error"))
 
 
+BUSY_RETRY_AFTER_S = 1
+"""``Retry-After`` of a 503 ``busy``: the pool wait already lasted ``TOT_DB_POOL_TIMEOUT``; a client
+retrying at once would only lengthen the queue."""
+
+
+async def handle_pool_timeout(request: Request, exc: Exception) -> Response:
+    """No database connection came free within ``TOT_DB_POOL_TIMEOUT``: the server is overloaded. Shed
+    the request with 503 ``busy`` and ``Retry-After`` rather than queue it further (load shedding);
+    nothing of it was committed (it never had a connection)."""
+    assert isinstance(exc, sqlalchemy.exc.TimeoutError)
+    log.warning(
+        "database pool exhausted; request shed", extra={"method": request.method, "path": request.url.path}
+    )
+    err = ApiError(503, "busy", "the server is busy; retry shortly")
+    return error_response(err, {"Retry-After": str(BUSY_RETRY_AFTER_S)})
+
+
 async def handle_dispatch_error(request: Request, exc: Exception) -> Response:
     """A refusal from the dispatch layer, in the API's error shape (same code, its HTTP status)."""
     assert isinstance(exc, DispatchError)
@@ -101,6 +120,7 @@ async def handle_dispatch_error(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     DispatchError: handle_dispatch_error,
+    sqlalchemy.exc.TimeoutError: handle_pool_timeout,
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -46,6 +46,8 @@ class Settings:
     engine_url: str = "memory://"
     engine_prefix: str = "tot:"
     database_url: str = "sqlite+aiosqlite:///./tot.db"
+    db_pool_size: int = 15
+    db_pool_timeout_s: float = 5.0
     secret_key: str = field(default="", repr=False)
     secret_key_generated: bool = False
     host: str = "127.0.0.1"
@@ -239,6 +241,8 @@ def load_settings(
         engine_url=engine_url,
         engine_prefix=engine_prefix,
         database_url=database_url,
+        db_pool_size=_positive_int(config, "TOT_DB_POOL_SIZE", 15),
+        db_pool_timeout_s=_positive_float(config, "TOT_DB_POOL_TIMEOUT", 5.0, minimum=0.001),
         secret_key=secret_key,
         secret_key_generated=generated,
         host=str(config("TOT_HOST", default="127.0.0.1")),

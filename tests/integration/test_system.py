@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import sqlalchemy as sa
 from starlette.routing import Route
 
 from models import migrate
@@ -96,3 +97,27 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient, database
     assert "201" in register["responses"] and "409" in register["responses"]
     assert "security" not in register
     assert document["paths"]["/v1/me"]["get"]["security"] == [{"bearer": []}]
+
+
+async def test_a_request_waiting_too_long_for_a_database_connection_is_shed_with_503(
+    database_url: str,
+) -> None:
+    """Load shedding: with every pooled connection held (one here: ``TOT_DB_POOL_SIZE=1``; SQLite
+    always has one), a request gets 503 ``busy`` with ``Retry-After`` after ``TOT_DB_POOL_TIMEOUT``
+    instead of queueing for SQLAlchemy's 30 s; once the connection is free the same request is served."""
+    settings = make_settings(database_url, db_pool_size=1, db_pool_timeout_s=0.2)
+    app = create_app(settings)
+    login = {"login": "nobody@example.org", "password": "not-the-password"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tot.test") as http:
+            sessions = app.state.services.sessions
+            async with sessions() as holder:
+                await holder.execute(sa.text("SELECT 1"))  # checks out the pool's only connection
+                shed = await http.post("/v1/auth/login", json=login)
+            served = await http.post("/v1/auth/login", json=login)
+
+    assert shed.status_code == 503
+    assert shed.headers["Retry-After"] == "1"
+    assert shed.json()["error"]["code"] == "busy"
+    assert served.status_code == 401  # the same request, served once the connection came back

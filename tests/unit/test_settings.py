@@ -30,6 +30,9 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"TOT_LOG_FORMAT": "xml"}, "TOT_LOG_FORMAT"),
         ({"TOT_EVENT_LOOP": "trio"}, "TOT_EVENT_LOOP"),
         ({"TOT_SECRET_KEY": "short"}, "TOT_SECRET_KEY"),
+        ({"TOT_DB_POOL_SIZE": "0"}, "TOT_DB_POOL_SIZE"),
+        ({"TOT_DB_POOL_TIMEOUT": "soon"}, "TOT_DB_POOL_TIMEOUT"),
+        ({"TOT_DB_POOL_TIMEOUT": "0"}, "TOT_DB_POOL_TIMEOUT"),
     ],
 )
 def test_bad_settings_name_themselves_in_one_line(environ: dict[str, str], setting: str) -> None:
@@ -59,6 +62,14 @@ def test_redis_and_postgres_urls_accepted() -> None:
     )
     assert settings.engine_scheme == "redis"
     assert settings.database_dialect == "postgresql"
+
+
+def test_database_pool_settings() -> None:
+    assert load_settings(environ={"TOT_SECRET_KEY": KEY}).db_pool_size == 15
+    settings = load_settings(
+        environ={"TOT_SECRET_KEY": KEY, "TOT_DB_POOL_SIZE": "40", "TOT_DB_POOL_TIMEOUT": "2.5"}
+    )
+    assert (settings.db_pool_size, settings.db_pool_timeout_s) == (40, 2.5)
 
 
 def test_tokens_in_logged_paths_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
