@@ -18,6 +18,10 @@ from realtime.broker import Broker, Outgoing
 from realtime.channels import call_channel, doctor_channel
 
 DISPATCH_CHANNEL = "dispatch"
+CALL_UNASSIGNED = "call.unassigned"
+"""On ``doctor:<id>``, data ``{"call": "<call id>", "reason": ...}``: the doctor no longer has the call
+(reassigned by a dispatcher, or dropped). The gateway ends that doctor's subscriptions to ``call:<id>``
+when it delivers this event (``server/gateway.py``)."""
 
 
 def epoch_ms(value: dt.datetime | None) -> int | None:

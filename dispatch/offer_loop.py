@@ -39,7 +39,14 @@ from dispatch.calls import SYSTEM, CallService, Moved, Who
 from dispatch.deadlines import Claim, Deadlines
 from dispatch.doctor_states import DoctorStates, DoctorStatus
 from dispatch.errors import DispatchError, not_found
-from dispatch.events import call_summary, epoch_ms, publish_dispatch, publish_doctor, publish_status
+from dispatch.events import (
+    CALL_UNASSIGNED,
+    call_summary,
+    epoch_ms,
+    publish_dispatch,
+    publish_doctor,
+    publish_status,
+)
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.ranking import Candidate, Ranked, rank
 from dispatch.settings import DispatchSettings
@@ -767,7 +774,7 @@ class OfferLoop:
         await self.deadlines.cancel(f"{STEP}{call_id}")
         await self._withdraw(withdrawn, call, "assigned by a dispatcher")
         if old_doctor is not None:
-            await self._free_doctor(old_doctor, call, "call.unassigned", "reassigned by a dispatcher")
+            await self._free_doctor(old_doctor, call, CALL_UNASSIGNED, "reassigned by a dispatcher")
         await publish_doctor(
             self.broker, doctor_id, "call.assigned", {"call": call_summary(call), "by_hand": True}
         )
@@ -796,7 +803,7 @@ class OfferLoop:
         )
         doctor = holder.get("doctor")
         if doctor is not None:
-            await self._free_doctor(doctor, moved.call, "call.unassigned", reason or "dropped")
+            await self._free_doctor(doctor, moved.call, CALL_UNASSIGNED, reason or "dropped")
         await self.trigger(call_id)
         return moved
 

@@ -15,7 +15,9 @@ when that first attempt fails (:class:`AuthError` for 4401/4403, ``OSError``/``T
 errors for the network). Afterwards an unexpected close or network error makes the client reconnect
 with exponential backoff and jitter, get a fresh token when ``token`` is a callable, and resubscribe
 every channel with ``since`` = the last offset/epoch it saw, so the app sees neither gap nor duplicate
-(when history cannot fill the gap it yields :class:`RecoveryFailed`). It does not reconnect after
+(when history cannot fill the gap it yields :class:`RecoveryFailed`). A subscription the server ends
+itself (``unsubscribed`` with a ``reason``, e.g. a doctor's call channel once the call was taken from
+them) is forgotten and yielded as :class:`SubscriptionLost`. It does not reconnect after
 ``close()``, after 4403, after 4401 with a static token, nor after two 4401 in a row with a token
 callable (the callable could not get a valid token): :class:`AuthError` is then raised by ``events()``
 and by every later call. With ``reconnect=False`` a drop ends the client the same way with
@@ -104,8 +106,10 @@ class RecoveryFailed:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionLost:
-    """Resubscribing ``channel`` after a reconnect was refused (e.g. ``forbidden``: the call was
-    reassigned); the client forgot the channel. ``position`` is the last one seen."""
+    """The client forgot ``channel``: resubscribing it after a reconnect was refused (``code`` is the
+    error code, e.g. ``forbidden``: the call was reassigned), or the server ended the subscription
+    (``code`` is the ``unsubscribed`` frame's reason, e.g. ``unassigned``). ``position`` is the last
+    one seen."""
 
     channel: str
     code: str
@@ -553,6 +557,8 @@ class TotClient:
             await self._on_subscribed(frame)
         elif op == "error":
             self._on_error(frame)
+        elif op == "unsubscribed" and "ref" not in frame:
+            await self._on_ended(frame)
         elif op in ("ack", "unsubscribed", "pong"):
             pending = self._answered(frame)
             if pending is not None and not pending.future.done():
@@ -601,6 +607,15 @@ class TotClient:
                 await self._put(RecoveryFailed(channel, reason, position))
         if not pending.future.done():
             pending.future.set_result(frame)
+
+    async def _on_ended(self, frame: dict[str, Any]) -> None:
+        """``{"op":"unsubscribed","ch":...,"reason":...}`` without a ``ref``: the server ended the
+        subscription. Nothing more of the channel comes, and it must not be resubscribed on reconnect."""
+        channel = frame["ch"]
+        position = self._positions.pop(channel, None)
+        if position is not None:  # else the app unsubscribed meanwhile: nothing to tell
+            reason = str(frame.get("reason") or "unsubscribed")
+            await self._put(SubscriptionLost(channel, reason, "the server ended the subscription", position))
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         error = ClientError(str(frame.get("code")), str(frame.get("message")), frame.get("field"))

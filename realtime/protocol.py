@@ -59,6 +59,24 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+class UnsubscribeReason(StrEnum):
+    """The ``reason`` of an ``unsubscribed`` frame the server sends unasked (no ``ref``): it ended a
+    subscription itself, and nothing more of that channel follows."""
+
+    UNASSIGNED = "unassigned"  # ``call:<id>``, on the connections of the doctor the call was taken from
+
+
+def unsubscribed_frame(channel: str, ref: Any = None, reason: UnsubscribeReason | None = None) -> bytes:
+    """``{"op":"unsubscribed","ch":...,"ref"?:...,"reason"?:...}``: the answer to ``unsubscribe``
+    (with its ``ref``), or the server's own end of a subscription (with a ``reason``)."""
+    frame: dict[str, Any] = {"op": "unsubscribed", "ch": channel}
+    if ref is not None:
+        frame["ref"] = ref
+    if reason is not None:
+        frame["reason"] = reason.value
+    return encode(frame)
+
+
 def encode(frame: dict[str, Any]) -> bytes:
     """A server frame as JSON bytes (sent as a text frame)."""
     return orjson.dumps(frame)

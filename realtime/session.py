@@ -13,12 +13,17 @@ delivery per channel for its client, as long as history reaches back far enough:
 
 Ephemeral publications (offset 0: live positions) are never in history; they bypass gap detection and
 coalesce in the outbox (latest wins).
+
+The owner may *watch* event types (``watch``): after a publication of a watched type is queued for the
+client, live or recovered from history, its callback runs. The gateway ends a doctor's subscription to
+``call:<id>`` this way when ``call.unassigned`` reaches it. The check sits on the path of regular
+publications only (:meth:`Session._emit`); ephemeral ones, the bulk of the traffic, never reach it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +44,11 @@ class ChannelState:
     buffer: list[tuple[Publication, str]] = field(default_factory=list)
 
 
+WatchCallback = Callable[["Session", Publication], None]
+"""Called with the session and a publication of a watched type, right after its frame was queued.
+Synchronous: it runs inside delivery, before the next publication is handed to the session."""
+
+
 def _position(position: StreamPosition) -> dict[str, Any]:
     return {"offset": position.offset, "epoch": position.epoch}
 
@@ -47,17 +57,32 @@ class Session:
     """A connected client's channel state and send queue (no socket here: the gateway writes).
 
     ``on_overflow`` is called once when the outbox overflows; the gateway closes the connection.
+    ``watch``: event type -> callback (:data:`WatchCallback`), shared by every session of its owner.
     """
 
-    __slots__ = ("_on_overflow", "_overflowed", "broker", "channels", "id", "outbox")  # one per connection
+    __slots__ = (  # one per connection
+        "_on_overflow",
+        "_overflowed",
+        "broker",
+        "channels",
+        "id",
+        "outbox",
+        "watch",
+    )
 
     def __init__(
-        self, session_id: str, broker: Broker, outbox: Outbox, on_overflow: Callable[[], None]
+        self,
+        session_id: str,
+        broker: Broker,
+        outbox: Outbox,
+        on_overflow: Callable[[], None],
+        watch: Mapping[str, WatchCallback] | None = None,
     ) -> None:
         self.id = session_id
         self.broker = broker
         self.outbox = outbox
         self.channels: dict[str, ChannelState] = {}
+        self.watch = watch
         self._on_overflow = on_overflow
         self._overflowed = False
 
@@ -101,6 +126,12 @@ class Session:
         state.last_offset = publication.offset
         state.epoch = publication.epoch
         self.send(text)
+        # Every regular publication the client gets passes here (live, recovered, flushed); one dict
+        # lookup on the type, already decoded by the broker, is all it costs.
+        if self.watch is not None:
+            callback = self.watch.get(publication.type)
+            if callback is not None:
+                callback(self, publication)
 
     def _flush(self, channel: str, state: ChannelState) -> None:
         buffered, state.buffer = state.buffer, []

@@ -44,19 +44,27 @@ from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_feed import CallStatusFollower, follow
 from dispatch.call_places import CallPlaces
 from dispatch.doctor_states import DoctorStatus
+from dispatch.events import CALL_UNASSIGNED
 from dispatch.location_ingest import FixOutcome, IngestSettings, LocationIngest
 from geo.location_index import DoctorPosition
 from models.enums import Role
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
 from realtime import channels
-from realtime.broker import StreamPosition
+from realtime.broker import Publication, StreamPosition
 from realtime.hub import Hub
 from realtime.messages import FrameError, Generic, Location, Ping, Subscribe, Unsubscribe, decode
 from realtime.outbox import Outbox
-from realtime.protocol import CloseCode, ErrorCode, ack_frame, error_frame
+from realtime.protocol import (
+    CloseCode,
+    ErrorCode,
+    UnsubscribeReason,
+    ack_frame,
+    error_frame,
+    unsubscribed_frame,
+)
 from realtime.rate_limit import Rate, TokenBucket
-from realtime.session import Session
+from realtime.session import Session, WatchCallback
 from server.auth.principal import Principal, authenticate
 from server.errors import ApiError
 from server.services import Services
@@ -116,6 +124,9 @@ class Connection:
     parked: bool = False  # the task waits in receive() with nothing of this socket's being handled
     presence: set[tuple[str, str]] | None = None  # (channel, client id) joined by this connection
     send_now: Callable[[str], bool] | None = None  # writes a text frame at once if it can (ws_protocol)
+    subscribing: str | None = None
+    """The ``call:<id>`` channel of the ``subscribe`` in flight (ops run one at a time per connection);
+    a ``call.unassigned`` for it meanwhile sets it back to None (see :meth:`Gateway._call_unassigned`)."""
 
 
 class _Callbacks:
@@ -180,6 +191,9 @@ class Gateway:
         self._doctor_connections: dict[str, int] = {}
         self._presence: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._releases: set[asyncio.Task[None]] = set()  # subscriptions the server ended, being released
+        self._watch: dict[str, WatchCallback] = {CALL_UNASSIGNED: self._call_unassigned}
+        """Event types whose delivery to a connection the gateway acts on (``Session.watch``)."""
         self.direct_frames = 0
         """Frames taken on the protocol's direct path (``server/ws_protocol.py``) since start."""
         services.metrics.ws_direct_frames.set_function(lambda: self.direct_frames)
@@ -287,7 +301,7 @@ class Gateway:
         conn = Connection(
             conn_id,
             principal,
-            Session(conn_id, self.services.engine.broker, outbox, callbacks.overflow),
+            Session(conn_id, self.services.engine.broker, outbox, callbacks.overflow, self._watch),
             ws.send if send is None else send,
             user=str(principal.user_id),
             task=asyncio.current_task(),
@@ -634,13 +648,30 @@ class Gateway:
             raise FrameError(ErrorCode.INVALID_FIELD, "already subscribed", field="ch", ref=msg.ref)
         if len(session.channels) >= self.services.settings.ws_max_subscriptions:
             raise FrameError(ErrorCode.TOO_MANY_SUBSCRIPTIONS, "subscription limit reached", ref=msg.ref)
+        if channel.kind is channels.ChannelKind.CALL:
+            conn.subscribing = channel.name
+        try:
+            await self._subscribe_checked(conn, msg, channel)
+        finally:
+            conn.subscribing = None
+
+    async def _subscribe_checked(self, conn: Connection, msg: Subscribe, channel: channels.Channel) -> None:
+        """The rest of ``subscribe``, for a ``channel`` of the right shape and within the limits.
+
+        The call's parties are read once, here. A doctor's ``call.unassigned`` for this call delivered
+        while the subscription is being made clears ``conn.subscribing``: the parties just read may
+        predate it (before the checks: refused), or the ``subscribed`` reply has gone out (after:
+        ended as :meth:`_call_unassigned` would have). One delivered before the read cannot be missed:
+        the change is committed before it is published."""
+        session = conn.session
         parties = None
         if channel.kind is channels.ChannelKind.CALL and conn.principal.role not in channels.STAFF_ROLES:
             async with self.services.sessions() as db:
                 parties = await call_repo.call_parties(db, uuid.UUID(channel.key))
             if parties is None:
                 raise FrameError(ErrorCode.NOT_FOUND, "no such call", field="ch", ref=msg.ref)
-        if not channels.may_subscribe(channel, conn.principal.user_id, conn.principal.role, parties):
+        allowed = channels.may_subscribe(channel, conn.principal.user_id, conn.principal.role, parties)
+        if not allowed or self._unassigned_meanwhile(conn, channel):
             raise FrameError(
                 ErrorCode.FORBIDDEN, "you may not subscribe to this channel", field="ch", ref=msg.ref
             )
@@ -654,19 +685,78 @@ class Gateway:
             await self.hub.remove(channel.name, session)
             log.exception("subscribe failed", extra={"channel": channel.name})
             raise FrameError(ErrorCode.UNAVAILABLE, "could not subscribe now; retry", ref=msg.ref) from None
-        member = f"user:{conn.principal.user_id}:{conn.id}"
-        await self._join(conn, channel.name, member, {"role": conn.principal.role.value})
+        await self._join(conn, channel.name, self._member(conn), {"role": conn.principal.role.value})
+        if self._unassigned_meanwhile(conn, channel):
+            self._end_unassigned(conn, channel.name)
+
+    @staticmethod
+    def _unassigned_meanwhile(conn: Connection, channel: channels.Channel) -> bool:
+        return channel.kind is channels.ChannelKind.CALL and conn.subscribing != channel.name
+
+    @staticmethod
+    def _member(conn: Connection) -> str:
+        """The connection's presence client id: ``user:<user id>:<connection id>``."""
+        return f"user:{conn.user}:{conn.id}"
 
     async def _unsubscribe(self, conn: Connection, msg: Unsubscribe) -> None:
         if not conn.session.forget(msg.ch):
             raise FrameError(
                 ErrorCode.NOT_SUBSCRIBED, "not subscribed to this channel", field="ch", ref=msg.ref
             )
-        await self.hub.remove(msg.ch, conn.session)
-        await self._leave(conn, msg.ch, f"user:{conn.principal.user_id}:{conn.id}")
-        conn.session.send_frame(
-            {"op": "unsubscribed", "ch": msg.ch, **({"ref": msg.ref} if msg.ref is not None else {})}
-        )
+        await self._release(conn, msg.ch)
+        conn.session.send(unsubscribed_frame(msg.ch, msg.ref).decode())
+
+    async def _release(self, conn: Connection, channel: str) -> None:
+        """What a subscription holds besides the session's state, once the session forgot ``channel``:
+        the hub's place (and with the process's last one, the broker's interest) and the connection's
+        presence entry. Nothing is released while the session holds the channel again: an end the
+        server decided runs in a task, and the client may have subscribed anew meanwhile."""
+        session = conn.session
+        if channel in session.channels:
+            return
+        await self.hub.remove(channel, session)
+        if channel not in session.channels:
+            await self._leave(conn, channel, self._member(conn))
+
+    def _call_unassigned(self, session: Session, publication: Publication) -> None:
+        """``call.unassigned`` was just queued for a connection (``Session.watch``), data
+        ``{"call": "<call id>", "reason": ...}``: its doctor lost the call. The subscription to
+        ``call:<id>`` was checked once, when it was made, so the server ends it: the session forgets
+        the channel now (nothing later published there reaches this client), the client gets
+        ``{"op":"unsubscribed","ch":"call:<id>","reason":"unassigned"}`` right behind the event, and
+        the hub and presence entries are released in a task (they need the engine). Runs inside
+        delivery (it must not raise): only this event type gets here, and only it is decoded."""
+        conn = self.connections.get(session.id)
+        if conn is None or conn.stopping or publication.channel != channels.doctor_channel(conn.user):
+            return  # only the doctor's own channel speaks for the doctor (only they may subscribe to it)
+        try:
+            call = uuid.UUID(publication.decode()["data"]["call"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.warning("call.unassigned without a call id", extra={"channel": publication.channel})
+            return
+        channel = channels.call_channel(call)
+        if conn.subscribing == channel:
+            conn.subscribing = None  # the subscribe in flight finishes the job (_subscribe_checked)
+        else:
+            self._end_unassigned(conn, channel)
+
+    def _end_unassigned(self, conn: Connection, channel: str) -> None:
+        """End the connection's subscription to ``channel`` (a ``call:<id>``) if it has one: forgotten
+        by the session at once, the client told, the rest released in a task."""
+        if not conn.session.forget(channel):
+            return
+        conn.session.send(unsubscribed_frame(channel, reason=UnsubscribeReason.UNASSIGNED).decode())
+        task = asyncio.create_task(self._release_logged(conn, channel))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release_logged(self, conn: Connection, channel: str) -> None:
+        try:
+            await self._release(conn, channel)
+        except Exception:
+            log.exception(
+                "releasing an ended subscription failed", extra={"channel": channel, "conn": conn.id}
+            )
 
 
 def asgi_app(app: Starlette) -> ASGIApp:

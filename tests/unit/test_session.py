@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from realtime.broker import HistoryPolicy, StreamPosition
+from realtime.broker import HistoryPolicy, Publication, StreamPosition
 from realtime.broker_memory import MemoryBroker
 from realtime.hub import Hub
 from realtime.outbox import Outbox
@@ -173,3 +173,33 @@ async def test_unsubscribed_sessions_get_nothing_more() -> None:
     await broker.publish("sos", "t", {})
     await pump(hub, broker)
     assert offsets(await drain(outbox), "sos") == []
+
+
+async def test_watched_event_types_are_reported_after_their_frame_live_and_recovered() -> None:
+    """``Session.watch`` (the gateway ends call subscriptions with it): the callback sees every
+    regular publication of a watched type the client gets, live, recovered with ``since`` or filled
+    in after a gap, right after its frame was queued; other types and ephemeral ones never."""
+    broker = MemoryBroker()
+    hub = Hub(broker)
+    seen: list[tuple[int, int]] = []  # (offset of the watched publication, frames queued when called)
+
+    def watched(session: Session, publication: Publication) -> None:
+        seen.append((publication.offset, len(session.outbox)))
+
+    outbox = Outbox()
+    session = Session("s", broker, outbox, lambda: None, {"call.unassigned": watched})
+    first = await broker.publish("doctor:d", "call.unassigned", {"call": "c0"})  # offset 1
+    await broker.publish("doctor:d", "doctor.status", {})  # 2
+    await subscribe(hub, session, "doctor:d", since=StreamPosition(0, first.epoch))  # recovers 1, 2
+    await broker.publish("doctor:d", "call.unassigned", {"call": "c1"})  # 3, live
+    await broker.publish_ephemeral("doctor:d", "call.unassigned", {"call": "c2"})  # no offset: ignored
+    await pump(hub, broker)
+    lost = await broker.publish("doctor:d", "call.unassigned", {"call": "c3"})  # 4, never delivered live
+    assert (await broker.receive()) == lost
+    await broker.publish("doctor:d", "doctor.status", {})  # 5: the gap is filled from history
+    await pump(hub, broker)
+    assert [offset for offset, _ in seen] == [1, 3, 4]
+    # Each time, the event's own frame was already queued (after `subscribed`; nothing drained).
+    assert [queued for _, queued in seen] == [2, 4, 6]
+    items = await drain(outbox)
+    assert offsets(items, "doctor:d") == [1, 2, 3, 4, 5]
