@@ -15,9 +15,11 @@ when that first attempt fails (:class:`AuthError` for 4401/4403, ``OSError``/``T
 errors for the network). Afterwards an unexpected close or network error makes the client reconnect
 with exponential backoff and jitter, get a fresh token when ``token`` is a callable, and resubscribe
 every channel with ``since`` = the last offset/epoch it saw, so the app sees neither gap nor duplicate
-(when history cannot fill the gap it yields :class:`RecoveryFailed`). A subscription the server ends
+(when history cannot fill the gap it yields :class:`RecoveryFailed`; a doctor's ``doctor:<id>`` is
+resubscribed before the rest, as the server requires for call channels). A subscription the server ends
 itself (``unsubscribed`` with a ``reason``, e.g. a doctor's call channel once the call was taken from
-them) is forgotten and yielded as :class:`SubscriptionLost`. It does not reconnect after
+them, or once the doctor unsubscribed from ``doctor:<id>``) is forgotten and yielded as
+:class:`SubscriptionLost`. It does not reconnect after
 ``close()``, after 4403, after 4401 with a static token, nor after two 4401 in a row with a token
 callable (the callable could not get a valid token): :class:`AuthError` is then raised by ``events()``
 and by every later call. With ``reconnect=False`` a drop ends the client the same way with
@@ -108,8 +110,9 @@ class RecoveryFailed:
 class SubscriptionLost:
     """The client forgot ``channel``: resubscribing it after a reconnect was refused (``code`` is the
     error code, e.g. ``forbidden``: the call was reassigned), or the server ended the subscription
-    (``code`` is the ``unsubscribed`` frame's reason, e.g. ``unassigned``). ``position`` is the last
-    one seen."""
+    (``code`` is the ``unsubscribed`` frame's reason, e.g. ``unassigned``, or ``doctor_channel_left``
+    for a doctor's call channels once ``doctor:<id>`` was unsubscribed). ``position`` is the last one
+    seen."""
 
     channel: str
     code: str
@@ -318,7 +321,8 @@ class TotClient:
         """Subscribe to ``channel`` (e.g. ``doctor:<id>``, ``call:<id>``, ``dispatch``), recovering
         what was published after ``since`` when given. Raises :class:`ClientError` (``bad_channel``,
         ``forbidden``, ``not_found``, ``too_many_subscriptions``, ``invalid_field`` when already
-        subscribed...), :class:`ConnectionLost`, ``TimeoutError``."""
+        subscribed, ``doctor_channel_required`` for a doctor's ``call:<id>`` before ``doctor:<id>``...),
+        :class:`ConnectionLost`, ``TimeoutError``."""
         if channel in self._positions:
             raise ClientError("invalid_field", "already subscribed", "ch")
         frame: dict[str, Any] = {"op": "subscribe", "ch": channel}
@@ -332,7 +336,10 @@ class TotClient:
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``: no further event of it is queued (those already queued are
         still yielded). Never fails for a channel the server had already dropped, nor while
-        reconnecting (the next connection simply does not resubscribe it)."""
+        reconnecting (the next connection simply does not resubscribe it). A doctor's ``doctor:<id>``
+        takes their ``call:`` channels with it: each is yielded as :class:`SubscriptionLost`, with
+        ``doctor_channel_left`` before this returns (or, while reconnecting, ``doctor_channel_required``
+        when the next connection resubscribes them)."""
         self._positions.pop(channel, None)
         with contextlib.suppress(ConnectionLost):
             try:
@@ -513,7 +520,14 @@ class TotClient:
                 await ws.send('{"op":"ping"}')
 
     async def _resubscribe(self, ws: ClientConnection) -> None:
-        await asyncio.gather(*(self._resubscribe_one(ws, channel) for channel in list(self._positions)))
+        # A doctor's call:<id> is refused (doctor_channel_required) until the connection follows
+        # doctor:<id> again: doctor channels first, then the rest, each group at once.
+        channels = list(self._positions)
+        first = [channel for channel in channels if channel.startswith("doctor:")]
+        rest = [channel for channel in channels if not channel.startswith("doctor:")]
+        for group in (first, rest):
+            if group:
+                await asyncio.gather(*(self._resubscribe_one(ws, channel) for channel in group))
 
     async def _resubscribe_one(self, ws: ClientConnection, channel: str) -> None:
         attempt = 0

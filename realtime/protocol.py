@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # the role or this user may not do this (op or channel)
     BAD_CHANNEL = "bad_channel"  # not a channel name the server knows
     NOT_FOUND = "not_found"  # the channel's object (a call) does not exist
+    DOCTOR_CHANNEL_REQUIRED = "doctor_channel_required"  # a doctor's ``call:`` before ``doctor:<id>``
     NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
@@ -64,6 +65,7 @@ class UnsubscribeReason(StrEnum):
     subscription itself, and nothing more of that channel follows."""
 
     UNASSIGNED = "unassigned"  # ``call:<id>``, on the connections of the doctor the call was taken from
+    DOCTOR_CHANNEL_LEFT = "doctor_channel_left"  # every ``call:``, on a doctor's leaving ``doctor:<id>``
 
 
 def unsubscribed_frame(channel: str, ref: Any = None, reason: UnsubscribeReason | None = None) -> bytes:

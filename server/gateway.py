@@ -89,6 +89,9 @@ entries (``online`` and each one's ``doctor:<id>``), and refreshing them all in 
 loop for 80-270 ms every 20 s (measured with a loop watchdog under loadtests/bench_sos.py)."""
 ONLINE_CHANNEL = "online"
 """Presence channel with one member per connected client (``user:<id>``), for "who is online"."""
+CALL_PREFIX = f"{channels.ChannelKind.CALL.value}:"
+"""The start of every ``call:<id>`` channel name (session channel names are canonical)."""
+
 WS_PATH = "/v1/ws"
 SLOW_CONSUMER = (CloseCode.SLOW_CONSUMER, "slow_consumer")
 YIELD_EVERY_FRAMES = 16
@@ -662,7 +665,15 @@ class Gateway:
         while the subscription is being made clears ``conn.subscribing``: the parties just read may
         predate it (before the checks: refused), or the ``subscribed`` reply has gone out (after:
         ended as :meth:`_call_unassigned` would have). One delivered before the read cannot be missed:
-        the change is committed before it is published."""
+        the change is committed before it is published.
+
+        A doctor's ``call:`` channel also needs the connection to follow ``doctor:<id>``, where
+        ``call.unassigned`` arrives (without it nothing would end the subscription when the call is
+        taken from them): ``doctor_channel_required`` otherwise, after ``forbidden`` (only the assigned
+        doctor learns of the rule). The same two points as above apply should ``doctor:<id>`` be left
+        while the subscription is being made (ops run one at a time per connection, so an
+        ``unsubscribe`` cannot do it today): refused before the checks, ended after (reason
+        ``doctor_channel_left``, as :meth:`_unsubscribe` would have)."""
         session = conn.session
         parties = None
         if channel.kind is channels.ChannelKind.CALL and conn.principal.role not in channels.STAFF_ROLES:
@@ -674,6 +685,14 @@ class Gateway:
         if not allowed or self._unassigned_meanwhile(conn, channel):
             raise FrameError(
                 ErrorCode.FORBIDDEN, "you may not subscribe to this channel", field="ch", ref=msg.ref
+            )
+        if self._without_doctor_channel(conn, channel):
+            own = channels.doctor_channel(conn.user)
+            raise FrameError(
+                ErrorCode.DOCTOR_CHANNEL_REQUIRED,
+                f"subscribe to {own} first: a doctor follows a call only while following {own}",
+                field="ch",
+                ref=msg.ref,
             )
         since = None if msg.since is None else StreamPosition(msg.since.offset, msg.since.epoch)
         session.begin(channel.name)
@@ -687,11 +706,22 @@ class Gateway:
             raise FrameError(ErrorCode.UNAVAILABLE, "could not subscribe now; retry", ref=msg.ref) from None
         await self._join(conn, channel.name, self._member(conn), {"role": conn.principal.role.value})
         if self._unassigned_meanwhile(conn, channel):
-            self._end_unassigned(conn, channel.name)
+            self._end_subscription(conn, channel.name, UnsubscribeReason.UNASSIGNED)
+        elif self._without_doctor_channel(conn, channel):
+            self._end_subscription(conn, channel.name, UnsubscribeReason.DOCTOR_CHANNEL_LEFT)
 
     @staticmethod
     def _unassigned_meanwhile(conn: Connection, channel: channels.Channel) -> bool:
         return channel.kind is channels.ChannelKind.CALL and conn.subscribing != channel.name
+
+    @staticmethod
+    def _without_doctor_channel(conn: Connection, channel: channels.Channel) -> bool:
+        """A doctor's ``call:`` channel on a connection that does not follow ``doctor:<id>``."""
+        return (
+            channel.kind is channels.ChannelKind.CALL
+            and conn.principal.role is Role.DOCTOR
+            and channels.doctor_channel(conn.user) not in conn.session.channels
+        )
 
     @staticmethod
     def _member(conn: Connection) -> str:
@@ -699,12 +729,26 @@ class Gateway:
         return f"user:{conn.user}:{conn.id}"
 
     async def _unsubscribe(self, conn: Connection, msg: Unsubscribe) -> None:
-        if not conn.session.forget(msg.ch):
+        """Leave ``msg.ch``. A doctor leaving their own ``doctor:<id>`` leaves every ``call:`` channel
+        of the connection too (a call's chat reaches its doctor only while ``call.unassigned`` can):
+        each gets ``{"op":"unsubscribed","ch":"call:<id>","reason":"doctor_channel_left"}`` first, and
+        is released, then ``doctor:<id>`` is, and its ``unsubscribed`` reply comes last."""
+        session = conn.session
+        if not session.forget(msg.ch):
             raise FrameError(
                 ErrorCode.NOT_SUBSCRIBED, "not subscribed to this channel", field="ch", ref=msg.ref
             )
+        if msg.ch == channels.doctor_channel(conn.user):  # only this doctor could subscribe to it
+            ended = [
+                channel
+                for channel in list(session.channels)
+                if channel.startswith(CALL_PREFIX)
+                and self._end(conn, channel, UnsubscribeReason.DOCTOR_CHANNEL_LEFT)
+            ]
+            for channel in ended:
+                await self._release_logged(conn, channel)
         await self._release(conn, msg.ch)
-        conn.session.send(unsubscribed_frame(msg.ch, msg.ref).decode())
+        session.send(unsubscribed_frame(msg.ch, msg.ref).decode())
 
     async def _release(self, conn: Connection, channel: str) -> None:
         """What a subscription holds besides the session's state, once the session forgot ``channel``:
@@ -738,14 +782,22 @@ class Gateway:
         if conn.subscribing == channel:
             conn.subscribing = None  # the subscribe in flight finishes the job (_subscribe_checked)
         else:
-            self._end_unassigned(conn, channel)
+            self._end_subscription(conn, channel, UnsubscribeReason.UNASSIGNED)
 
-    def _end_unassigned(self, conn: Connection, channel: str) -> None:
-        """End the connection's subscription to ``channel`` (a ``call:<id>``) if it has one: forgotten
-        by the session at once, the client told, the rest released in a task."""
+    def _end(self, conn: Connection, channel: str, reason: UnsubscribeReason) -> bool:
+        """The server ends the connection's subscription to ``channel`` if it has one (True then): the
+        session forgets it at once and the client gets ``unsubscribed`` with ``reason``. The caller
+        releases the rest (:meth:`_release`)."""
         if not conn.session.forget(channel):
+            return False
+        conn.session.send(unsubscribed_frame(channel, reason=reason).decode())
+        return True
+
+    def _end_subscription(self, conn: Connection, channel: str, reason: UnsubscribeReason) -> None:
+        """:meth:`_end`, with the rest released in a task (for callers that cannot wait, such as
+        delivery)."""
+        if not self._end(conn, channel, reason):
             return
-        conn.session.send(unsubscribed_frame(channel, reason=UnsubscribeReason.UNASSIGNED).decode())
         task = asyncio.create_task(self._release_logged(conn, channel))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)

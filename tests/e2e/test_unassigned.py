@@ -5,8 +5,12 @@ Subscriptions to ``call:<id>`` are checked once, when made; when the call is rea
 dispatcher or dropped by its doctor, the gateway ends the old doctor's subscription on every process
 (``{"op":"unsubscribed","ch":"call:<id>","reason":"unassigned"}`` right behind ``call.unassigned``),
 releases its presence entry and the process's broker interest, and nothing more published on the
-call (chat included) reaches that doctor. The doctors read raw sockets: the project's client drops
-events of channels it no longer holds, which would hide a server that kept sending them.
+call (chat included) reaches that doctor. Since ``call.unassigned`` only reaches a connection that
+follows ``doctor:<id>``, a doctor may hold ``call:<id>`` only there: a subscribe without it is refused
+(``doctor_channel_required``), and unsubscribing from ``doctor:<id>`` ends the connection's call
+channels (``unsubscribed`` with reason ``doctor_channel_left``). The doctors read raw sockets: the
+project's client drops events of channels it no longer holds, which would hide a server that kept
+sending them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from models.enums import Role
-from realtime.client import SubscriptionLost, TotClient
+from realtime.client import Event, SubscriptionLost, TotClient
 from realtime.keys import Keys
 from realtime.presence_redis import RedisPresence
 from tests.conftest import redis_test_url
@@ -42,8 +46,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     try:
         with city(
             tmp_path_factory.mktemp("unassigned"),
-            doctors=4,
-            patients=2,
+            doctors=6,
+            patients=4,
             servers=2,
             engine_url=redis_test_url(),
         ) as c:
@@ -308,5 +312,125 @@ async def test_a_doctor_who_drops_the_call_loses_it_on_every_connection(world: C
         await assert_locked_out(world, phone, doctor, call_id)
     finally:
         await phone.close()
+        await watcher.close()
+        await tablet.close()
+
+
+async def test_a_doctor_follows_a_call_only_on_a_connection_that_follows_their_own_channel(
+    world: City,
+) -> None:
+    patient = world.of_role(Role.PATIENT)[2]
+    doctor, stranger = world.of_role(Role.DOCTOR)[3:5]
+    own = f"doctor:{doctor.id}"
+    sock = await Socket.open(world, doctor, server=0)
+    other = await Socket.open(world, stranger, server=0)
+    tablet = TotClient(world.servers[1].url, doctor.token, backoff_s=(0.05, 0.5))  # the project's client
+    await tablet.connect()
+    try:
+        call_id = await waiting_call(world, patient)
+        ch = f"call:{call_id}"
+        await assign(world, call_id, doctor)  # committed when answered
+
+        refused = await sock.request({"op": "subscribe", "ch": ch})
+        assert (refused["op"], refused["code"]) == ("error", "doctor_channel_required"), refused
+        assert refused["field"] == "ch", refused
+        assert f"subscribe to {own} first" in refused["message"], refused
+        # A doctor who is not the call's learns nothing more than before: forbidden comes first.
+        not_theirs = await other.request({"op": "subscribe", "ch": ch})
+        assert (not_theirs["op"], not_theirs["code"]) == ("error", "forbidden"), not_theirs
+
+        await sock.subscribe(own)
+        await sock.subscribe(ch)
+        await chat(world, patient, call_id, "now you hear me")
+        await sock.wait(event(ch, "chat.message", text="now you hear me"))
+
+        # The project's client, in order; after a drop it resubscribes doctor:<id> before the call.
+        await tablet.subscribe(own)
+        await tablet.subscribe(ch)
+        assert tablet.hello is not None
+        first_connection = tablet.hello["connection"]
+        tablet.drop_connection_for_test()
+        async with asyncio.timeout(10):
+            # Polling the client's public state: there is no event to wait on.
+            while not (tablet.connected and tablet.hello and tablet.hello["connection"] != first_connection):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await chat(world, patient, call_id, "still there?")
+        seen: list[object] = []
+        async with asyncio.timeout(10):
+            async for item in tablet.events():
+                seen.append(item)
+                if isinstance(item, Event) and item.channel == ch and item.data.get("text") == "still there?":
+                    break
+        assert not [item for item in seen if isinstance(item, SubscriptionLost)], seen
+        assert tablet.channels == [own, ch]
+    finally:
+        await sock.close()
+        await other.close()
+        await tablet.close()
+
+
+async def test_a_doctor_who_leaves_their_own_channel_leaves_the_call(
+    world: City, engine_redis: aioredis.Redis
+) -> None:
+    patient = world.of_role(Role.PATIENT)[3]
+    doctor = world.of_role(Role.DOCTOR)[5]
+    own = f"doctor:{doctor.id}"
+    sock = await Socket.open(world, doctor, server=0)
+    watcher = await Socket.open(world, patient, server=1)
+    tablet = TotClient(world.servers[1].url, doctor.token)  # the project's client, on the other process
+    await tablet.connect()
+    try:
+        await sock.subscribe(own)
+        await tablet.subscribe(own)
+        call_id = await waiting_call(world, patient)
+        ch = f"call:{call_id}"
+        await assign(world, call_id, doctor)
+        await sock.wait(assigned(doctor, call_id))
+        await sock.subscribe(ch)
+        await tablet.subscribe(ch)
+        await watcher.subscribe(ch)
+        keys = Keys(prefix=world.env["TOT_ENGINE_PREFIX"])
+        presence = RedisPresence(engine_redis, keys)
+
+        async def present() -> bool:
+            return sock.member in await presence.members(ch)
+
+        await eventually(present)
+        await chat(world, patient, call_id, "before")
+        await sock.wait(event(ch, "chat.message", text="before"))
+
+        reply = await sock.request({"op": "unsubscribe", "ch": own})
+        assert reply["op"] == "unsubscribed" and reply["ch"] == own, reply
+        end = await sock.wait(ended(ch))
+        assert sock.frames[end] == {"op": "unsubscribed", "ch": ch, "reason": "doctor_channel_left"}
+        assert end < sock.frames.index(reply)  # the call first: at the reply, no call channel is left
+        assert not await present()  # released before the reply
+        # Process 0 let go of the channel: only this doctor followed it there.
+        [(_, count)] = await engine_redis.pubsub_shardnumsub(keys.broker_pubsub(ch))
+        assert int(count) == 1  # process 1 (the patient, the tablet)
+
+        await chat(world, patient, call_id, "after")
+        await watcher.wait(event(ch, "chat.message", text="after"))
+        await asyncio.sleep(QUIET_S)
+        assert [f for f in sock.frames[end + 1 :] if f.get("ch") == ch] == []
+
+        # Back only through the doctor's own channel: the call is still theirs.
+        again = await sock.request({"op": "subscribe", "ch": ch})
+        assert (again["op"], again["code"]) == ("error", "doctor_channel_required"), again
+        await sock.subscribe(own)
+        await sock.subscribe(ch)
+
+        # The project's client yields the loss before unsubscribe() returns, and forgets the channel.
+        await tablet.unsubscribe(own)
+        lost: list[SubscriptionLost] = []
+        async with asyncio.timeout(10):
+            async for item in tablet.events():
+                if isinstance(item, SubscriptionLost):
+                    lost.append(item)
+                    break
+        assert [(item.channel, item.code) for item in lost] == [(ch, "doctor_channel_left")]
+        assert tablet.channels == []
+    finally:
+        await sock.close()
         await watcher.close()
         await tablet.close()
