@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
+    BUSY = "busy"  # no database connection came free within TOT_DB_POOL_TIMEOUT (overload): retry shortly
     OFFER_EXPIRED = "offer_expired"  # an accept or decline after the offer's deadline
     OFFER_WITHDRAWN = (
         "offer_withdrawn"  # another doctor took the call, or it was cancelled / assigned by hand

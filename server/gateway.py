@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy.exc
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -565,6 +566,11 @@ class Gateway:
             await self._handle(conn, msg)
         except FrameError as exc:
             self._error(conn, exc)
+        except sqlalchemy.exc.TimeoutError:
+            # Load shedding, as the REST API's 503 busy (server/errors.py): the op never had a
+            # database connection, so nothing of it was done.
+            log.warning("database pool exhausted; op shed", extra={"conn": conn.id, "op": op})
+            self._error(conn, FrameError(ErrorCode.BUSY, "the server is busy; retry shortly", ref=msg.ref))
         except Exception:
             log.exception("op failed", extra={"conn": conn.id, "op": op})
             self._error(conn, FrameError(ErrorCode.INTERNAL_ERROR, "internal error", ref=msg.ref))
