@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
@@ -22,6 +23,7 @@ from realtime.client import Event, TotClient
 from server.accounts import add_account
 from server.auth.passwords import hash_password
 from server.auth.tokens import TokenService
+from tests.conftest import redis_test_url
 from tests.e2e.process import RunningServer, cli, run_server
 
 SECRET = "dispatch-e2e-secret-" + "d" * 32
@@ -257,3 +259,14 @@ def city(
     with contextlib.ExitStack() as stack:
         running = [stack.enter_context(run_server(["serve"], env, cwd)) for _ in range(servers)]
         yield City(running, database_url, people, env, cwd)
+
+
+async def forget_engine_keys(prefix: str) -> None:
+    """Delete the run's keys from the shared test Redis (doctor records carry no TTL)."""
+    client = aioredis.Redis.from_url(redis_test_url())
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+    finally:
+        await client.aclose()

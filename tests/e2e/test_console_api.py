@@ -16,8 +16,7 @@ from geo.map_cells import cell_of
 from models.enums import Role
 from realtime.client import Event, TotClient
 from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
-from tests.e2e.dispatch_world import CENTRE, City, Doctor, city, offset
-from tests.e2e.test_dispatch_race import _forget_engine_keys
+from tests.e2e.dispatch_world import CENTRE, City, Doctor, city, forget_engine_keys, offset
 
 TILE_URL = "https://tiles.example.org/{z}/{x}/{y}.png"
 SETTINGS = {"TOT_MAP_FEED_INTERVAL_MS": "200", "TOT_CONSOLE_TILE_URL": TILE_URL}
@@ -179,7 +178,7 @@ def test_two_processes_on_redis_each_serve_their_own_map_subscribers(tmp_path: P
             asyncio.run(_two_processes(world))
     finally:
         if prefix:
-            asyncio.run(_forget_engine_keys(prefix))
+            asyncio.run(forget_engine_keys(prefix))
         asyncio.run(drop_pg_database(database_url))
 
 

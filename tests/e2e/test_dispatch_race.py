@@ -48,7 +48,7 @@ from models.enums import CallStatus, Role
 from realtime.client import ClientError, ConnectionLost, Event, RecoveryFailed, TotClient, ws_url
 from realtime.keys import Keys
 from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
-from tests.e2e.dispatch_world import CENTRE, City, Person, city, offset
+from tests.e2e.dispatch_world import CENTRE, City, Person, city, forget_engine_keys, offset
 
 SETTINGS = {
     "TOT_OFFER_TIMEOUT": "2",
@@ -286,7 +286,7 @@ def test_two_servers_race_200_calls_100_doctors_and_survive_kill_9(tmp_path: Pat
             asyncio.run(_race(world, seed))
     finally:
         if prefix:
-            asyncio.run(_forget_engine_keys(prefix))
+            asyncio.run(forget_engine_keys(prefix))
         asyncio.run(drop_pg_database(database_url))
 
 
@@ -620,14 +620,3 @@ async def _settle(apps: list[DoctorApp], seed: int) -> None:
     for app in apps:
         for task in app.tasks:
             assert task.exception() is None, f"seed {seed}: doctor task failed: {task.exception()!r}"
-
-
-async def _forget_engine_keys(prefix: str) -> None:
-    """Delete the run's keys from the shared test Redis (doctor records carry no TTL)."""
-    client = aioredis.Redis.from_url(redis_test_url())
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.delete(*keys[start : start + 500])
-    finally:
-        await client.aclose()

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from geo.distance import haversine_m
 from geo.route import route_length_m
 from models.enums import Role
 from realtime.client import ClientError, Event, TotClient
 from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
-from tests.e2e.dispatch_world import CENTRE, City, Person, city, offset
+from tests.e2e.dispatch_world import CENTRE, City, Person, city, forget_engine_keys, offset
 
 ROAD_FACTOR, SPEED_KMH = 1.5, 36.0  # not the defaults: the positions must use the configured model
 SETTINGS = {
@@ -252,17 +251,6 @@ async def streamed_route(world: City) -> None:
     finally:
         await watcher.stop()
         await doctor.stop()
-
-
-async def forget_engine_keys(prefix: str) -> None:
-    """Delete the run's keys from the shared test Redis (doctor records carry no TTL)."""
-    client = aioredis.Redis.from_url(redis_test_url())
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.delete(*keys[start : start + 500])
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite+memory", "postgresql+redis"])

@@ -33,7 +33,7 @@ from realtime.client import Event, SubscriptionLost, TotClient
 from realtime.keys import Keys
 from realtime.presence_redis import RedisPresence
 from tests.conftest import redis_test_url
-from tests.e2e.dispatch_world import CENTRE, City, Person, city, offset
+from tests.e2e.dispatch_world import CENTRE, City, Person, city, forget_engine_keys, offset
 
 QUIET_S = 0.5
 """How long a doctor's socket is watched for frames of a channel it lost, after another party got
@@ -56,17 +56,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     finally:
         if prefix:
             asyncio.run(forget_engine_keys(prefix))
-
-
-async def forget_engine_keys(prefix: str) -> None:
-    """Delete the run's keys from the shared test Redis (doctor records carry no TTL)."""
-    client = aioredis.Redis.from_url(redis_test_url())
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.delete(*keys[start : start + 500])
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
