@@ -199,6 +199,15 @@ def _retrieve(future: asyncio.Future[dict[str, Any]]) -> None:
         future.exception()  # nobody may await a failed resubscribe: do not warn about it
 
 
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    """The close code and reason the server sent, or 1006 (abnormal closure, RFC 6455 section 7.1.5)
+    when the connection dropped without a close frame. (``ConnectionClosed.code``/``.reason`` are
+    deprecated since websockets 13.1.)"""
+    if exc.rcvd is None:
+        return 1006, ""
+    return exc.rcvd.code, exc.rcvd.reason
+
+
 class TotClient:
     """One client connection to ``/v1/ws`` that survives drops (see the module docstring).
 
@@ -363,7 +372,7 @@ class TotClient:
         try:
             await ws.send(orjson.dumps({"op": op, **fields}).decode())
         except ConnectionClosed as exc:
-            raise ConnectionLost(exc.code, exc.reason) from None
+            raise ConnectionLost(*_close_of(exc)) from None
 
     # --- internals: requests ------------------------------------------------------------------------
 
@@ -391,7 +400,7 @@ class TotClient:
             await ws.send(orjson.dumps({**frame, "ref": ref}).decode())
             return await asyncio.wait_for(future, self._timeout if timeout_s is None else timeout_s)
         except ConnectionClosed as exc:
-            raise ConnectionLost(exc.code, exc.reason) from None
+            raise ConnectionLost(*_close_of(exc)) from None
         finally:
             self._pending.pop(ref, None)
 
