@@ -1,14 +1,16 @@
 """The dispatch and SOS benchmarks' harness, run with tiny numbers so it does not rot: a real server
 process, real sockets, the measurements it reports. It checks that every measured event was matched
 (calls got offers, every console read every SOS, tracked doctors' fixes reached their patients), never
-how fast: speed goals live in the benchmarks themselves (docs/benchmarks.md)."""
+how fast (the broker benchmark: that every variant delivered every event, round after round): speed
+goals live in the benchmarks themselves (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from loadtests import bench_dispatch, bench_sos
+from loadtests import bench_broker, bench_dispatch, bench_sos
+from tests.conftest import redis_test_url
 
 TINY = ["--engines", "memory", "--no-pin", "--warmup", "1", "--doctors", "30", "--seconds", "2"]
 
@@ -34,3 +36,19 @@ def test_sos_benchmark_matches_every_delivery(tmp_path: Path) -> None:
     assert result.console_missing == 0 and result.doctors_missing == 0
     assert result.fix_to_patient is not None and result.fix_to_patient.n > 0
     assert json.loads(out.read_text())["results"][0]["sos"] == result.sos
+
+
+def test_broker_benchmark_measures_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "broker.json"
+    results = bench_broker.main(["--quick", "--redis-url", redis_test_url(), "--json", str(out)])
+    # hiredis is a dependency (pyproject), so both parsers are measured beside the memory broker.
+    assert set(results["rows"]) == {
+        "memory publish_many",
+        "redis publish loop, python parser",
+        "redis publish_many, python parser",
+        "redis publish loop, hiredis",
+        "redis publish_many, hiredis",
+    }
+    assert all(row["batch_p50_ms"] > 0 for row in results["rows"].values())
+    assert len(results["ratios"]) == 4
+    assert json.loads(out.read_text())["rows"] == results["rows"]
