@@ -152,7 +152,9 @@ class Fuzzer:
         ws = self.sockets[i]
         if ws is None:
             url = self.server.url.replace("http://", "ws://") + f"/v1/ws?token={self.tokens[i]}"
-            ws = await connect(url, compression=None, max_size=None)
+            # No client keepalive: its ping payloads come from the global `random` module, on this
+            # background loop while Hypothesis draws the next batch (HypothesisDeprecationWarning).
+            ws = await connect(url, compression=None, max_size=None, ping_interval=None)
             hello = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             assert hello["op"] == "hello"
             self.sockets[i] = ws
