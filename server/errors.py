@@ -31,7 +31,6 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "rate_limited",
-    503: "busy",
 }
 
 
