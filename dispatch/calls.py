@@ -30,6 +30,7 @@ from models.repositories import calls as call_repo
 from models.repositories import users as user_repo
 from models.types import utcnow
 from realtime.broker import Broker
+from realtime.errors import ErrorCode
 
 CALL_CELL_RESOLUTION = 9
 """H3 resolution stored with each call (~0.1 km² cells, H3 docs "Tables of cell statistics")."""
@@ -111,7 +112,7 @@ class CallService:
         zone = self.zones.zone_at(new.lat, new.lon)
         if zone is None and not self.zones.empty:
             raise DispatchError(
-                422, "outside_service_area", "this address is outside every service zone", field="lat"
+                ErrorCode.OUTSIDE_SERVICE_AREA, "this address is outside every service zone", field="lat"
             )
         async with self.sessions.begin() as session:
             if idempotency_key is not None:
@@ -122,7 +123,7 @@ class CallService:
                 patient = await user_repo.get_user(session, patient_id)
                 if patient is None or patient.role != Role.PATIENT.value:
                     raise DispatchError(
-                        422, "invalid_input", "patient_id: no such patient", field="patient_id"
+                        ErrorCode.INVALID_INPUT, "patient_id: no such patient", field="patient_id"
                     )
             now = self.now()
             call = Call(
@@ -175,13 +176,15 @@ class CallService:
         if who.role is Role.PATIENT:
             if new.patient_id is not None and new.patient_id != who.user_id:
                 raise DispatchError(
-                    422, "invalid_input", "patient_id: patients file calls for themselves", field="patient_id"
+                    ErrorCode.INVALID_INPUT,
+                    "patient_id: patients file calls for themselves",
+                    field="patient_id",
                 )
             return who.user_id
         if who.staff:
             if new.patient_id is None:
                 raise DispatchError(
-                    422, "invalid_input", "patient_id: required when staff file a call", field="patient_id"
+                    ErrorCode.INVALID_INPUT, "patient_id: required when staff file a call", field="patient_id"
                 )
             return new.patient_id
         raise forbidden("only patients and dispatchers create calls")
@@ -190,18 +193,20 @@ class CallService:
         if new.urgency is Urgency.PLANNED:
             if new.scheduled_at is None:
                 raise DispatchError(
-                    422, "invalid_input", "scheduled_at: required for planned calls", field="scheduled_at"
+                    ErrorCode.INVALID_INPUT, "scheduled_at: required for planned calls", field="scheduled_at"
                 )
             now = self.now()
             if new.scheduled_at <= now:
                 raise DispatchError(
-                    422, "invalid_input", "scheduled_at: must be in the future", field="scheduled_at"
+                    ErrorCode.INVALID_INPUT, "scheduled_at: must be in the future", field="scheduled_at"
                 )
             if new.scheduled_at > now + self.max_schedule_ahead:
-                raise DispatchError(422, "invalid_input", "scheduled_at: too far ahead", field="scheduled_at")
+                raise DispatchError(
+                    ErrorCode.INVALID_INPUT, "scheduled_at: too far ahead", field="scheduled_at"
+                )
         elif new.scheduled_at is not None:
             raise DispatchError(
-                422, "invalid_input", "scheduled_at: only planned calls have one", field="scheduled_at"
+                ErrorCode.INVALID_INPUT, "scheduled_at: only planned calls have one", field="scheduled_at"
             )
 
     # --- read -------------------------------------------------------------------------------------
@@ -249,8 +254,7 @@ class CallService:
             check_transition(previous, to, actor)
         except TransitionError as exc:
             raise DispatchError(
-                409,
-                "invalid_transition",
+                ErrorCode.INVALID_TRANSITION,
                 str(exc),
                 status=previous.value,
                 allowed=[s.value for s in exc.allowed],
@@ -276,7 +280,7 @@ class CallService:
             await session.flush()
         except StaleDataError:
             raise DispatchError(
-                409, "conflict", "the call changed meanwhile; read it again and retry"
+                ErrorCode.CONFLICT, "the call changed meanwhile; read it again and retry"
             ) from None
         return previous
 

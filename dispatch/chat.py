@@ -30,6 +30,7 @@ from models.repositories import users as user_repo
 from models.types import utcnow
 from realtime.broker import Broker
 from realtime.channels import call_channel
+from realtime.errors import ErrorCode
 
 MAX_TEXT = 2000
 """Longest message, characters (a chat line, not a document)."""
@@ -86,10 +87,10 @@ class ChatService:
         ``invalid_transition`` (the call is over), 422 (text or id out of limits)."""
         text = text.strip()
         if not 1 <= len(text) <= MAX_TEXT:
-            raise DispatchError(422, "invalid_input", f"text: 1-{MAX_TEXT} characters", field="text")
+            raise DispatchError(ErrorCode.INVALID_INPUT, f"text: 1-{MAX_TEXT} characters", field="text")
         if not CLIENT_MSG_ID.fullmatch(client_msg_id):
             raise DispatchError(
-                422, "invalid_input", "client_msg_id: 1-64 of A-Z a-z 0-9 _ . : -", field="client_msg_id"
+                ErrorCode.INVALID_INPUT, "client_msg_id: 1-64 of A-Z a-z 0-9 _ . : -", field="client_msg_id"
             )
         async with self.sessions.begin() as session:
             status = await self._party(session, who, call_id)
@@ -98,8 +99,7 @@ class ChatService:
                 return Sent(message_json(earlier, who.role.value), created=False)
             if status in FINAL:
                 raise DispatchError(
-                    409,
-                    "invalid_transition",
+                    ErrorCode.INVALID_TRANSITION,
                     f"the call is {status.value}: the chat is closed",
                     status=status.value,
                 )
@@ -139,7 +139,7 @@ class ChatService:
                 cursor = await chat_repo.get(session, after)
                 if cursor is None or cursor.call_id != call_id:
                     raise DispatchError(
-                        422, "invalid_input", "after: not a message of this call", field="after"
+                        ErrorCode.INVALID_INPUT, "after: not a message of this call", field="after"
                     )
             messages = await chat_repo.page(session, call_id, cursor, limit + 1)
         more = len(messages) > limit
@@ -154,7 +154,9 @@ class ChatService:
             await self._party(session, who, call_id)
             message = await chat_repo.get(session, up_to)
             if message is None or message.call_id != call_id:
-                raise DispatchError(422, "invalid_input", "up_to: not a message of this call", field="up_to")
+                raise DispatchError(
+                    ErrorCode.INVALID_INPUT, "up_to: not a message of this call", field="up_to"
+                )
             changed = await chat_repo.mark_read(session, call_id, who.user_id, message, now)
         if changed:
             await self.broker.publish(

@@ -1,34 +1,24 @@
-"""Errors of the dispatch layer, with stable codes the REST and WebSocket layers pass on."""
+"""Errors of the dispatch layer: refusals with a code from the shared catalogue (realtime/errors.py),
+which the REST layer answers with the code's HTTP status and the socket layer as an error frame."""
 
 from __future__ import annotations
 
-from typing import Any
+from realtime.errors import ErrorCode, Refusal
 
 
-class DispatchError(Exception):
-    """A refused dispatch operation.
+class DispatchError(Refusal):
+    """A refused dispatch operation: ``DispatchError(ErrorCode.X, message, field=..., **extra)``.
 
-    ``code`` is stable (docs/api.md); ``http_status`` is the HTTP status the REST layer answers with
-    (the WebSocket layer sends an error frame with the same code); ``extra`` goes into the error body
-    (e.g. the call's current ``status`` for a 409).
+    ``extra`` goes into the error body (e.g. the call's current ``status`` for a 409). Raises
+    ``ValueError`` when built with a code the catalogue does not give a REST status.
     """
-
-    def __init__(
-        self, http_status: int, code: str, message: str, *, field: str | None = None, **extra: Any
-    ) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.extra = extra
 
 
 def not_found(what: str) -> DispatchError:
-    """404 ``not_found``."""
-    return DispatchError(404, "not_found", f"no such {what}")
+    """404 ``not_found``: no such ``what`` (a call, an offer, a doctor...)."""
+    return DispatchError(ErrorCode.NOT_FOUND, f"no such {what}")
 
 
 def forbidden(message: str) -> DispatchError:
-    """403 ``forbidden``."""
-    return DispatchError(403, "forbidden", message)
+    """403 ``forbidden``: the actor may not do this."""
+    return DispatchError(ErrorCode.FORBIDDEN, message)

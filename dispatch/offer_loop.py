@@ -61,6 +61,7 @@ from models.repositories import zones as zone_repo
 from models.types import utcnow
 from realtime.broker import Outgoing
 from realtime.channels import doctor_channel
+from realtime.errors import ErrorCode
 
 log = logging.getLogger("tot.dispatch")
 
@@ -522,9 +523,9 @@ class OfferLoop:
             call = await call_repo.get_call(session, offer.call_id, for_update=True)
             if call is None or call.status != CallStatus.OFFERED.value:
                 await offer_repo.decide(session, offer.id, OfferOutcome.WITHDRAWN, now)
-                raise DispatchError(409, "offer_withdrawn", "this call is no longer on offer")
+                raise DispatchError(ErrorCode.OFFER_WITHDRAWN, "this call is no longer on offer")
             if not await offer_repo.decide(session, offer.id, OfferOutcome.ACCEPTED, now):
-                raise DispatchError(409, "offer_withdrawn", "this call is no longer on offer")
+                raise DispatchError(ErrorCode.OFFER_WITHDRAWN, "this call is no longer on offer")
             for other in await offer_repo.pending_offers(session, call.id):
                 if await offer_repo.decide(session, other.id, OfferOutcome.WITHDRAWN, now):
                     withdrawn.append(other)
@@ -547,7 +548,7 @@ class OfferLoop:
                 if exc.code != "conflict":
                     raise
                 # Another doctor's accept (or a cancellation) changed the call first: this offer lost.
-                raise DispatchError(409, "offer_withdrawn", "another doctor took this call") from None
+                raise DispatchError(ErrorCode.OFFER_WITHDRAWN, "another doctor took this call") from None
             name = await self.calls.doctor_name(session, call)
         await self.states.compare_and_set(
             str(who.user_id),
@@ -659,14 +660,16 @@ class OfferLoop:
         outcome = OfferOutcome(offer.outcome)
         if outcome is OfferOutcome.EXPIRED or (outcome is OfferOutcome.PENDING and now >= offer.deadline_at):
             raise DispatchError(
-                409, "offer_expired", "the offer's deadline has passed", deadline=epoch_ms(offer.deadline_at)
+                ErrorCode.OFFER_EXPIRED,
+                "the offer's deadline has passed",
+                deadline=epoch_ms(offer.deadline_at),
             )
         if outcome is OfferOutcome.WITHDRAWN:
-            raise DispatchError(409, "offer_withdrawn", "this call is no longer on offer")
+            raise DispatchError(ErrorCode.OFFER_WITHDRAWN, "this call is no longer on offer")
         if outcome is OfferOutcome.DECLINED:
-            raise DispatchError(409, "offer_declined", "you declined this offer")
+            raise DispatchError(ErrorCode.OFFER_DECLINED, "you declined this offer")
         if outcome is OfferOutcome.ACCEPTED:
-            raise DispatchError(409, "offer_accepted", "this offer was already accepted")
+            raise DispatchError(ErrorCode.OFFER_ACCEPTED, "this offer was already accepted")
 
     async def _back_to_searching(
         self, session: Any, call_id: uuid.UUID, reason: str
@@ -712,11 +715,13 @@ class OfferLoop:
         Raises 404, 409 ``invalid_transition``, 409 ``doctor_unavailable``, 422 for a doctor who is not a
         verified doctor."""
         if not who.staff:
-            raise DispatchError(403, "forbidden", "only dispatchers assign calls")
+            raise DispatchError(ErrorCode.FORBIDDEN, "only dispatchers assign calls")
         async with self.sessions() as session:
             profile = await doctor_repo.get_profile(session, doctor_id)
         if profile is None or not profile.verified:
-            raise DispatchError(422, "invalid_input", "doctor_id: not a verified doctor", field="doctor_id")
+            raise DispatchError(
+                ErrorCode.INVALID_INPUT, "doctor_id: not a verified doctor", field="doctor_id"
+            )
         before = await self.states.get(str(doctor_id))
         reserved = None
         if before.status in RESERVABLE_BY_HAND:
@@ -730,8 +735,7 @@ class OfferLoop:
         if reserved is None or not reserved.ok:
             current = before if reserved is None else reserved.state
             raise DispatchError(
-                409,
-                "doctor_unavailable",
+                ErrorCode.DOCTOR_UNAVAILABLE,
                 f"the doctor is {current.status.value}",
                 doctor_status=current.status.value,
             )
@@ -745,7 +749,7 @@ class OfferLoop:
                 old_doctor = call.doctor_id if CallStatus(call.status) in DOCTOR_ON_CALL else None
                 if old_doctor == doctor_id:
                     raise DispatchError(
-                        409, "invalid_transition", "this doctor already has the call", status=call.status
+                        ErrorCode.INVALID_TRANSITION, "this doctor already has the call", status=call.status
                     )
                 for other in await offer_repo.pending_offers(session, call_id):
                     await offer_repo.decide(session, other.id, OfferOutcome.WITHDRAWN, now)
@@ -846,7 +850,7 @@ class OfferLoop:
         completing frees the doctor."""
         if to not in (CallStatus.EN_ROUTE, CallStatus.ARRIVED, CallStatus.IN_PROGRESS, CallStatus.COMPLETED):
             raise DispatchError(
-                422, "invalid_input", "status: en_route, arrived, in_progress or completed", field="status"
+                ErrorCode.INVALID_INPUT, "status: en_route, arrived, in_progress or completed", field="status"
             )
         now = self.now()
 

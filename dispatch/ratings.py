@@ -22,6 +22,7 @@ from models.ratings import Rating
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
 from models.types import utcnow
+from realtime.errors import ErrorCode
 
 MAX_COMMENT = 2000
 
@@ -51,10 +52,10 @@ class RatingService:
         """Rate a completed call. Raises ``DispatchError``: 403 (not the call's patient), 404, 409
         ``not_completed`` / ``already_rated``, 422 (score outside 1-5, comment too long)."""
         if isinstance(score, bool) or not 1 <= score <= 5:
-            raise DispatchError(422, "invalid_input", "score: a whole number from 1 to 5", field="score")
+            raise DispatchError(ErrorCode.INVALID_INPUT, "score: a whole number from 1 to 5", field="score")
         if comment is not None and len(comment) > MAX_COMMENT:
             raise DispatchError(
-                422, "invalid_input", f"comment: at most {MAX_COMMENT} characters", field="comment"
+                ErrorCode.INVALID_INPUT, f"comment: at most {MAX_COMMENT} characters", field="comment"
             )
         try:
             async with self.sessions.begin() as session:
@@ -66,7 +67,9 @@ class RatingService:
                     raise forbidden("only the call's patient rates it")
                 if call.status != CallStatus.COMPLETED.value or call.doctor_id is None:
                     raise DispatchError(
-                        409, "not_completed", "a visit can be rated once it is completed", status=call.status
+                        ErrorCode.NOT_COMPLETED,
+                        "a visit can be rated once it is completed",
+                        status=call.status,
                     )
                 rating = Rating(
                     id=uuid.uuid4(),
@@ -81,5 +84,5 @@ class RatingService:
                 await session.flush()  # the unique call_id refuses a second rating here
                 await doctor_repo.add_rating(session, call.doctor_id, score)
         except IntegrityError:
-            raise DispatchError(409, "already_rated", "this visit has been rated already") from None
+            raise DispatchError(ErrorCode.ALREADY_RATED, "this visit has been rated already") from None
         return rating_json(rating)

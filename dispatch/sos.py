@@ -43,6 +43,7 @@ from models.sos import SosAlert, SosEvent
 from models.types import utcnow
 from realtime.broker import Broker, Outgoing
 from realtime.channels import call_channel, doctor_channel
+from realtime.errors import ErrorCode
 
 log = logging.getLogger("tot.sos")
 
@@ -135,21 +136,21 @@ class SosService:
             if who.role is Role.PATIENT:
                 if call_id is None:
                     raise DispatchError(
-                        422, "invalid_input", "call: an emergency is raised on your call", field="call"
+                        ErrorCode.INVALID_INPUT, "call: an emergency is raised on your call", field="call"
                     )
                 call = await call_repo.get_call(session, call_id)
                 if call is None or call.patient_id != who.user_id:
                     raise not_found("call")
                 if CallStatus(call.status) in FINAL:
                     raise DispatchError(
-                        409, "invalid_transition", f"the call is {call.status}", status=call.status
+                        ErrorCode.INVALID_TRANSITION, f"the call is {call.status}", status=call.status
                     )
                 lat, lon = call.lat, call.lon
             elif lat is None or lon is None:
                 known = await self.locations.get(str(who.user_id))
                 if known is None:
                     raise DispatchError(
-                        422, "invalid_input", "lat/lon: no position known; send yours", field="lat"
+                        ErrorCode.INVALID_INPUT, "lat/lon: no position known; send yours", field="lat"
                     )
                 lat, lon = known.lat, known.lon
             alert = SosAlert(
@@ -320,7 +321,7 @@ class SosService:
     async def resolve(self, who: Who, sos_id: uuid.UUID, note: str) -> dict[str, Any]:
         """Close the alert with a note (acknowledging it too if nobody had)."""
         if not note.strip():
-            raise DispatchError(422, "invalid_input", "note: say how it was resolved", field="note")
+            raise DispatchError(ErrorCode.INVALID_INPUT, "note: say how it was resolved", field="note")
         return await self._staff_step(who, sos_id, "resolved", note.strip())
 
     async def _staff_step(self, who: Who, sos_id: uuid.UUID, action: str, note: str | None) -> dict[str, Any]:
@@ -335,7 +336,7 @@ class SosService:
                 if action == "acknowledged":
                     return alert_json(alert)
                 raise DispatchError(
-                    409, "invalid_transition", "the alert is resolved already", status=alert.status
+                    ErrorCode.INVALID_TRANSITION, "the alert is resolved already", status=alert.status
                 )
             if alert.acknowledged_at is None:
                 alert.acknowledged_at, alert.acknowledged_by = now, who.user_id

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from realtime.protocol import ErrorCode
+from realtime.errors import ErrorCode, Refusal
 
 MAX_REF_LENGTH = 64
 MAX_ACCURACY_M = 10_000.0  # a fix vaguer than 10 km cannot place a doctor in a district
@@ -29,6 +29,12 @@ class FrameError(Exception):
         self.message = message
         self.field = field
         self.ref = ref
+
+    @classmethod
+    def from_refusal(cls, refusal: Refusal) -> FrameError:
+        """A domain or API refusal as an error frame: the same code (``invalid_input`` is the socket's
+        ``invalid_field``, :meth:`ErrorCode.on_socket`), message and field; no code is lost."""
+        return cls(refusal.code.on_socket(), refusal.message, field=refusal.field)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The WebSocket wire protocol's fixed vocabulary: close codes, error codes, and server frames.
+"""The WebSocket wire protocol's fixed vocabulary: close codes and server frames (error codes live in
+the one catalogue shared with REST, :mod:`realtime.errors`).
 
 docs/protocol.md is the reference for clients; this module is its source of truth in code. Server
 frames other than channel events (which the broker encodes once per publication) are built here.
@@ -10,6 +11,8 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 import orjson
+
+from realtime.errors import ErrorCode as ErrorCode  # re-exported until every importer moves
 
 
 class CloseCode(IntEnum):
@@ -26,39 +29,6 @@ class CloseCode(IntEnum):
     IDLE_TIMEOUT = 4408  # no frame from the client for TOT_WS_IDLE_TIMEOUT seconds
     FLOOD = 4429  # the client kept exceeding its rate limits after error frames told it so
     SLOW_CONSUMER = 4499  # the client did not read fast enough; its send queue overflowed
-
-
-class ErrorCode(StrEnum):
-    """The ``code`` of an ``error`` frame (also used as close reasons)."""
-
-    AUTH_REQUIRED = "auth_required"
-    TOKEN_INVALID = "token_invalid"
-    TOKEN_EXPIRED = "token_expired"
-    BAD_FRAME = "bad_frame"  # not a JSON object, or a binary frame
-    FRAME_TOO_LARGE = "frame_too_large"
-    UNKNOWN_OP = "unknown_op"
-    INVALID_FIELD = "invalid_field"  # a missing, mistyped or out-of-range field (``field`` names it)
-    TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
-    RATE_LIMITED = "rate_limited"
-    FORBIDDEN = "forbidden"  # the role or this user may not do this (op or channel)
-    BAD_CHANNEL = "bad_channel"  # not a channel name the server knows
-    NOT_FOUND = "not_found"  # the channel's object (a call) does not exist
-    DOCTOR_CHANNEL_REQUIRED = "doctor_channel_required"  # a doctor's ``call:`` before ``doctor:<id>``
-    NOT_SUBSCRIBED = "not_subscribed"
-    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
-    UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
-    BUSY = "busy"  # no database connection came free within TOT_DB_POOL_TIMEOUT (overload): retry shortly
-    OFFER_EXPIRED = "offer_expired"  # an accept or decline after the offer's deadline
-    OFFER_WITHDRAWN = (
-        "offer_withdrawn"  # another doctor took the call, or it was cancelled / assigned by hand
-    )
-    OFFER_DECLINED = "offer_declined"
-    OFFER_ACCEPTED = "offer_accepted"
-    CONFLICT = "conflict"  # the object changed meanwhile: read it again and retry
-    INVALID_TRANSITION = "invalid_transition"  # the call's status does not allow this (``status`` says which)
-    DOCTOR_UNAVAILABLE = "doctor_unavailable"
-    OUTSIDE_SERVICE_AREA = "outside_service_area"
-    INTERNAL_ERROR = "internal_error"
 
 
 class UnsubscribeReason(StrEnum):

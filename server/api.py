@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from models.enums import Role
+from realtime.errors import ErrorCode
 
 Handler = Callable[[Request], Awaitable[Response]]
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
@@ -147,7 +148,7 @@ def _guard(e: Endpoint) -> Handler:
         principal = services(request).principal(request)
         if principal.role not in roles:
             allowed = ", ".join(r.value for r in roles)
-            raise ApiError(403, "forbidden", f"this needs one of the roles: {allowed}")
+            raise ApiError(ErrorCode.FORBIDDEN, f"this needs one of the roles: {allowed}")
         return await handler(request)
 
     guarded.__name__ = handler.__name__

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 
 MAX_BODY_BYTES = 256 * 1024
@@ -33,16 +34,16 @@ async def read_json(request: Request) -> Any:
     """
     content_type = request.headers.get("content-type", "application/json").split(";", 1)[0].strip()
     if content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        raise ApiError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+            raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         return orjson.loads(body or b"null")
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise ApiError(ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}") from None
 
 
 def validation_error(exc: ValidationError) -> Exception:
@@ -53,8 +54,7 @@ def validation_error(exc: ValidationError) -> Exception:
     if first.get("type") == "extra_forbidden":
         message = "unknown field (not accepted here)"
     return ApiError(
-        422,
-        "invalid_input",
+        ErrorCode.INVALID_INPUT,
         f"{field}: {message}" if field else message,
         field=field,
         errors=len(exc.errors()),
@@ -65,7 +65,7 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     """The request body validated into ``model``; raises ``ApiError`` (400/413/415/422) otherwise."""
     data = await read_json(request)
     if not isinstance(data, dict):
-        raise ApiError(422, "invalid_input", "body must be a JSON object")
+        raise ApiError(ErrorCode.INVALID_INPUT, "body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

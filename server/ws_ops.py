@@ -9,20 +9,16 @@ from typing import Any
 from dispatch.calls import Who
 from dispatch.errors import DispatchError
 from models.enums import Role, SosKind
+from realtime.errors import ErrorCode
 from realtime.messages import FrameError, Generic
-from realtime.protocol import ErrorCode
 from server.gateway import Connection, Gateway
 
 MAX_REASON = 500
 
 
 def frame_error(exc: DispatchError) -> FrameError:
-    """A dispatch refusal as an error frame with the same code (unknown codes become ``invalid_field``)."""
-    try:
-        code = ErrorCode(exc.code)
-    except ValueError:
-        code = ErrorCode.INVALID_FIELD
-    return FrameError(code, exc.message, field=exc.field)
+    """A dispatch refusal as an error frame with the same code (:meth:`FrameError.from_refusal`)."""
+    return FrameError.from_refusal(exc)
 
 
 def _offer_id(msg: Generic) -> uuid.UUID:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from models.enums import Role
+from realtime.errors import ErrorCode
 from server.auth.tokens import TokenError, TokenService
 from server.errors import ApiError
 
@@ -47,11 +48,11 @@ def authenticate(conn: HTTPConnection, tokens: TokenService) -> Principal:
     """
     token = bearer_token(conn)
     if token is None:
-        raise ApiError(401, "auth_required", "send a bearer token in the Authorization header")
+        raise ApiError(ErrorCode.AUTH_REQUIRED, "send a bearer token in the Authorization header")
     try:
         claims = tokens.verify(token, "access")
     except TokenError as exc:
-        raise ApiError(401, exc.code, exc.message) from None
+        raise ApiError(exc.code, exc.message) from None
     assert claims.role is not None  # access tokens always carry a role
     return Principal(user_id=claims.user_id, role=claims.role)
 
@@ -60,4 +61,4 @@ def require_role(principal: Principal, *roles: Role) -> None:
     """Raises ``ApiError`` 403 ``forbidden`` unless the principal has one of ``roles``."""
     if principal.role not in roles:
         allowed = ", ".join(r.value for r in roles)
-        raise ApiError(403, "forbidden", f"this needs one of the roles: {allowed}")
+        raise ApiError(ErrorCode.FORBIDDEN, f"this needs one of the roles: {allowed}")

@@ -13,6 +13,7 @@ from models.enums import SELF_REGISTRATION_ROLES, Role
 from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
+from realtime.errors import ErrorCode
 from server.accounts import add_account
 from server.auth.passwords import hash_password_off_loop, verify_password_off_loop
 from server.auth.tokens import TokenError
@@ -79,14 +80,18 @@ def _doctor_fields(body: RegisterIn, role: Role) -> tuple[str, list[str]] | None
     if role is not Role.DOCTOR:
         for name in ("licence_number", "clinic_id"):
             if getattr(body, name) is not None:
-                raise ApiError(422, "invalid_input", f"{name}: only doctors give this", field=name)
+                raise ApiError(ErrorCode.INVALID_INPUT, f"{name}: only doctors give this", field=name)
         if body.specialties:
-            raise ApiError(422, "invalid_input", "specialties: only doctors give this", field="specialties")
+            raise ApiError(
+                ErrorCode.INVALID_INPUT, "specialties: only doctors give this", field="specialties"
+            )
         return None
     if body.licence_number is None:
-        raise ApiError(422, "invalid_input", "licence_number: required for doctors", field="licence_number")
+        raise ApiError(
+            ErrorCode.INVALID_INPUT, "licence_number: required for doctors", field="licence_number"
+        )
     if not body.specialties:
-        raise ApiError(422, "invalid_input", "specialties: give at least one", field="specialties")
+        raise ApiError(ErrorCode.INVALID_INPUT, "specialties: give at least one", field="specialties")
     return body.licence_number, body.specialties
 
 
@@ -110,17 +115,17 @@ async def register(request: Request) -> Response:
     try:
         role = Role(body.role)
     except ValueError:
-        raise ApiError(422, "invalid_input", "role: must be patient or doctor", field="role") from None
+        raise ApiError(ErrorCode.INVALID_INPUT, "role: must be patient or doctor", field="role") from None
     if role not in SELF_REGISTRATION_ROLES:
         raise ApiError(
-            403, "role_not_allowed", "you can register only as a patient or a doctor", field="role"
+            ErrorCode.ROLE_NOT_ALLOWED, "you can register only as a patient or a doctor", field="role"
         )
     doctor_fields = _doctor_fields(body, role)
     # Hashed before the session opens: a session holds the embedded database (models/sqlite_driver.py).
     password_hash = await hash_password_off_loop(body.password)
     async with svc.sessions.begin() as session:
         if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
-            raise ApiError(422, "invalid_input", "clinic_id: no such clinic", field="clinic_id")
+            raise ApiError(ErrorCode.INVALID_INPUT, "clinic_id: no such clinic", field="clinic_id")
         licence, specialties = doctor_fields or (None, [])
         try:
             user, profile = await add_account(
@@ -135,10 +140,10 @@ async def register(request: Request) -> Response:
                 clinic_id=body.clinic_id,
             )
         except user_repo.DuplicateAccount as exc:
-            raise ApiError(409, "account_exists", str(exc), field=exc.field) from None
+            raise ApiError(ErrorCode.ACCOUNT_EXISTS, str(exc), field=exc.field) from None
         except doctor_repo.DuplicateLicence:
             raise ApiError(
-                409, "licence_exists", "this licence number is already registered", field="licence_number"
+                ErrorCode.LICENCE_EXISTS, "this licence number is already registered", field="licence_number"
             ) from None
     tokens = svc.tokens.issue(user.id, role)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()}, status_code=201)
@@ -169,9 +174,9 @@ async def login(request: Request) -> Response:
     # Verified after the session closed: it holds the embedded database (models/sqlite_driver.py).
     verified = await verify_password_off_loop(user.password_hash if user else None, body.password)
     if not verified or user is None:
-        raise ApiError(401, "invalid_credentials", "wrong login or password")
+        raise ApiError(ErrorCode.INVALID_CREDENTIALS, "wrong login or password")
     if not user.is_active:
-        raise ApiError(403, "account_disabled", "this account is disabled")
+        raise ApiError(ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
     tokens = svc.tokens.issue(user.id, Role(user.role))
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()})
 
@@ -194,13 +199,13 @@ async def refresh(request: Request) -> Response:
     try:
         claims = svc.tokens.verify(body.refresh_token, "refresh")
     except TokenError as exc:
-        raise ApiError(401, exc.code, exc.message) from None
+        raise ApiError(exc.code, exc.message) from None
     async with svc.sessions() as session:
         user = await user_repo.get_user(session, claims.user_id)
     if user is None:
-        raise ApiError(401, "token_invalid", "the account of this token no longer exists")
+        raise ApiError(ErrorCode.TOKEN_INVALID, "the account of this token no longer exists")
     if not user.is_active:
-        raise ApiError(403, "account_disabled", "this account is disabled")
+        raise ApiError(ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
     return json_response(svc.tokens.issue(user.id, Role(user.role)).as_json())
 
 
@@ -212,6 +217,6 @@ async def me(request: Request) -> Response:
     async with svc.sessions() as session:
         user = await user_repo.get_user(session, principal.user_id)
         if user is None:
-            raise ApiError(401, "token_invalid", "the account of this token no longer exists")
+            raise ApiError(ErrorCode.TOKEN_INVALID, "the account of this token no longer exists")
         profile = await doctor_repo.get_profile(session, user.id) if principal.role is Role.DOCTOR else None
     return json_response(user_json(user, profile))

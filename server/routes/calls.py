@@ -18,6 +18,7 @@ from dispatch.route import call_route
 from models.enums import CallStatus, Role, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
@@ -178,7 +179,7 @@ def _id(request: Request, name: str) -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params[name])
     except ValueError:
-        raise ApiError(422, "invalid_input", f"{name}: not a UUID", field=name) from None
+        raise ApiError(ErrorCode.INVALID_INPUT, f"{name}: not a UUID", field=name) from None
 
 
 @api.route(
@@ -204,7 +205,7 @@ async def create_call(request: Request) -> Response:
     body = await parse_body(request, CallIn)
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= IDEMPOTENCY_MAX:
-        raise ApiError(422, "invalid_input", "Idempotency-Key: 1-128 characters", field="Idempotency-Key")
+        raise ApiError(ErrorCode.INVALID_INPUT, "Idempotency-Key: 1-128 characters", field="Idempotency-Key")
     new = NewCall(
         address=body.address,
         lat=body.lat,
@@ -236,7 +237,7 @@ async def list_calls(request: Request) -> Response:
                 statuses.append(CallStatus(part.strip()).value)
             except ValueError:
                 raise ApiError(
-                    422, "invalid_input", f"status: unknown status {part.strip()!r}", field="status"
+                    ErrorCode.INVALID_INPUT, f"status: unknown status {part.strip()!r}", field="status"
                 ) from None
     filters: dict[str, Any] = {}
     if who.role is Role.PATIENT:
@@ -244,7 +245,7 @@ async def list_calls(request: Request) -> Response:
     elif who.role is Role.DOCTOR:
         filters["doctor_id"] = who.user_id
     elif not who.staff:
-        raise ApiError(403, "forbidden", "your role has no calls")
+        raise ApiError(ErrorCode.FORBIDDEN, "your role has no calls")
     async with svc.sessions() as session:
         calls = await call_repo.list_calls(
             session,
@@ -311,7 +312,7 @@ async def call_offers(request: Request) -> Response:
     svc = services(request)
     who = _who(svc, request)
     if not who.staff:
-        raise ApiError(403, "forbidden", "only staff see offers")
+        raise ApiError(ErrorCode.FORBIDDEN, "only staff see offers")
     call = await svc.calls.get(who, _id(request, "call_id"))
     async with svc.sessions() as session:
         offers = await offer_repo.offers_of_call(session, call.id)
@@ -367,7 +368,7 @@ async def visit_status(request: Request) -> Response:
     svc = services(request)
     body = await parse_body(request, VisitIn)
     if body.price_final is not None and body.status is not CallStatus.COMPLETED:
-        raise ApiError(422, "invalid_input", "price_final: only with completed", field="price_final")
+        raise ApiError(ErrorCode.INVALID_INPUT, "price_final: only with completed", field="price_final")
     moved = await svc.dispatch.visit(
         _who(svc, request), _id(request, "call_id"), body.status, body.price_final
     )
@@ -427,7 +428,7 @@ async def relaunch_call(request: Request) -> Response:
     svc = services(request)
     who = _who(svc, request)
     if not who.staff:
-        raise ApiError(403, "forbidden", "only dispatchers re-launch searches")
+        raise ApiError(ErrorCode.FORBIDDEN, "only dispatchers re-launch searches")
     moved = await svc.dispatch.relaunch(who, _id(request, "call_id"))
     return json_response(call_summary(moved.call))
 

@@ -13,6 +13,7 @@ from dispatch.calls import Who
 from dispatch.candidates import MAX_CANDIDATES, nearest_for_call
 from geo.location_index import MAX_RADIUS_M
 from models.enums import Role
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_query
 from server.routes import api
@@ -74,7 +75,7 @@ async def call_candidates(request: Request) -> Response:
     try:
         call_id = uuid.UUID(request.path_params["call_id"])
     except ValueError:
-        raise ApiError(422, "invalid_input", "call_id: not a UUID", field="call_id") from None
+        raise ApiError(ErrorCode.INVALID_INPUT, "call_id: not a UUID", field="call_id") from None
     call = await svc.calls.get(Who(principal.user_id, principal.role), call_id)
     settings = svc.settings
     found = await nearest_for_call(

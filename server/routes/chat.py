@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from dispatch.calls import Who
 from dispatch.chat import MAX_TEXT
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
@@ -79,7 +80,7 @@ def _call_id(request: Request) -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params["call_id"])
     except ValueError:
-        raise ApiError(422, "invalid_input", "call_id: not a UUID", field="call_id") from None
+        raise ApiError(ErrorCode.INVALID_INPUT, "call_id: not a UUID", field="call_id") from None
 
 
 @api.route(

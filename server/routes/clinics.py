@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from models.enums import Role
 from models.repositories import clinics as clinic_repo
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
@@ -65,7 +66,7 @@ async def create_clinic(request: Request) -> Response:
     svc = services(request)
     principal = svc.principal(request)
     if principal.role is not Role.ADMIN:
-        raise ApiError(403, "forbidden", "only admins create clinics")
+        raise ApiError(ErrorCode.FORBIDDEN, "only admins create clinics")
     body = await parse_body(request, ClinicIn)
     async with svc.sessions.begin() as session:
         try:
@@ -73,7 +74,7 @@ async def create_clinic(request: Request) -> Response:
                 session, name=body.name, address=body.address, phone=body.phone
             )
         except clinic_repo.DuplicateClinic:
-            raise ApiError(409, "clinic_exists", "a clinic with this name exists", field="name") from None
+            raise ApiError(ErrorCode.CLINIC_EXISTS, "a clinic with this name exists", field="name") from None
     return json_response(ClinicOut.model_validate(clinic).model_dump(mode="json"), status_code=201)
 
 

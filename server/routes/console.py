@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from geo.map_cells import TooManyCells, cells_covering
 from models.enums import Role
 from realtime.channels import MAP_RESOLUTION
+from realtime.errors import ErrorCode
 from server.console_assets import PACKAGES, installed
 from server.errors import ApiError
 from server.http import json_response, parse_query
@@ -123,5 +124,5 @@ async def map_cells(request: Request) -> Response:
     try:
         cells = cells_covering((south, west, north, east), MAX_MAP_CELLS)
     except TooManyCells as exc:
-        raise ApiError(422, "too_many_cells", str(exc), field="bbox", limit=exc.limit) from None
+        raise ApiError(ErrorCode.TOO_MANY_CELLS, str(exc), field="bbox", limit=exc.limit) from None
     return json_response({"resolution": MAP_RESOLUTION, "cells": cells})

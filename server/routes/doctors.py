@@ -13,6 +13,7 @@ from models.enums import Role
 from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
@@ -62,7 +63,7 @@ def _parse_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise ApiError(422, "invalid_input", "id: not a UUID", field="id") from None
+        raise ApiError(ErrorCode.INVALID_INPUT, "id: not a UUID", field="id") from None
 
 
 @api.route(
@@ -79,7 +80,7 @@ async def list_doctors(request: Request) -> Response:
     svc = services(request)
     principal = svc.principal(request)
     if principal.role not in STAFF:
-        raise ApiError(403, "forbidden", "only staff can list doctors")
+        raise ApiError(ErrorCode.FORBIDDEN, "only staff can list doctors")
     query = parse_query(request, DoctorListQuery)
     async with svc.sessions() as session:
         rows = await doctor_repo.list_profiles(
@@ -107,7 +108,7 @@ async def get_doctor(request: Request) -> Response:
         user = await user_repo.get_user(session, doctor_id)
         profile = await doctor_repo.get_profile(session, doctor_id) if user else None
     if user is None or profile is None:
-        raise ApiError(404, "not_found", "no such doctor")
+        raise ApiError(ErrorCode.NOT_FOUND, "no such doctor")
     data = user_json(user, profile)
     if principal.user_id != doctor_id and principal.role not in STAFF:
         data["email"] = data["phone"] = None
@@ -129,23 +130,25 @@ async def update_my_profile(request: Request) -> Response:
     svc = services(request)
     principal = svc.principal(request)
     if principal.role is not Role.DOCTOR:
-        raise ApiError(403, "forbidden", "only doctors have a doctor profile")
+        raise ApiError(ErrorCode.FORBIDDEN, "only doctors have a doctor profile")
     body = await parse_body(request, ProfileUpdateIn)
     async with svc.sessions.begin() as session:
         user = await user_repo.get_user(session, principal.user_id)
         profile = await doctor_repo.get_profile(session, principal.user_id)
         if user is None or profile is None:
-            raise ApiError(404, "not_found", "no doctor profile for this account")
+            raise ApiError(ErrorCode.NOT_FOUND, "no doctor profile for this account")
         if body.specialties is not None:
             profile.specialties = sorted(set(body.specialties))
         if "clinic_id" in body.model_fields_set:
             if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
-                raise ApiError(422, "invalid_input", "clinic_id: no such clinic", field="clinic_id")
+                raise ApiError(ErrorCode.INVALID_INPUT, "clinic_id: no such clinic", field="clinic_id")
             profile.clinic_id = body.clinic_id
         if body.licence_number is not None and body.licence_number != profile.licence_number:
             if await doctor_repo.licence_taken(session, body.licence_number):
                 raise ApiError(
-                    409, "licence_exists", "this licence number is already registered", field="licence_number"
+                    ErrorCode.LICENCE_EXISTS,
+                    "this licence number is already registered",
+                    field="licence_number",
                 )
             profile.licence_number = body.licence_number
             await doctor_repo.set_verified(session, profile, False, principal.user_id)
@@ -168,13 +171,13 @@ async def verify_doctor(request: Request) -> Response:
     svc = services(request)
     principal = svc.principal(request)
     if principal.role is not Role.ADMIN:
-        raise ApiError(403, "forbidden", "only admins verify doctors")
+        raise ApiError(ErrorCode.FORBIDDEN, "only admins verify doctors")
     doctor_id = _parse_id(request.path_params["doctor_id"])
     body = await parse_body(request, VerifyIn)
     async with svc.sessions.begin() as session:
         user = await user_repo.get_user(session, doctor_id)
         profile = await doctor_repo.get_profile(session, doctor_id)
         if user is None or profile is None:
-            raise ApiError(404, "not_found", "no such doctor")
+            raise ApiError(ErrorCode.NOT_FOUND, "no such doctor")
         await doctor_repo.set_verified(session, profile, body.verified, principal.user_id)
     return json_response(user_json(user, profile))

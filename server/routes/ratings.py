@@ -11,6 +11,7 @@ from starlette.responses import Response
 from dispatch.calls import Who
 from dispatch.ratings import MAX_COMMENT
 from models.enums import Role
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body
 from server.routes import api
@@ -57,6 +58,6 @@ async def rate_call(request: Request) -> Response:
     try:
         call_id = uuid.UUID(request.path_params["call_id"])
     except ValueError:
-        raise ApiError(422, "invalid_input", "call_id: not a UUID", field="call_id") from None
+        raise ApiError(ErrorCode.INVALID_INPUT, "call_id: not a UUID", field="call_id") from None
     rating = await svc.ratings.rate(Who(principal.user_id, principal.role), call_id, body.score, body.comment)
     return json_response(rating, status_code=201)

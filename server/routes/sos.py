@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from dispatch.calls import Who
 from models.enums import Role, SosKind
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
@@ -86,7 +87,7 @@ def _sos_id(request: Request) -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params["sos_id"])
     except ValueError:
-        raise ApiError(422, "invalid_input", "sos_id: not a UUID", field="sos_id") from None
+        raise ApiError(ErrorCode.INVALID_INPUT, "sos_id: not a UUID", field="sos_id") from None
 
 
 @api.route(
@@ -106,7 +107,7 @@ async def raise_sos(request: Request) -> Response:
     emergency also makes the call an emergency."""
     body = await parse_body(request, SosIn)
     if (body.lat is None) != (body.lon is None):
-        raise ApiError(422, "invalid_input", "lat and lon go together", field="lat")
+        raise ApiError(ErrorCode.INVALID_INPUT, "lat and lon go together", field="lat")
     alert = await services(request).sos.raise_alert(
         _who(request), body.kind, lat=body.lat, lon=body.lon, call_id=body.call, message=body.message
     )

@@ -18,6 +18,7 @@ from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from models.repositories import zones as zone_repo
 from models.zones import Zone
+from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
@@ -134,7 +135,9 @@ def _doctor_id(request: Request, me: uuid.UUID) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise ApiError(422, "invalid_input", "doctor_id: not a UUID (or 'me')", field="doctor_id") from None
+        raise ApiError(
+            ErrorCode.INVALID_INPUT, "doctor_id: not a UUID (or 'me')", field="doctor_id"
+        ) from None
 
 
 @api.route("GET", "/v1/zones", summary="List service zones", tag="zones", query=ZoneQuery, response=ZoneList)
@@ -168,10 +171,10 @@ async def get_doctor_zones(request: Request) -> Response:
     if principal.role not in ZONE_READERS or (
         principal.role is Role.DOCTOR and principal.user_id != doctor_id
     ):
-        raise ApiError(403, "forbidden", "only staff and the doctor themselves see a doctor's zones")
+        raise ApiError(ErrorCode.FORBIDDEN, "only staff and the doctor themselves see a doctor's zones")
     async with svc.sessions() as session:
         if await doctor_repo.get_profile(session, doctor_id) is None:
-            raise ApiError(404, "not_found", "no such doctor")
+            raise ApiError(ErrorCode.NOT_FOUND, "no such doctor")
         zones = await zone_repo.get_doctor_zones(session, doctor_id)
     return json_response(_doctor_zones_json(doctor_id, zones))
 
@@ -193,18 +196,17 @@ async def set_doctor_zones(request: Request) -> Response:
     svc = services(request)
     principal = svc.principal(request)
     if principal.role not in ZONE_EDITORS:
-        raise ApiError(403, "forbidden", "only admins and clinic admins set a doctor's zones")
+        raise ApiError(ErrorCode.FORBIDDEN, "only admins and clinic admins set a doctor's zones")
     doctor_id = _doctor_id(request, principal.user_id)
     body = await parse_body(request, DoctorZonesIn)
     async with svc.sessions.begin() as session:
         try:
             await zone_repo.set_doctor_zones(session, doctor_id, body.zone_ids)
         except zone_repo.NoSuchDoctor:
-            raise ApiError(404, "not_found", "no such doctor") from None
+            raise ApiError(ErrorCode.NOT_FOUND, "no such doctor") from None
         except zone_repo.UnknownZones as exc:
             raise ApiError(
-                422,
-                "unknown_zone",
+                ErrorCode.UNKNOWN_ZONE,
                 f"zone_ids: no such zone: {', '.join(str(z) for z in exc.missing)}",
                 field="zone_ids",
                 zone_ids=[str(z) for z in exc.missing],

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from realtime.errors import ErrorCode
 from realtime.messages import FrameError, Generic, Location, Ping, StreamSince, Subscribe, Unsubscribe, decode
-from realtime.protocol import ErrorCode
 
 OPS = frozenset({"offer.accept"})
 
