@@ -28,93 +28,16 @@ from dispatch.deadlines import (
     validate_schedule,
 )
 from realtime.keys import DEADLINES_IDLE_TTL_MS, Keys
+from realtime.lua import LuaScript
 from realtime.redis_client import require_bytes_client
 
-# Shared Lua prelude: extend (never shorten) the TTL of every key in KEYS to reach `until_ms` (epoch ms,
-# caller's clock) + idle TTL, measured from Redis TIME.
-_EXTEND_TTL = """
-local function extend_ttl(until_ms, idle_ms)
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local ttl = math.max(until_ms - now_ms, 0) + idle_ms
-  for i = 1, #KEYS do
-    if redis.call('PTTL', KEYS[i]) < ttl then
-      redis.call('PEXPIRE', KEYS[i], math.floor(ttl))
-    end
-  end
-end
-"""
-
-# KEYS: due, meta, payload, seq. ARGV: key, due_ms, payload, idle_ttl_ms. Returns 1 if the key was new.
-_SCHEDULE = (
-    _EXTEND_TTL
-    + """
-local token = redis.call('INCR', KEYS[4])
-local is_new = redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':0:' .. token)
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-extend_ttl(tonumber(ARGV[2]), tonumber(ARGV[4]))
-return is_new
-"""
-)
-
-# KEYS: due, meta, payload, seq. ARGV: now_ms, limit, lease_until_ms, idle_ttl_ms.
-# Returns a list of {key, due_ms, attempt, token, payload}. The read of due members and their move past
-# the lease end happen in one script, which is what makes a claim exclusive across processes.
-_CLAIM = (
-    _EXTEND_TTL
-    + """
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local out = {}
-for _, k in ipairs(members) do
-  local meta = redis.call('HGET', KEYS[2], k)
-  if meta then
-    local due, attempt = string.match(meta, '^(%d+):(%d+):')
-    attempt = tonumber(attempt) + 1
-    local token = redis.call('INCR', KEYS[4])
-    redis.call('HSET', KEYS[2], k, due .. ':' .. attempt .. ':' .. token)
-    redis.call('ZADD', KEYS[1], ARGV[3], k)
-    out[#out + 1] = {k, due, attempt, token, redis.call('HGET', KEYS[3], k)}
-  else
-    -- a member without meta cannot be produced by this module; drop it rather than loop on it
-    redis.call('ZREM', KEYS[1], k)
-  end
-end
-if #out > 0 then
-  extend_ttl(tonumber(ARGV[3]), tonumber(ARGV[4]))
-end
-return out
-"""
-)
-
-# KEYS: due, meta, payload. ARGV: key, token. Returns 1 if this claim was current and is now removed.
-_COMPLETE = """
-local meta = redis.call('HGET', KEYS[2], ARGV[1])
-if not meta or string.match(meta, ':(%d+)$') ~= ARGV[2] then
-  return 0
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-"""
-
-# KEYS: due, meta, payload. ARGV: key. Returns 1 if the key existed.
-_CANCEL = """
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return removed
-"""
-
-# KEYS: due, meta, payload. ARGV: key. Returns {meta, payload, visible_ms} or nil, read in one step.
-_GET = """
-local meta = redis.call('HGET', KEYS[2], ARGV[1])
-if not meta then
-  return nil
-end
-return {meta, redis.call('HGET', KEYS[3], ARGV[1]), redis.call('ZSCORE', KEYS[1], ARGV[1])}
-"""
+# The scripts: dispatch/lua/deadlines_*.lua. Every write extends the keys' TTL (the prelude).
+_EXTEND_TTL = LuaScript("dispatch", "deadlines_extend_ttl")
+_SCHEDULE = LuaScript("dispatch", "deadlines_schedule", (_EXTEND_TTL,))
+_CLAIM = LuaScript("dispatch", "deadlines_claim", (_EXTEND_TTL,))
+_COMPLETE = LuaScript("dispatch", "deadlines_complete")
+_CANCEL = LuaScript("dispatch", "deadlines_cancel")
+_GET = LuaScript("dispatch", "deadlines_get")
 
 
 class RedisDeadlines(Deadlines):
@@ -148,11 +71,11 @@ class RedisDeadlines(Deadlines):
             keys.deadlines_seq(queue),
         ]
         self._keys3 = self._keys4[:3]
-        self._schedule = redis.register_script(_SCHEDULE)
-        self._claim = redis.register_script(_CLAIM)
-        self._complete = redis.register_script(_COMPLETE)
-        self._cancel = redis.register_script(_CANCEL)
-        self._get = redis.register_script(_GET)
+        self._schedule = _SCHEDULE.register(redis)
+        self._claim = _CLAIM.register(redis)
+        self._complete = _COMPLETE.register(redis)
+        self._cancel = _CANCEL.register(redis)
+        self._get = _GET.register(redis)
 
     async def schedule(self, key: str, due_ms: int, payload: bytes = b"") -> bool:
         data = validate_schedule(key, due_ms, payload)

@@ -2,7 +2,7 @@
 
 The record (``Keys.loc_doctor``) lives under the live index's hash tag ``{loc}`` because the same
 script that changes the status also adds the doctor to (or removes it from) the availability sets of
-the H3 cells it stands in (``geo.location_index_lua.MEMBERSHIP_LUA``): the LocationIndex never shows
+the H3 cells it stands in (``geo/lua/location_index_membership.lua``): the LocationIndex never shows
 an offered or busy doctor as available, and a crash cannot leave the two apart. Redis runs each script
 alone, so of any number of concurrent compare-and-sets from any number of processes, exactly the ones
 whose expectation still holds when they run succeed; with the same expectation, one.
@@ -27,35 +27,13 @@ from dispatch.doctor_states import (
     check_doctor_id,
     normalize_expected,
 )
-from geo.location_index_lua import MEMBERSHIP_LUA
+from geo.location_index_lua import MEMBERSHIP
 from realtime.clock import Clock, wall_clock_ms
 from realtime.keys import Keys
+from realtime.lua import LuaScript
 
-COMPARE_AND_SET = (
-    MEMBERSHIP_LUA
-    + """
--- KEYS: doctor record. ARGV: 1 id, 2 avail prefix, 3 expected statuses (space-separated),
--- 4 expected ref ('' = any, else '=' .. ref), 5 expected version ('' = any), 6 new status,
--- 7 new ref ('' = none), 8 now ms. Returns {ok, status, ref, since, version} (the state after).
-local d = redis.call('HMGET', KEYS[1], 'st', 'ref', 'since', 'ver', 'specs', 'cells')
-local st, ref, since, ver = d[1] or 'offline', d[2] or '', d[3] or '0', tonumber(d[4] or '0')
-local match = false
-for e in string.gmatch(ARGV[3], '%S+') do
-  if e == st then match = true end
-end
-if match and ARGV[4] ~= '' and ARGV[4] ~= '=' .. ref then match = false end
-if match and ARGV[5] ~= '' and tonumber(ARGV[5]) ~= ver then match = false end
-if not match then return {0, st, ref, since, tostring(ver)} end
-local new, nref, now = ARGV[6], ARGV[7], ARGV[8]
-ver = ver + 1
-redis.call('HSET', KEYS[1], 'st', new, 'since', now, 'ver', tostring(ver))
-if nref == '' then redis.call('HDEL', KEYS[1], 'ref') else redis.call('HSET', KEYS[1], 'ref', nref) end
-if (st == 'available') ~= (new == 'available') then
-  membership(new == 'available' and 'SADD' or 'SREM', ARGV[1], ARGV[2], d[6], d[5])
-end
-return {1, new, nref, now, tostring(ver)}
-"""
-)
+COMPARE_AND_SET = LuaScript("dispatch", "doctor_states_cas", (MEMBERSHIP,))
+"""The compare-and-set (``dispatch/lua/doctor_states_cas.lua``)."""
 
 
 def _text(value: Any) -> str:
@@ -63,18 +41,8 @@ def _text(value: Any) -> str:
 
 
 _FIELDS = ["st", "ref", "since", "ver"]
-GET_MANY = """
--- KEYS: doctor records. Returns per key one string, "st since ver =ref" ("-" for an absent st, since or
--- ver; nothing after the last space without a ref; the ref last, as it may hold spaces): far cheaper
--- for the client to parse than a nested reply.
-local out = {}
-for i, key in ipairs(KEYS) do
-  local f = redis.call('HMGET', key, 'st', 'ref', 'since', 'ver')
-  local ref = f[2] and ('=' .. f[2]) or ''
-  out[i] = (f[1] or '-') .. ' ' .. (f[3] or '-') .. ' ' .. (f[4] or '-') .. ' ' .. ref
-end
-return out
-"""
+GET_MANY = LuaScript("dispatch", "doctor_states_get_many")
+"""Many records, one packed string each (``dispatch/lua/doctor_states_get_many.lua``)."""
 GET_MANY_CHUNK = 1_000
 """Doctor records per script call in ``get_many`` (bounds how long one call blocks Redis)."""
 
@@ -116,8 +84,8 @@ class RedisDoctorStates(DoctorStates):
         self._keys = keys
         self._clock: Clock = clock or wall_clock_ms
         self._avail_prefix = keys.loc_available_prefix()
-        self._cas_script = redis.register_script(COMPARE_AND_SET)
-        self._get_many_script = redis.register_script(GET_MANY)
+        self._cas_script = COMPARE_AND_SET.register(redis)
+        self._get_many_script = GET_MANY.register(redis)
 
     async def get(self, doctor_id: str) -> DoctorState:
         """See :meth:`DoctorStates.get`."""

@@ -3,7 +3,7 @@
 Every distance the live engine reports or compares (nearest-available search, H3 ring bounds, the
 brute-force checks in the tests) comes from :func:`haversine_m`, so that two engines and a check agree
 to the last bit. The Redis engine's Lua search evaluates the very same expression, operation by
-operation (see ``geo/location_index_lua.py``); change both or neither.
+operation (see ``geo/lua/location_index_nearest.lua``); change both or neither.
 
 Units: latitude and longitude in WGS84 decimal degrees, distances in metres.
 """

@@ -124,12 +124,12 @@ class RedisLocationIndex(LocationIndex):
         self._doc_prefix = keys.loc_doctor_prefix()
         self._avail_prefix = keys.loc_available_prefix()
         self._geo_keys = [keys.loc_geo(), keys.loc_seen()]
-        self._upsert_script = redis.register_script(lua.UPSERT_MANY)
-        self._remove_script = redis.register_script(lua.REMOVE)
-        self._sweep_script = redis.register_script(lua.SWEEP)
-        self._specs_script = redis.register_script(lua.SET_SPECIALTIES)
-        self._nearest_script = redis.register_script(lua.NEAREST)
-        self._box_script = redis.register_script(lua.WITHIN_BOX)
+        self._upsert_script = lua.UPSERT_MANY.register(redis)
+        self._remove_script = lua.REMOVE.register(redis)
+        self._sweep_script = lua.SWEEP.register(redis)
+        self._specs_script = lua.SET_SPECIALTIES.register(redis)
+        self._nearest_script = lua.NEAREST.register(redis)
+        self._box_script = lua.WITHIN_BOX.register(redis)
 
     # --- positions --------------------------------------------------------------------------------
 

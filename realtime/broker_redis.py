@@ -61,101 +61,16 @@ from realtime.broker import (
 from realtime.broker_queue import RECONNECT, DeliveryQueue
 from realtime.clock import Clock, wall_clock_ms
 from realtime.keys import Keys
+from realtime.lua import LuaScript
 from realtime.redis_client import require_bytes_client
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = meta, KEYS[2] = history. Returns epoch, top offset; creates the meta (new epoch, offset 0,
-# no history) when it was lost, and refreshes its TTL.
-_ENSURE_META = """
-local function ensure_meta(candidate, ttl)
-  local m = redis.call('HMGET', KEYS[1], 'e', 'o')
-  local epoch, top = m[1], m[2]
-  if not epoch then
-    epoch, top = candidate, 0
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-  end
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  return epoch, tonumber(top)
-end
-"""
-
-# ARGV: live channel, frame head, frame tail, type, time_ms, size, max_age_ms, meta_ttl_ms, epoch
-# candidate. Returns {offset, epoch}.
-_PUBLISH = (
-    _ENSURE_META
-    + """
-local function trim_age(cutoff)
-  while true do
-    local batch = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
-    local n = #batch
-    if n == 0 then return end
-    for i = 1, n do
-      if tonumber(batch[i][2][2]) > cutoff then
-        if i > 1 then redis.call('XTRIM', KEYS[2], 'MINID', batch[i][1]) end
-        return
-      end
-    end
-    local last = tonumber(string.match(batch[n][1], '^(%d+)'))
-    redis.call('XTRIM', KEYS[2], 'MINID', last + 1)
-  end
-end
-
-local epoch = ensure_meta(ARGV[9], ARGV[8])
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-local frame = ARGV[2] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[3]
-local size = tonumber(ARGV[6])
-if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset, 't', ARGV[5], 'y', ARGV[4], 'd', frame)
-  trim_age(tonumber(ARGV[5]) - tonumber(ARGV[7]))
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-else
-  redis.call('DEL', KEYS[2])
-end
-redis.call('SPUBLISH', ARGV[1], offset .. '|' .. epoch .. '|' .. ARGV[5] .. '|' .. ARGV[4] .. '\\n' .. frame)
-return {offset, epoch}
-"""
-)
-
-# ARGV: meta_ttl_ms, epoch candidate. Returns {top, epoch}.
-_POSITION = (
-    _ENSURE_META
-    + """
-local epoch, top = ensure_meta(ARGV[2], ARGV[1])
-return {top, epoch}
-"""
-)
-
-# ARGV: since offset, since epoch, now_ms, max_age_ms, meta_ttl_ms, epoch candidate.
-# Returns {ok, top, epoch, failure, [offset, time_ms, type, frame]...}. The epoch check and the read are
-# one step, so a publication cannot slip between them.
-_RECOVER = (
-    _ENSURE_META
-    + """
-local epoch, top = ensure_meta(ARGV[6], ARGV[5])
-if ARGV[2] ~= epoch then return {0, top, epoch, 'epoch_mismatch'} end
-local since = tonumber(ARGV[1])
-if since > top then return {0, top, epoch, 'offset_ahead'} end
-if since == top then return {1, top, epoch, ''} end
-local cutoff = tonumber(ARGV[3]) - tonumber(ARGV[4])
-local entries = redis.call('XRANGE', KEYS[2], since + 1, '+')
-local first = 1
-while first <= #entries and tonumber(entries[first][2][2]) <= cutoff do first = first + 1 end
-if first > #entries or tonumber(string.match(entries[first][1], '^(%d+)')) ~= since + 1 then
-  return {0, top, epoch, 'offset_too_old'}
-end
-local out = {1, top, epoch, ''}
-for i = first, #entries do
-  local f = entries[i][2]
-  out[#out + 1] = string.match(entries[i][1], '^(%d+)')
-  out[#out + 1] = f[2]
-  out[#out + 1] = f[4]
-  out[#out + 1] = f[6]
-end
-return out
-"""
-)
+# The scripts: realtime/lua/broker_*.lua. Each first makes sure the channel's meta exists (the prelude).
+_ENSURE_META = LuaScript("realtime", "broker_ensure_meta")
+_PUBLISH = LuaScript("realtime", "broker_publish", (_ENSURE_META,))
+_POSITION = LuaScript("realtime", "broker_position", (_ENSURE_META,))
+_RECOVER = LuaScript("realtime", "broker_recover", (_ENSURE_META,))
 
 _RECONNECT_ERRORS = (RedisError, OSError)
 
@@ -214,9 +129,9 @@ class RedisBroker(Broker):
         self._clock = clock
         self._subscribe_timeout_s = subscribe_timeout_s
         self._reconnect_delay_s = reconnect_delay_s
-        self._publish = redis.register_script(_PUBLISH)
-        self._position = redis.register_script(_POSITION)
-        self._recover = redis.register_script(_RECOVER)
+        self._publish = _PUBLISH.register(redis)
+        self._position = _POSITION.register(redis)
+        self._recover = _RECOVER.register(redis)
 
         self._refs: dict[str, int] = {}  # local interests
         self._names: dict[bytes, str] = {}  # live channel name -> channel, for every wanted channel

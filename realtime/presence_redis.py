@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from realtime.broker import validate_channel
 from realtime.clock import Clock, wall_clock_ms
 from realtime.keys import PRESENCE_KEY_SLACK_MS, PRESENCE_TTL_MS, Keys
+from realtime.lua import LuaScript
 from realtime.presence import (
     Member,
     Presence,
@@ -27,82 +28,12 @@ from realtime.presence import (
 )
 from realtime.redis_client import require_bytes_client
 
-# KEYS[1] = info, KEYS[2] = exp. Prune entries expired at `now` (score <= now) from both keys, and
-# extend (never shorten) both keys' TTL.
-_PRELUDE = """
-local function prune(now)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-  for i = 1, #gone, 1000 do
-    redis.call('HDEL', KEYS[1], unpack(gone, i, math.min(i + 999, #gone)))
-  end
-  if #gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  end
-end
-local function extend_ttl(ttl)
-  for i = 1, 2 do
-    if redis.call('PTTL', KEYS[i]) < tonumber(ttl) then
-      redis.call('PEXPIRE', KEYS[i], ttl)
-    end
-  end
-end
-"""
-
-# ARGV: now, expires_ms, key_ttl_ms, client id, info. Returns 1 if the client was not present.
-_JOIN = (
-    _PRELUDE
-    + """
-prune(ARGV[1])
-local is_new = redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
-redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
-extend_ttl(ARGV[3])
-return is_new
-"""
-)
-
-# ARGV: now, expires_ms, key_ttl_ms, client ids... Returns the ids that were not present.
-_TOUCH = (
-    _PRELUDE
-    + """
-prune(ARGV[1])
-local missing = {}
-local touched = 0
-for i = 4, #ARGV do
-  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
-    touched = touched + 1
-  else
-    missing[#missing + 1] = ARGV[i]
-  end
-end
-if touched > 0 then extend_ttl(ARGV[3]) end
-return missing
-"""
-)
-
-# ARGV: now, client id. Returns 1 if the client was present (not expired).
-_LEAVE = """
-local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('HDEL', KEYS[1], ARGV[2])
-if score and tonumber(score) > tonumber(ARGV[1]) then return 1 end
-return 0
-"""
-
-# ARGV: now. Returns {client id, expires_ms, info}... for entries present at `now`.
-_MEMBERS = """
-local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-local out = {}
-for i = 1, #rows, 2 do
-  local info = redis.call('HGET', KEYS[1], rows[i])
-  if info then
-    out[#out + 1] = rows[i]
-    out[#out + 1] = rows[i + 1]
-    out[#out + 1] = info
-  end
-end
-return out
-"""
+# The scripts: realtime/lua/presence_*.lua. Every write first prunes expired entries (the prelude).
+_PRELUDE = LuaScript("realtime", "presence_prelude")
+_JOIN = LuaScript("realtime", "presence_join", (_PRELUDE,))
+_TOUCH = LuaScript("realtime", "presence_touch", (_PRELUDE,))
+_LEAVE = LuaScript("realtime", "presence_leave")
+_MEMBERS = LuaScript("realtime", "presence_members")
 
 
 class RedisPresence(Presence):
@@ -125,10 +56,10 @@ class RedisPresence(Presence):
         self._keys = keys
         self.ttl_ms = validate_ttl(ttl_ms)
         self._clock = clock
-        self._join = redis.register_script(_JOIN)
-        self._touch = redis.register_script(_TOUCH)
-        self._leave = redis.register_script(_LEAVE)
-        self._members = redis.register_script(_MEMBERS)
+        self._join = _JOIN.register(redis)
+        self._touch = _TOUCH.register(redis)
+        self._leave = _LEAVE.register(redis)
+        self._members = _MEMBERS.register(redis)
 
     def _pair(self, channel: str) -> list[str]:
         return [self._keys.presence_info(channel), self._keys.presence_expiry(channel)]
