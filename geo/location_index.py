@@ -49,8 +49,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dispatch.doctor_states import DOCTOR_ID_RE, DoctorStatus, check_doctor_id
-from realtime.keys import POSITION_TTL_MS
+from models.enums import DoctorStatus
+from realtime.keys import DOCTOR_ID_RE, POSITION_TTL_MS, check_doctor_id
 
 __all__ = [
     "DEFAULT_BOX_LIMIT",
