@@ -11,7 +11,7 @@ COPY geo ./geo
 COPY realtime ./realtime
 COPY models ./models
 COPY migrations ./migrations
-COPY loadtests ./loadtests
+# loadtests/ (benchmarks, the replay) is not part of the server image: it is not in the wheel either.
 RUN pip install . && python -m server.console_assets && useradd --system --uid 10001 tot
 USER tot
 

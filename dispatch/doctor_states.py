@@ -31,38 +31,20 @@ one offer (ref = offer id) until accept, decline or expiry; ``BUSY`` on a call (
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class DoctorStatus(StrEnum):
-    """A doctor's availability. The string values are stored in Redis and sent on the wire."""
-
-    OFFLINE = "offline"
-    AVAILABLE = "available"
-    OFFERED = "offered"
-    BUSY = "busy"
-    PAUSED = "paused"
-
+# DoctorStatus and the doctor-id rule live below every layer (geo/ needs them too); re-exported here,
+# their home before the layers were ordered, so ``from dispatch.doctor_states import ...`` keeps working.
+from models.enums import DoctorStatus as DoctorStatus
+from realtime.keys import DOCTOR_ID_RE as DOCTOR_ID_RE
+from realtime.keys import check_doctor_id as check_doctor_id
 
 REF_REQUIRED: frozenset[DoctorStatus] = frozenset({DoctorStatus.OFFERED, DoctorStatus.BUSY})
 """Statuses that must name what they are about (``ref``): the offer, the call."""
 
 MAX_REF_LEN = 128
 """Longest ``ref`` accepted (offer and call ids are UUIDs or shorter)."""
-
-DOCTOR_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-"""Doctor ids accepted by every engine role: 1-64 characters, letters, digits and ``_.:-`` (UUIDs,
-integers). The limit keeps Redis key names bounded and free of braces (hash tags) and spaces."""
-
-
-def check_doctor_id(doctor_id: str) -> str:
-    """Return ``doctor_id`` if it matches :data:`DOCTOR_ID_RE`, else raise ``ValueError``."""
-    if not isinstance(doctor_id, str) or DOCTOR_ID_RE.fullmatch(doctor_id) is None:
-        raise ValueError(f"invalid doctor id {doctor_id!r}")
-    return doctor_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,8 +49,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dispatch.doctor_states import DOCTOR_ID_RE, DoctorStatus, check_doctor_id
-from realtime.keys import POSITION_TTL_MS
+from geo.limits import MAX_LAT, MAX_LON
+from models.enums import DoctorStatus
+from realtime.keys import DOCTOR_ID_RE, POSITION_TTL_MS, check_doctor_id
 
 __all__ = [
     "DEFAULT_BOX_LIMIT",
@@ -66,9 +67,6 @@ __all__ = [
     "MapDoctor",
     "NearbyDoctor",
 ]
-
-MAX_LAT = 85.05112878
-"""Largest absolute latitude accepted (Redis GEO's limit, EPSG:3857), degrees."""
 
 MAX_K = 100
 """Most doctors one nearest search returns."""
@@ -147,7 +145,7 @@ def check_point(lat: float, lon: float) -> tuple[float, float]:
     lon = _finite(lon, "lon")
     if not -MAX_LAT <= lat <= MAX_LAT:
         raise ValueError(f"lat must be within +-{MAX_LAT}")
-    if not -180.0 <= lon <= 180.0:
+    if not -MAX_LON <= lon <= MAX_LON:
         raise ValueError("lon must be within [-180, 180]")
     return lat, lon
 
@@ -163,7 +161,7 @@ def check_position(position: DoctorPosition) -> DoctorPosition:
         and type(p.lat) is float
         and -MAX_LAT <= p.lat <= MAX_LAT  # NaN fails every comparison and takes the slow path
         and type(p.lon) is float
-        and -180.0 <= p.lon <= 180.0
+        and -MAX_LON <= p.lon <= MAX_LON
         and type(p.accuracy_m) is float
         and 0.0 <= p.accuracy_m <= MAX_ACCURACY_M
         and type(p.ts_ms) is int

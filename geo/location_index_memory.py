@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 
-from dispatch.doctor_states import DoctorStatus, check_doctor_id
 from geo.cells import COARSE_RESOLUTION, FINE_MAX_RING, FINE_RESOLUTION, cell_of, index_cells, ring
 from geo.cells import ring_lower_bound_m as _ring_bound
 from geo.distance import haversine_m
@@ -33,8 +32,9 @@ from geo.location_index import (
     check_specialties,
     in_box,
 )
+from models.enums import DoctorStatus
 from realtime.clock import Clock, wall_clock_ms
-from realtime.keys import LOC_ANY_SPECIALTY
+from realtime.keys import LOC_ANY_SPECIALTY, check_doctor_id
 
 _Candidate = tuple[float, str, DoctorPosition]
 

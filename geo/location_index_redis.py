@@ -24,7 +24,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from h3.api import basic_int as h3i
 
-from dispatch.doctor_states import DoctorStatus, check_doctor_id
 from geo import location_index_lua as lua
 from geo.cells import (
     COARSE_RESOLUTION,
@@ -51,8 +50,9 @@ from geo.location_index import (
     check_specialties,
     nearest_sort_key,
 )
+from models.enums import DoctorStatus
 from realtime.clock import Clock, wall_clock_ms
-from realtime.keys import LOC_ANY_SPECIALTY, Keys
+from realtime.keys import LOC_ANY_SPECIALTY, Keys, check_doctor_id
 
 UPSERT_CHUNK = 1_000
 """Positions per script call in ``upsert_many``: one call blocks Redis ~5 ms at most; a larger batch

@@ -16,7 +16,10 @@ from functools import lru_cache
 
 import h3
 
-from realtime.channels import MAP_RESOLUTION
+MAP_RESOLUTION = 6
+"""H3 resolution of map channels: res-6 cells are ~36 km² (H3 docs, "Tables of cell statistics"), so a
+city view subscribes to tens of cells, each carrying at most one batch per tick. Defined here, with the
+cells' geometry, so that ``realtime/`` (channel names, the map feed) reads it downward from ``geo``."""
 
 MAX_CELL_KM2 = 72.0
 """Twice the average area of a resolution-6 cell (36.1 km²): larger than any of them."""

@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy.engine import make_url
 
 from dispatch.zone_import import import_geojson_file
-from models import migrate
+from migrations import runner as migrate
 from models.db import make_engine
 from models.doctors import DoctorProfile
 from models.enums import Role

@@ -70,3 +70,17 @@ class SosStatus(StrEnum):
 def values(enum: type[StrEnum]) -> tuple[str, ...]:
     """The string values of an enum, in declaration order (for CHECK constraints)."""
     return tuple(member.value for member in enum)
+
+
+class DoctorStatus(StrEnum):
+    """A doctor's availability. The string values are stored in Redis and sent on the wire.
+
+    Here, with the other closed vocabularies, because both the live location index (``geo/``) and the
+    availability rules (``dispatch/doctor_states.py``) speak it, and ``geo`` sits below ``dispatch``.
+    """
+
+    OFFLINE = "offline"
+    AVAILABLE = "available"
+    OFFERED = "offered"
+    BUSY = "busy"
+    PAUSED = "paused"

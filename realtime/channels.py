@@ -21,11 +21,8 @@ from enum import StrEnum
 
 import h3
 
+from geo.map_cells import MAP_RESOLUTION as MAP_RESOLUTION  # re-exported: channel names use it
 from models.enums import Role
-
-MAP_RESOLUTION = 6
-"""H3 resolution of map channels: res-6 cells are ~36 km² (H3 docs, "Tables of cell statistics"), so a
-city view subscribes to tens of cells, each carrying at most one batch per tick."""
 
 STAFF_ROLES = frozenset({Role.DISPATCHER, Role.ADMIN})
 

@@ -15,9 +15,24 @@ Each engine role has its own section below and owns only its section.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "tot:"
+
+# --- Doctor ids: every role that names a doctor in a key (LocationIndex, DoctorStates) checks them here,
+# since the rule exists to keep key names sound.
+DOCTOR_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""Doctor ids accepted by every engine role: 1-64 characters, letters, digits and ``_.:-`` (UUIDs,
+integers). The limit keeps Redis key names bounded and free of braces (hash tags) and spaces."""
+
+
+def check_doctor_id(doctor_id: str) -> str:
+    """Return ``doctor_id`` if it matches :data:`DOCTOR_ID_RE`, else raise ``ValueError``."""
+    if not isinstance(doctor_id, str) or DOCTOR_ID_RE.fullmatch(doctor_id) is None:
+        raise ValueError(f"invalid doctor id {doctor_id!r}")
+    return doctor_id
+
 
 # --- LocationIndex / DoctorStates TTLs and names.
 POSITION_TTL_MS = 15 * 60 * 1000  # a position not upserted for this long is forgotten (loc_position TTL)

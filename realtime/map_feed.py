@@ -43,9 +43,9 @@ from dataclasses import dataclass
 import h3
 
 from geo.location_index import MAX_BOX_LIMIT, LocationIndex, MapDoctor
-from geo.map_cells import Box, box_area_deg2, cell_box
+from geo.map_cells import MAP_RESOLUTION, Box, box_area_deg2, cell_box
 from realtime.broker import EPHEMERAL_OFFSET, Publication, encode_ephemeral
-from realtime.channels import MAP_RESOLUTION, ChannelKind
+from realtime.channels import ChannelKind
 from realtime.clock import wall_clock_ms
 from realtime.hub import Hub
 

@@ -35,7 +35,9 @@ find_python() {
 }
 
 ensure_venv() {
-  # Creates .venv and installs the project with its dev extras; reinstalls when pyproject.toml changes.
+  # Creates .venv and installs the project with its dev extras and the replay's (the demo's city and
+  # loadtests/ need httpx, tqdm, matplotlib; they are not server dependencies); reinstalls when
+  # pyproject.toml changes.
   local py stamp
   py="$(find_python)"
   if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
@@ -49,7 +51,7 @@ ensure_venv() {
   if [ ! -f "$stamp" ]; then
     say "installing tot-dispatch and its dependencies into .venv"
     "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,replay]" >&2
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

@@ -2,8 +2,12 @@
 
 ``serve`` runs the server; ``migrate`` moves the database schema; ``users create`` makes accounts
 (the only way to create admins and dispatchers); ``zones import`` loads service zones from GeoJSON;
-``demo`` migrates the embedded database and serves it with demo accounts. A bad setting stops any
-command with one line naming it, and exit status 2.
+``demo`` migrates the embedded database and serves it with demo accounts; ``replay`` replays a real
+city against a running server. A bad setting stops any command with one line naming it, and exit status 2.
+
+``replay`` (and the demo's city) come from ``loadtests/replay``, which is above ``server`` in the layer
+order, is not part of the wheel and needs the ``[replay]`` extra (httpx, tqdm, matplotlib): it is mounted
+lazily (:class:`_Commands`), so the server and its other commands neither import nor require it.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 import click
 import uvicorn
 
-from loadtests.replay.cli import replay as replay_command
 from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
 from server.ws_protocol import DirectTextProtocol
 
@@ -98,7 +103,53 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     )
 
 
-@click.group()
+REPLAY_INSTALL = "pip install -e '.[replay]' in a source checkout (scripts/demo and scripts/test do)"
+"""How to get the replay: its code (``loadtests``, not in the wheel) and its extra."""
+
+
+def _find_replay() -> None:
+    """Make ``loadtests`` importable when this is a source checkout. An editable install exposes only the
+    wheel's packages (pyproject.toml leaves ``loadtests`` out), and a console script does not see the
+    working directory, so ``tot-dispatch replay`` would not find the replay sitting beside ``server/``.
+    Appended, not prepended: installed packages keep precedence. In a wheel install there is no such
+    folder and nothing changes."""
+    root = Path(__file__).resolve().parent.parent
+    if importlib.util.find_spec("loadtests") is None and (root / "loadtests" / "replay" / "cli.py").is_file():
+        sys.path.append(str(root))
+
+
+def _replay_command() -> click.Command:
+    """The ``replay`` command, imported when asked for. Without ``loadtests`` (an installed wheel), a
+    stand-in that says how to get it; a missing extra is reported by the command itself when it runs."""
+    _find_replay()
+    try:
+        from loadtests.replay.cli import replay
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "loadtests":
+            raise
+
+        @click.command("replay", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        def unavailable() -> None:
+            """Replay a real city against a running server (not installed here)."""
+            _fail(f"the replay command is not installed: {REPLAY_INSTALL}")
+
+        return unavailable
+    return replay
+
+
+class _Commands(click.Group):
+    """The command group, with ``replay`` mounted lazily (module docstring)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "replay"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "replay":
+            return _replay_command()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="tot-dispatch")
 def main() -> None:
     """TOT Dispatch: real-time dispatch of home-visit doctors."""
@@ -117,7 +168,7 @@ def serve(host: str | None, port: int | None) -> None:
 @click.argument("revision", default=None, required=False)
 def migrate(direction: str, revision: str | None) -> None:
     """Migrate TOT_DATABASE_URL up to REVISION (default head) or down to it (default base)."""
-    from models import migrate as migrations
+    from migrations import runner as migrations
 
     settings = _settings(require_secret=False)
     if direction == "upgrade":
@@ -182,10 +233,10 @@ def create_user(
 def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: float) -> None:
     """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000, with a
     replay of a real city (San Francisco's cabs as doctors, their pickups as calls) running against it."""
-    from loadtests.replay import demo as city
-    from models import migrate as migrations
+    from migrations import runner as migrations
     from server.accounts import ensure_demo_accounts
 
+    city = None if no_replay else _demo_city()  # before anything is migrated or served
     settings = _demo_key(_settings(demo=True))
     if settings.secret_key_generated:
         click.echo(
@@ -201,7 +252,7 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     for role, email, password, _ in DEMO_ACCOUNTS:
         click.echo(f"  {role:<10} login {email}  password {password}")
     replay = None
-    if not no_replay:
+    if city is not None:
         click.echo(
             f"Replaying San Francisco at x{replay_speed:g} against it. Watch it on the dispatcher console "
             f"{address}/console; the report will be in {city.demo_report_dir()}/report.md "
@@ -211,8 +262,27 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     try:
         _serve(settings, host, port)
     finally:
-        if replay is not None:
+        if city is not None and replay is not None:
             city.stop_demo_replay(replay)
+
+
+def _demo_city() -> ModuleType:
+    """``loadtests.replay.demo``, or a clear stop when the replay or its extra is missing (checked before
+    serving, not when the child process fails in the background)."""
+    _find_replay()
+    try:
+        from loadtests.replay import demo as city
+        from loadtests.replay.cli import missing_extra
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "loadtests":
+            raise
+        _fail(f"the demo's city replay is not installed: {REPLAY_INSTALL}, or run the demo with --no-replay")
+    if missing := missing_extra():
+        _fail(
+            f"the demo's city replay needs the [replay] extra (missing {', '.join(missing)}): "
+            f"{REPLAY_INSTALL}, or run the demo with --no-replay"
+        )
+    return city
 
 
 def _demo_key(settings: Settings) -> Settings:
@@ -227,9 +297,6 @@ def _demo_key(settings: Settings) -> Settings:
         DEMO_KEY_FILE.write_text(key + "\n")
         os.chmod(DEMO_KEY_FILE, 0o600)  # touch() keeps the mode of an existing file
     return dataclasses.replace(settings, secret_key=key)
-
-
-main.add_command(replay_command)
 
 
 @main.group()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from models import migrate
+from migrations import runner as migrate
 from server.app import create_app
 from server.settings import Settings
 

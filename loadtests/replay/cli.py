@@ -1,16 +1,33 @@
 """``tot-dispatch replay``: the click command (mounted on the project's CLI by ``server/cli.py``).
 
-Imports of the replay itself happen when the command runs, so ``tot-dispatch --help`` stays fast.
+Imports of the replay itself happen when the command runs, so ``tot-dispatch --help`` stays fast and
+works without the ``[replay]`` extra; the command checks the extra first and says how to install it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import click
 
 from loadtests.replay.options import DEFAULT_CALLS, DEFAULT_TRACES, DEFAULT_TZ, Behaviour, ReplayOptions
+
+REPLAY_EXTRA = ("httpx", "tqdm", "matplotlib")
+"""The ``[replay]`` extra of pyproject.toml: REST client, progress bars, report charts. matplotlib is
+imported only when the report is drawn, at the end of a run: checked up front so a run is not lost."""
+
+
+class MissingExtra(click.ClickException):
+    """The ``[replay]`` extra is not installed (exit status 2, like other bad input)."""
+
+    exit_code = 2
+
+
+def missing_extra() -> list[str]:
+    """The modules of :data:`REPLAY_EXTRA` that cannot be imported here."""
+    return [name for name in REPLAY_EXTRA if importlib.util.find_spec(name) is None]
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -216,6 +233,11 @@ def replay(
 
     Exit status 0 when every integrity check passes, 1 when one fails, 2 for bad input.
     """
+    if missing := missing_extra():
+        raise MissingExtra(
+            f"the replay needs the [replay] extra (missing {', '.join(missing)}): "
+            "pip install -e '.[replay]' in a source checkout"
+        )
     import asyncio
 
     from loadtests.replay.accounts import AccountSetupError

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from dispatch.calls import NewCall, Who
 from dispatch.events import call_summary, epoch_ms
 from dispatch.route import call_route
+from geo.limits import MAX_LAT
 from models.enums import CallStatus, Role, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
@@ -26,7 +27,6 @@ from server.routes.pages import PageQuery
 from server.schemas import SPECIALTY_PATTERN
 from server.services import Services, services
 
-MAX_LAT = 85.05112878  # the live index's limit (Web Mercator), degrees
 STAFF = (Role.DISPATCHER, Role.ADMIN)
 
 

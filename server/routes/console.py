@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from geo.map_cells import TooManyCells, cells_covering
+from geo.map_cells import MAP_RESOLUTION, TooManyCells, cells_covering
 from models.enums import Role
-from realtime.channels import MAP_RESOLUTION
 from realtime.errors import ErrorCode
 from server.console_assets import PACKAGES, installed
 from server.errors import ApiError

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dispatch.calls import Who
+from geo.limits import MAX_LAT
 from models.enums import Role, SosKind
 from realtime.errors import ErrorCode
 from server.errors import ApiError
@@ -28,7 +29,7 @@ class SosIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     kind: SosKind
-    lat: float | None = Field(default=None, ge=-85.05112878, le=85.05112878, allow_inf_nan=False)
+    lat: float | None = Field(default=None, ge=-MAX_LAT, le=MAX_LAT, allow_inf_nan=False)
     lon: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
     call: uuid.UUID | None = None
     message: str | None = Field(default=None, max_length=1000)

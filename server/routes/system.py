@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from models.migrate import head_revision
+from migrations.runner import head_revision
 from server.http import json_response
 from server.metrics import CONTENT_TYPE
 from server.routes import api
