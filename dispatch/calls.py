@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from dispatch.errors import DispatchError, forbidden, not_found
-from dispatch.events import publish_dispatch, publish_status
+from dispatch.events import CallCreatedPayload
 from dispatch.lifecycle import Actor, TransitionError, check_transition
+from dispatch.publisher import EventPublisher, as_publisher
 from dispatch.zones import ZoneIndex
 from models.calls import Call
 from models.enums import CallStatus, Role, Urgency
@@ -31,6 +32,7 @@ from models.repositories import users as user_repo
 from models.types import utcnow
 from realtime.broker import Broker
 from realtime.errors import ErrorCode
+from realtime.event_types import EventType
 
 CALL_CELL_RESOLUTION = 9
 """H3 resolution stored with each call (~0.1 km² cells, H3 docs "Tables of cell statistics")."""
@@ -86,14 +88,16 @@ class CallService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        broker: Broker,
+        publisher: EventPublisher | Broker,
         zones: ZoneIndex,
         *,
         max_schedule_ahead: dt.timedelta = dt.timedelta(days=30),
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
-        self.broker = broker
+        self.publisher = as_publisher(publisher)
+        # Transitional: dispatch/offer_loop.py reads ``calls.broker`` until it holds the publisher.
+        self.broker = self.publisher.broker
         self.zones = zones
         self.max_schedule_ahead = max_schedule_ahead
         self.now = now
@@ -169,7 +173,8 @@ class CallService:
                 if existing is None:
                     raise
                 return existing, False
-        await publish_dispatch(self.broker, "call.created", {"call": str(call.id), "urgency": call.urgency})
+        created: CallCreatedPayload = {"call": str(call.id), "urgency": call.urgency}
+        await self.publisher.publish_dispatch(EventType.CALL_CREATED, created)
         return call, True
 
     def _patient_of(self, who: Who, new: NewCall) -> uuid.UUID:
@@ -304,8 +309,8 @@ class CallService:
             role = actor if actor is not None else self.actor_for(who, call)
             previous = await self.apply(session, call, to, role, who, reason=reason, data=data, change=change)
             name = await self.doctor_name(session, call)
-        await publish_status(
-            self.broker, call, previous.value, actor=role.value, reason=reason, doctor_name=name
+        await self.publisher.publish_status(
+            call, previous.value, actor=role.value, reason=reason, doctor_name=name
         )
         return Moved(call, previous, name)
 

@@ -13,15 +13,15 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.calls import CallService, Who
 from dispatch.errors import DispatchError, not_found
-from dispatch.events import epoch_ms
+from dispatch.events import ChatMessagePayload, ChatReadPayload, epoch_ms
 from dispatch.lifecycle import FINAL
+from dispatch.publisher import EventPublisher, as_publisher
 from models.chat import ChatMessage
 from models.enums import CallStatus
 from models.repositories import calls as call_repo
@@ -31,6 +31,7 @@ from models.types import utcnow
 from realtime.broker import Broker
 from realtime.channels import call_channel
 from realtime.errors import ErrorCode
+from realtime.event_types import EventType
 
 MAX_TEXT = 2000
 """Longest message, characters (a chat line, not a document)."""
@@ -42,13 +43,13 @@ MAX_PAGE = 200
 class Sent:
     """A stored message and whether this send stored it (False: a resend of an earlier one)."""
 
-    message: dict[str, Any]
+    message: ChatMessagePayload
     created: bool
 
 
 def message_json(
     message: ChatMessage, sender_role: str | None = None, sender_name: str | None = None
-) -> dict[str, Any]:
+) -> ChatMessagePayload:
     """A message as the API and events show it (times in epoch milliseconds)."""
     return {
         "id": str(message.id),
@@ -67,12 +68,12 @@ class ChatService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        broker: Broker,
+        publisher: EventPublisher | Broker,
         *,
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
-        self.broker = broker
+        self.publisher = as_publisher(publisher)
         self.now = now
 
     async def _party(self, session: AsyncSession, who: Who, call_id: uuid.UUID) -> CallStatus:
@@ -123,12 +124,12 @@ class ChatService:
                     raise
                 return Sent(message_json(stored, who.role.value), created=False)
         data = message_json(message, who.role.value, None if sender is None else sender.full_name)
-        await self.broker.publish(call_channel(call_id), "chat.message", data)
+        await self.publisher.publish(call_channel(call_id), EventType.CHAT_MESSAGE, data)
         return Sent(data, created=True)
 
     async def history(
         self, who: Who, call_id: uuid.UUID, after: uuid.UUID | None, limit: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[ChatMessagePayload], str | None]:
         """A page of the call's messages, oldest first, after the message ``after``; returns the page
         and the cursor for the next one (``None`` at the end). Raises 404, 422 (unknown cursor)."""
         limit = max(1, min(limit, MAX_PAGE))
@@ -159,14 +160,11 @@ class ChatService:
                 )
             changed = await chat_repo.mark_read(session, call_id, who.user_id, message, now)
         if changed:
-            await self.broker.publish(
-                call_channel(call_id),
-                "chat.read",
-                {
-                    "call": str(call_id),
-                    "reader": {"id": str(who.user_id), "role": who.role.value},
-                    "up_to": str(up_to),
-                    "at": epoch_ms(now),
-                },
-            )
+            receipt: ChatReadPayload = {
+                "call": str(call_id),
+                "reader": {"id": str(who.user_id), "role": who.role.value},
+                "up_to": str(up_to),
+                "at": epoch_ms(now),
+            }
+            await self.publisher.publish(call_channel(call_id), EventType.CHAT_READ, receipt)
         return changed

@@ -55,13 +55,16 @@ from enum import StrEnum
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_places import CallPlaces
 from dispatch.doctor_states import DoctorStates, DoctorStatus
+from dispatch.events import DoctorPositionPayload, DoctorStatusPayload
+from dispatch.publisher import EventPublisher, as_publisher
 from dispatch.ranking import RankingSettings
 from geo.distance import haversine_m
 from geo.location_index import DoctorPosition, LocationIndex, check_position
 from models.enums import CallStatus
 from realtime.broker import Broker
-from realtime.channels import call_channel, doctor_channel
+from realtime.channels import call_channel
 from realtime.clock import Clock, wall_clock_ms
+from realtime.event_types import EventType
 
 log = logging.getLogger("tot.ingest")
 
@@ -122,7 +125,7 @@ class LocationIngest:
         self,
         locations: LocationIndex,
         states: DoctorStates,
-        broker: Broker,
+        publisher: EventPublisher | Broker,
         settings: IngestSettings | None = None,
         clock: Clock = wall_clock_ms,
         *,
@@ -131,7 +134,7 @@ class LocationIngest:
     ) -> None:
         self.locations = locations
         self.states = states
-        self.broker = broker
+        self.publisher = as_publisher(publisher)
         self.settings = settings or IngestSettings()
         self.clock = clock
         self.places = places
@@ -303,20 +306,19 @@ class LocationIngest:
             self._crumb(call_id, position)
             place = None if places is None else places.get(call_id)
             distance = None if place is None else haversine_m(position.lat, position.lon, *place)
-            await self.broker.publish_ephemeral(
-                call_channel(call_id),
-                "doctor.position",
-                {
-                    "doctor": doctor_id,
-                    "lat": position.lat,
-                    "lon": position.lon,
-                    "acc": position.accuracy_m,
-                    "heading": position.heading_deg,
-                    "speed": position.speed_mps,
-                    "ts": position.ts_ms,
-                    "distance_m": None if distance is None else round(distance, 1),
-                    "eta_s": None if distance is None else round(eta_s(distance)),
-                },
+            forwarded: DoctorPositionPayload = {
+                "doctor": doctor_id,
+                "lat": position.lat,
+                "lon": position.lon,
+                "acc": position.accuracy_m,
+                "heading": position.heading_deg,
+                "speed": position.speed_mps,
+                "ts": position.ts_ms,
+                "distance_m": None if distance is None else round(distance, 1),
+                "eta_s": None if distance is None else round(eta_s(distance)),
+            }
+            await self.publisher.publish_ephemeral(
+                call_channel(call_id), EventType.DOCTOR_POSITION, forwarded
             )
 
     async def sweep_silent(self) -> list[str]:
@@ -334,16 +336,13 @@ class LocationIngest:
             if result.ok:
                 gone.append(doctor_id)
                 state = result.state
-                await self.broker.publish(
-                    doctor_channel(doctor_id),
-                    "doctor.status",
-                    {
-                        "status": state.status.value,
-                        "version": state.version,
-                        "since": state.since_ms,
-                        "reason": "silent",
-                    },
-                )
+                went: DoctorStatusPayload = {
+                    "status": state.status.value,
+                    "version": state.version,
+                    "since": state.since_ms,
+                    "reason": "silent",
+                }
+                await self.publisher.publish_doctor(doctor_id, EventType.DOCTOR_STATUS, went)
         return gone
 
     async def run(self) -> None:

@@ -47,11 +47,12 @@ from geo.map_cells import MAP_RESOLUTION, Box, box_area_deg2, cell_box
 from realtime.broker import EPHEMERAL_OFFSET, Publication, encode_ephemeral
 from realtime.channels import ChannelKind
 from realtime.clock import wall_clock_ms
+from realtime.event_types import EventType
 from realtime.hub import Hub
 
 log = logging.getLogger("tot.map_feed")
 
-EVENT_TYPE = "map.doctors"
+EVENT_TYPE = EventType.MAP_DOCTORS.value
 MAP_PREFIX = f"{ChannelKind.MAP.value}:"
 SPARSE_FACTOR = 4.0
 """Read cell by cell when the box around the watched cells is this many times their own area."""

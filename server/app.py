@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
+from dispatch.publisher import EventPublisher
 from dispatch.ratings import RatingService
 from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex, warm_cells
@@ -106,7 +107,9 @@ def create_app(settings: Settings) -> Starlette:
         sessions = make_sessionmaker(db)
         engine = open_engine(settings.engine_url, prefix=settings.engine_prefix)
         zones = await _load_zones(sessions)
-        calls = CallService(sessions, engine.broker, zones)
+        # The one door for domain events (dispatch/publisher.py); every service publishes through it.
+        publisher = EventPublisher(engine.broker)
+        calls = CallService(sessions, publisher, zones)
         dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
         sos = SosService(
             sessions,
@@ -122,6 +125,7 @@ def create_app(settings: Settings) -> Starlette:
             db=db,
             sessions=sessions,
             engine=engine,
+            publisher=publisher,
             tokens=TokenService(
                 settings.secret_key, settings.access_token_ttl_s, settings.refresh_token_ttl_s
             ),
@@ -129,7 +133,7 @@ def create_app(settings: Settings) -> Starlette:
             zones=zones,
             calls=calls,
             dispatch=dispatch,
-            chat=ChatService(sessions, engine.broker),
+            chat=ChatService(sessions, publisher),
             ratings=RatingService(sessions),
             sos=sos,
         )

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.offer_loop import OfferLoop
+from dispatch.publisher import EventPublisher
 from dispatch.ratings import RatingService
 from dispatch.sos import SosService
 from dispatch.zones import ZoneIndex
@@ -28,6 +29,9 @@ class Services:
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     engine: LiveEngine
+    publisher: EventPublisher
+    """The one door for domain events (``dispatch/publisher.py``): publish through it, never through
+    ``engine.broker``."""
     tokens: TokenService
     metrics: Metrics
     zones: ZoneIndex
