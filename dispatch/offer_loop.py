@@ -22,6 +22,14 @@ offered``), which admits one winner among all processes; the call row is changed
 transaction that locks it and checks its status; an offer is decided once (``pending ->`` one outcome,
 a conditional UPDATE), and an accept after the deadline is refused (``offer_expired``). Whatever loses a
 race gives back what it reserved.
+
+Where each concept lives: the step (trigger, search, repair, escalate) in dispatch/offer_step.py, the
+making of offers (candidates, reservations, the commit) in dispatch/offer_making.py, the doctors'
+answers (accept, decline, expire, settle) in dispatch/offer_answers.py, people stepping in (assign,
+drop, relaunch, cancel, visit) in dispatch/interventions.py, the helpers they share in
+dispatch/reservations.py and their dependencies in dispatch/dispatch_context.py. The deadline worker
+(dispatch/deadline_worker.py) routes ``step:`` and ``offer:`` entries to them. This module is the
+facade the server and the tests call.
 """
 
 from __future__ import annotations
