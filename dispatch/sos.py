@@ -16,7 +16,6 @@ Channels: ``sos`` gets ``sos.raised`` (``repeat`` counts the re-sends), ``sos.ac
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import math
@@ -25,35 +24,42 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from shapely.geometry import Point
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from dispatch.calls import SYSTEM, CallService, Who
-from dispatch.deadlines import Deadlines
+from dispatch.calls import CallService, Who
+from dispatch.deadline_worker import DeadlineWorker, Pacing
+from dispatch.deadlines import Claim, Deadlines
 from dispatch.errors import DispatchError, forbidden, not_found
-from dispatch.events import epoch_ms
 from dispatch.lifecycle import FINAL
+from dispatch.sos_desk import REPEAT, SOS_CHANNEL, SosDesk, alert_json, audit, repeat_key
 from geo.distance import haversine_m, metres_per_degree_lat
 from geo.location_index import LocationIndex
 from models.enums import CallStatus, Role, SosKind, SosStatus, Urgency
 from models.repositories import calls as call_repo
-from models.sos import SosAlert, SosEvent
+from models.repositories import sos as sos_repo
+from models.sos import SosAlert
 from models.types import utcnow
 from realtime.broker import Broker, Outgoing
-from realtime.channels import call_channel, doctor_channel
+from realtime.channels import doctor_channel
 from realtime.errors import ErrorCode
 
 log = logging.getLogger("tot.sos")
 
-SOS_CHANNEL = "sos"
-REPEAT = "sos:"
+__all__ = ["SOS_CHANNEL", "SosService", "SosSettings", "alert_json"]
+
 NEARBY_LIMIT = 500
 """Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
 DOCTOR_KINDS = frozenset({SosKind.DANGER, SosKind.COMPLEX_CALL})
 EMERGENCY_ATTEMPTS = 5
 """Tries at raising a call's urgency when a concurrent change of the call wins the version check."""
+REPEAT_PACING = Pacing(idle_s=0.2, limit=50, eager=False, concurrent=False)
+"""How the repeat worker polls the engine's own ``sos`` Deadlines queue (not the offer loop's): as SOS
+always did, repeats are handled one after the other, then a fixed 0.2 s sleep. Repeats come due every
+``repeat_s`` (seconds; 15 by default), so waking for the next due entry would buy nothing; handling
+them in turn inside ``run`` keeps a cancelled ``run`` task the only thing to stop (the server has no
+``stop`` for SOS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,26 +70,6 @@ class SosSettings:
     radius_m: float = 3_000.0
     repeat_s: float = 15.0
     position_max_age_s: int = 120
-
-
-def alert_json(alert: SosAlert) -> dict[str, Any]:
-    """An alert as the API and events show it (times in epoch milliseconds)."""
-    return {
-        "id": str(alert.id),
-        "kind": alert.kind,
-        "status": alert.status,
-        "raised_by": str(alert.raised_by),
-        "call": None if alert.call_id is None else str(alert.call_id),
-        "lat": alert.lat,
-        "lon": alert.lon,
-        "message": alert.message,
-        "created_at": epoch_ms(alert.created_at),
-        "acknowledged_at": epoch_ms(alert.acknowledged_at),
-        "acknowledged_by": None if alert.acknowledged_by is None else str(alert.acknowledged_by),
-        "resolved_at": epoch_ms(alert.resolved_at),
-        "resolved_by": None if alert.resolved_by is None else str(alert.resolved_by),
-        "resolution_note": alert.resolution_note,
-    }
 
 
 class SosService:
@@ -109,7 +95,19 @@ class SosService:
         self.settings = settings
         self.on_emergency = on_emergency
         self.now = now
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.desk = SosDesk(sessions, broker, deadlines, now)
+        self.worker = DeadlineWorker(
+            deadlines,
+            self._now_ms,
+            name="SOS repeats",
+            pacing=REPEAT_PACING,
+            on_resume=self.resume,
+            logger=log,
+        )
+        self.worker.route(REPEAT, self._on_deadline)
+
+    def _now_ms(self) -> int:
+        return int(self.now().timestamp() * 1000)
 
     # --- raising ----------------------------------------------------------------------------------
 
@@ -165,14 +163,14 @@ class SosService:
                 message=message,
                 created_at=now,
             )
-            session.add(alert)
-            self._audit(session, alert.id, "raised", who, {"kind": kind.value}, now)
+            sos_repo.add_alert(session, alert)
+            audit(session, alert.id, "raised", who, {"kind": kind.value}, now)
             # Armed in the same breath as the row: a process dying right after the commit still leaves
             # the repeat to another process.
             await self._arm(alert.id)
         delivered = await self._deliver(alert, repeat=0)
         async with self.sessions.begin() as session:
-            self._audit(session, alert.id, "delivered", None, delivered, self.now())
+            audit(session, alert.id, "delivered", None, delivered, self.now())
         if who.role is Role.PATIENT and call_id is not None:
             await self._make_emergency(call_id)
         return {**alert_json(alert), "delivered": delivered}
@@ -259,163 +257,57 @@ class SosService:
 
     async def _arm(self, sos_id: uuid.UUID) -> None:
         due = int((self.now().timestamp() + self.settings.repeat_s) * 1000)
-        await self.deadlines.schedule(f"{REPEAT}{sos_id}", due)
+        await self.deadlines.schedule(repeat_key(sos_id), due)
+
+    async def _on_deadline(self, ident: str, _claim: Claim) -> None:
+        """The ``sos`` entry of the alert ``ident`` came due (a Deadlines claim): :meth:`repeat`."""
+        await self.repeat(uuid.UUID(ident))
 
     async def repeat(self, sos_id: uuid.UUID) -> None:
         """Re-send an alert nobody acknowledged yet, and arm the next repeat. Delivered with no
         session open (a session holds the embedded database, models/sqlite_driver.py; the delivery
         can be hundreds of publishes); a crash before the audit row loses only that row."""
         async with self.sessions() as session:
-            alert = await session.get(SosAlert, sos_id)
+            alert = await sos_repo.get_alert(session, sos_id)
             if alert is None or alert.status != SosStatus.OPEN.value:
                 return
-            count = await session.scalar(
-                sa.select(sa.func.count())
-                .select_from(SosEvent)
-                .where(SosEvent.sos_id == sos_id, SosEvent.action == "repeated")
-            )
-        repeat = int(count or 0) + 1
+            count = await sos_repo.count_events(session, sos_id, "repeated")
+        repeat = count + 1
         await self._arm(sos_id)
         delivered = await self._deliver(alert, repeat)
         async with self.sessions.begin() as session:
-            self._audit(session, sos_id, "repeated", None, delivered, self.now())
+            audit(session, sos_id, "repeated", None, delivered, self.now())
 
     async def run(self) -> None:
-        """Claim due repeats and run them, until cancelled (one worker per process)."""
-        while True:
-            now_ms = int(self.now().timestamp() * 1000)
-            try:
-                claims = await self.deadlines.claim_due(now_ms, limit=50)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("claiming SOS repeats failed")
-                claims = []
-            for claim in claims:
-                try:
-                    await self.repeat(uuid.UUID(claim.key[len(REPEAT) :]))
-                    await self.deadlines.complete(claim)
-                except Exception:
-                    log.exception(
-                        "SOS repeat failed; it comes back after its lease", extra={"key": claim.key}
-                    )
-            await asyncio.sleep(0.2)
+        """Claim due repeats and run them, until cancelled (one worker per process; see
+        :data:`REPEAT_PACING`). A failed repeat comes back after its lease."""
+        await self.worker.run()
 
     async def resume(self) -> None:
         """At start-up: arm a repeat for every open alert that has none (the memory engine loses its
         entries with the process; on Redis they are still there and this changes nothing)."""
         async with self.sessions() as session:
-            open_ids = list(
-                await session.scalars(sa.select(SosAlert.id).where(SosAlert.status == SosStatus.OPEN.value))
-            )
+            open_ids = await sos_repo.open_alert_ids(session)
         for sos_id in open_ids:
-            if await self.deadlines.get(f"{REPEAT}{sos_id}") is None:
-                await self.deadlines.schedule(f"{REPEAT}{sos_id}", int(self.now().timestamp() * 1000))
+            if await self.deadlines.get(repeat_key(sos_id)) is None:
+                await self.deadlines.schedule(repeat_key(sos_id), self._now_ms())
 
-    # --- dispatchers ------------------------------------------------------------------------------
+    # --- dispatchers (dispatch/sos_desk.py) -------------------------------------------------------
 
     async def acknowledge(self, who: Who, sos_id: uuid.UUID) -> dict[str, Any]:
         """A dispatcher has seen it: the repeats stop. Acknowledging twice is harmless."""
-        return await self._staff_step(who, sos_id, "acknowledged", None)
+        return await self.desk.acknowledge(who, sos_id)
 
     async def resolve(self, who: Who, sos_id: uuid.UUID, note: str) -> dict[str, Any]:
         """Close the alert with a note (acknowledging it too if nobody had)."""
-        if not note.strip():
-            raise DispatchError(ErrorCode.INVALID_INPUT, "note: say how it was resolved", field="note")
-        return await self._staff_step(who, sos_id, "resolved", note.strip())
-
-    async def _staff_step(self, who: Who, sos_id: uuid.UUID, action: str, note: str | None) -> dict[str, Any]:
-        if not who.staff:
-            raise forbidden("only dispatchers acknowledge and resolve SOS alerts")
-        now = self.now()
-        async with self.sessions.begin() as session:
-            alert = await session.get(SosAlert, sos_id, with_for_update=True)
-            if alert is None:
-                raise not_found("sos")
-            if alert.status == SosStatus.RESOLVED.value:
-                if action == "acknowledged":
-                    return alert_json(alert)
-                raise DispatchError(
-                    ErrorCode.INVALID_TRANSITION, "the alert is resolved already", status=alert.status
-                )
-            if alert.acknowledged_at is None:
-                alert.acknowledged_at, alert.acknowledged_by = now, who.user_id
-                alert.status = SosStatus.ACKNOWLEDGED.value
-                self._audit(session, sos_id, "acknowledged", who, None, now)
-            elif action == "acknowledged":
-                return alert_json(alert)
-            if action == "resolved":
-                alert.status = SosStatus.RESOLVED.value
-                alert.resolved_at, alert.resolved_by, alert.resolution_note = now, who.user_id, note
-                self._audit(session, sos_id, "resolved", who, {"note": note}, now)
-        await self.deadlines.cancel(f"{REPEAT}{sos_id}")
-        data = alert_json(alert)
-        event = "sos.resolved" if action == "resolved" else "sos.acknowledged"
-        await self.broker.publish(SOS_CHANNEL, event, data)
-        raiser = (
-            call_channel(alert.call_id)
-            if alert.call_id is not None and alert.kind == SosKind.EMERGENCY.value
-            else doctor_channel(alert.raised_by)
-        )
-        await self.broker.publish(raiser, event, data)
-        return data
+        return await self.desk.resolve(who, sos_id, note)
 
     async def get(self, who: Who, sos_id: uuid.UUID) -> dict[str, Any]:
         """An alert with its audit trail: staff, or whoever raised it."""
-        async with self.sessions() as session:
-            alert = await session.get(SosAlert, sos_id)
-            if alert is None or not (who.staff or alert.raised_by == who.user_id):
-                raise not_found("sos")
-            events = list(
-                await session.scalars(
-                    sa.select(SosEvent)
-                    .where(SosEvent.sos_id == sos_id)
-                    .order_by(SosEvent.created_at, SosEvent.id)
-                )
-            )
-        audit = [
-            {
-                "action": e.action,
-                "actor_id": None if e.actor_id is None else str(e.actor_id),
-                "actor_role": e.actor_role,
-                "data": e.data,
-                "at": epoch_ms(e.created_at),
-            }
-            for e in events
-        ]
-        return {**alert_json(alert), "audit": audit}
+        return await self.desk.get(who, sos_id)
 
     async def list_open(
         self, who: Who, include_resolved: bool = False, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Alerts for the dispatchers' queue, newest first: open and acknowledged (resolved on request)."""
-        if not who.staff:
-            raise forbidden("only dispatchers list SOS alerts")
-        async with self.sessions() as session:
-            query = sa.select(SosAlert)
-            if not include_resolved:
-                query = query.where(SosAlert.status != SosStatus.RESOLVED.value)
-            alerts = await session.scalars(query.order_by(SosAlert.created_at.desc()).limit(limit))
-            return [alert_json(a) for a in alerts]
-
-    @staticmethod
-    def _audit(
-        session: AsyncSession,
-        sos_id: uuid.UUID,
-        action: str,
-        who: Who | None,
-        data: dict[str, Any] | None,
-        at: dt.datetime,
-    ) -> None:
-        acting = who if who is not None and who is not SYSTEM else None
-        session.add(
-            SosEvent(
-                id=uuid.uuid4(),
-                sos_id=sos_id,
-                action=action,
-                actor_id=None if acting is None else acting.user_id,
-                actor_role=None if acting is None else acting.role.value,
-                data=data,
-                created_at=at,
-            )
-        )
+        return await self.desk.list_open(who, include_resolved, limit)

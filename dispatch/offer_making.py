@@ -1,0 +1,233 @@
+"""Making offers, one search ring at a time: rank the candidates, reserve doctors, commit the offers.
+
+A doctor is reserved with the DoctorStates compare-and-set (``available -> offered``, ``ref`` = a new
+offer id), which admits one winner among all processes. Each reservation has its offer's Deadlines
+entry *before* it exists, and the offers' entries carry their deadlines before the commit that makes
+them (dispatch/offer_loop.py says why). Whatever is not offered is given back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from dispatch.calls import SYSTEM
+from dispatch.dispatch_context import DispatchContext, offer_key, reservation
+from dispatch.doctor_states import DoctorStatus
+from dispatch.errors import DispatchError
+from dispatch.events import call_summary, epoch_ms, publish_status
+from dispatch.lifecycle import Actor
+from dispatch.ranking import Candidate, Ranked, rank
+from dispatch.reservations import release_all
+from geo.location_index import MAX_K
+from models.calls import Call
+from models.enums import CallStatus, OfferOutcome
+from models.offers import Offer
+from models.repositories import calls as call_repo
+from models.repositories import doctors as doctor_repo
+from models.repositories import offers as offer_repo
+from models.repositories import zones as zone_repo
+from realtime.broker import Outgoing
+from realtime.channels import doctor_channel
+
+Round = tuple[dt.datetime | None, int]
+"""A call's search round as a step saw it: when it started (None: never), how many offers it made."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A doctor reserved for an offer (DoctorStates ``offered`` with ``ref`` = the offer id), found
+    within ``radius_m`` metres."""
+
+    ranked: Ranked
+    offer_id: uuid.UUID
+    radius_m: float
+
+
+async def candidates(
+    ctx: DispatchContext, call: Call, radius: float, excluded: set[uuid.UUID], wanted: int
+) -> list[Ranked]:
+    """Available doctors within ``radius`` metres of the call, not in ``excluded``, serving its zone,
+    verified, best first (at least ``wanted`` looked for)."""
+    k = min(MAX_K, max(10, wanted * 3) + len(excluded))
+    found = await ctx.locations.nearest_available(
+        call.lat,
+        call.lon,
+        radius_m=radius,
+        k=k,
+        specialty=call.specialty,
+        max_age_ms=ctx.settings.candidate_max_age_s * 1000,
+    )
+    nearby = {uuid.UUID(n.doctor_id): n for n in found if uuid.UUID(n.doctor_id) not in excluded}
+    if not nearby:
+        return []
+    async with ctx.sessions() as session:
+        if call.zone_id is not None:
+            serving = await zone_repo.doctors_serving(session, list(nearby), call.zone_id)
+            nearby = {d: n for d, n in nearby.items() if d in serving}
+        ratings = await doctor_repo.ratings(session, list(nearby))
+    # Doctors without a verified profile are never candidates (the index should not have them).
+    # Their idle times (fairness) are read in one batch: one awaited read per candidate was up to
+    # k round trips to Redis on every search (loadtests/bench_dispatch.py).
+    states = await ctx.states.get_many([str(d) for d in nearby if d in ratings])
+    found_candidates = [
+        Candidate(str(d), near.distance_m, ratings[d], states[str(d)].since_ms)
+        for d, near in nearby.items()
+        if d in ratings
+    ]
+    return rank(found_candidates, ctx.settings.ranking, ctx.now_ms())
+
+
+async def reserve(
+    ctx: DispatchContext, call_id: uuid.UUID, ranked: list[Ranked], wanted: int, radius: float
+) -> list[Reserved]:
+    """Reserve up to ``wanted`` doctors (``available -> offered``, ref = a new offer id). Each
+    reservation has its offer's Deadlines entry *before* it exists: should this process die before
+    the offer is committed, the entry frees the doctor (the expiry), who would otherwise stay
+    ``offered`` for good."""
+    reserved: list[Reserved] = []
+    due_ms = ctx.now_ms() + int((ctx.settings.offer_timeout_s + ctx.settings.step_retry_s) * 1000)
+    for choice in ranked:
+        offer_id = uuid.uuid4()
+        doctor_id = choice.candidate.doctor_id
+        await ctx.deadlines.schedule(offer_key(offer_id), due_ms, reservation(call_id, doctor_id))
+        result = await ctx.states.compare_and_set(
+            doctor_id, expected=DoctorStatus.AVAILABLE, new=DoctorStatus.OFFERED, ref=str(offer_id)
+        )
+        if not result.ok:
+            await ctx.deadlines.cancel(offer_key(offer_id))
+            continue
+        reserved.append(Reserved(choice, offer_id, radius))
+        if len(reserved) == wanted:
+            break
+    return reserved
+
+
+async def give_back(ctx: DispatchContext, reserved: list[Reserved]) -> None:
+    """Give back reservations that did not become offers, with their Deadlines entries."""
+    await release_all(ctx, [(r.ranked.candidate.doctor_id, r.offer_id) for r in reserved])
+
+
+async def make_offers(
+    ctx: DispatchContext,
+    call_id: uuid.UUID,
+    reserved: list[Reserved],
+    round_seen: Round,
+    *,
+    first: bool = False,
+) -> bool | None:
+    """Make the offers to the reserved doctors. True when made; False when the call is no longer
+    searching; None when the round changed since ``round_seen`` (its start, its offer count: a
+    concurrent run of the step made an offer, so ours could ask a doctor twice or one too many).
+    Whatever is not offered is released. ``first``: the call is expected ``created`` (the fast path
+    of a new call); it starts its search in the same transaction, and a call found ``searching``
+    counts as a changed round (None). Raises the ``DispatchError`` of a refused move other than a
+    conflict, after giving the reservations back.
+
+    The offers' deadline entries are scheduled before the commit: once the call is ``offered``,
+    nothing else would expire an offer whose process died right after the commit (a concurrent
+    run of the step that saw the call change ends, completing the step's entry)."""
+    abandoned = False
+    stale = False
+    deadline_ms = 0
+    expected = CallStatus.CREATED if first else CallStatus.SEARCHING
+    started: tuple[CallStatus, int] | None = None
+    try:
+        async with ctx.sessions.begin() as session:
+            call = await call_repo.get_call(session, call_id, for_update=True)
+            if call is None or call.status != expected.value:
+                abandoned = True
+                stale = first and call is not None and call.status == CallStatus.SEARCHING.value
+            elif (not first and await search_round(session, call_id) != round_seen) or not await _still_held(
+                ctx, reserved
+            ):
+                abandoned = stale = True
+            else:
+                if first:
+                    before = await ctx.calls.apply(
+                        session, call, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
+                    )
+                    started = (before, call.version)
+                now = ctx.now()  # under the lock: the doctor gets the whole time to answer
+                deadline = now + dt.timedelta(seconds=ctx.settings.offer_timeout_s)
+                deadline_ms = epoch_ms(deadline) or 0
+                for r in reserved:
+                    session.add(
+                        Offer(
+                            id=r.offer_id,
+                            call_id=call_id,
+                            doctor_id=uuid.UUID(r.ranked.candidate.doctor_id),
+                            created_at=now,
+                            deadline_at=deadline,
+                            outcome=OfferOutcome.PENDING.value,
+                            distance_m=r.ranked.candidate.distance_m,
+                            eta_s=r.ranked.eta_s,
+                            radius_m=r.radius_m,
+                        )
+                    )
+                data = {"offers": [str(r.offer_id) for r in reserved]}
+                previous = await ctx.calls.apply(
+                    session, call, CallStatus.OFFERED, Actor.SYSTEM, SYSTEM, data=data
+                )
+                for r in reserved:
+                    payload = reservation(call_id, r.ranked.candidate.doctor_id)
+                    await ctx.deadlines.schedule(offer_key(r.offer_id), deadline_ms, payload)
+    except DispatchError as exc:
+        await give_back(ctx, reserved)
+        if exc.code in ("conflict", "invalid_transition"):
+            return False  # another step or a person changed the call first
+        raise
+    except BaseException:
+        await give_back(ctx, reserved)
+        raise
+    if abandoned or call is None:
+        await give_back(ctx, reserved)
+        return None if stale else False
+    summary = call_summary(call)
+    # An emergency's K offers go out as one batch (one Redis round trip, not K).
+    await ctx.broker.publish_many(
+        [
+            Outgoing(
+                doctor_channel(r.ranked.candidate.doctor_id),
+                "offer.created",
+                {
+                    "offer": str(r.offer_id),
+                    "call": summary,
+                    "distance_m": round(r.ranked.candidate.distance_m, 1),
+                    "eta_s": round(r.ranked.eta_s),
+                    "deadline": deadline_ms,
+                },
+            )
+            for r in reserved
+        ]
+    )
+    if started is not None:
+        before, version = started
+        await publish_status(
+            ctx.broker,
+            call,
+            before.value,
+            actor=Actor.SYSTEM.value,
+            reason="search started",
+            as_of=(CallStatus.SEARCHING.value, version),
+        )
+    await publish_status(ctx.broker, call, previous.value, actor=Actor.SYSTEM.value)
+    return True
+
+
+async def search_round(session: Any, call_id: uuid.UUID) -> Round:
+    """The call's current search round: when it started, how many offers it made so far."""
+    since = await call_repo.search_round_started(session, call_id)
+    return since, await offer_repo.offer_count(session, call_id, since=since)
+
+
+async def _still_held(ctx: DispatchContext, reserved: list[Reserved]) -> bool:
+    """Under the call's row lock: every reservation is still ours (a step slower than its
+    reservation's entry finds its doctors freed by the expiry, which takes the same lock)."""
+    for r in reserved:
+        state = await ctx.states.get(r.ranked.candidate.doctor_id)
+        if state.status is not DoctorStatus.OFFERED or state.ref != str(r.offer_id):
+            return False
+    return True

@@ -1,0 +1,91 @@
+"""Reservation helpers shared by the offer loop's parts: give doctors back, withdraw offers, free an
+assigned doctor, send an offered call back to searching (with its next step armed before the commit).
+
+Every helper is safe to repeat: a doctor's state changes only by compare-and-set on the exact
+reservation (``offered`` with ``ref`` = the offer id, ``busy`` with ``ref`` = the call id), so a helper
+running after the state moved on does nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from dispatch.calls import SYSTEM
+from dispatch.dispatch_context import DispatchContext, offer_key, step_key
+from dispatch.doctor_states import DoctorStatus
+from dispatch.events import publish_doctor
+from dispatch.lifecycle import Actor
+from models.calls import Call
+from models.enums import CallStatus
+from models.offers import Offer
+from models.repositories import calls as call_repo
+from models.repositories import offers as offer_repo
+
+
+async def release(ctx: DispatchContext, doctor_id: object, offer_id: uuid.UUID) -> None:
+    """Give a doctor reserved for ``offer_id`` back to the pool (no-op if the state moved on)."""
+    await ctx.states.compare_and_set(
+        str(doctor_id),
+        expected=DoctorStatus.OFFERED,
+        expected_ref=str(offer_id),
+        new=DoctorStatus.AVAILABLE,
+    )
+
+
+async def release_all(ctx: DispatchContext, reserved: Iterable[tuple[str, uuid.UUID]]) -> None:
+    """Give back reservations ``(doctor id, offer id)`` that did not become offers, with their
+    Deadlines entries."""
+    for doctor_id, offer_id in reserved:
+        await release(ctx, doctor_id, offer_id)
+        await ctx.deadlines.cancel(offer_key(offer_id))
+
+
+async def withdraw(ctx: DispatchContext, offers: list[Offer], call: Call, reason: str) -> None:
+    """Tell doctors whose offers were withdrawn (already marked in the database), free them."""
+    for offer in offers:
+        await release(ctx, offer.doctor_id, offer.id)
+        await ctx.deadlines.cancel(offer_key(offer.id))
+        await publish_doctor(
+            ctx.broker,
+            offer.doctor_id,
+            "offer.withdrawn",
+            {"offer": str(offer.id), "call": str(call.id), "reason": reason},
+        )
+
+
+async def free_doctor(
+    ctx: DispatchContext, doctor_id: uuid.UUID, call: Call, event: str, reason: str
+) -> None:
+    """A doctor busy with ``call`` becomes available and is told (``event`` on ``doctor:<id>``)."""
+    await ctx.states.compare_and_set(
+        str(doctor_id), expected=DoctorStatus.BUSY, expected_ref=str(call.id), new=DoctorStatus.AVAILABLE
+    )
+    await publish_doctor(ctx.broker, doctor_id, event, {"call": str(call.id), "reason": reason})
+
+
+async def arm_step(ctx: DispatchContext, call_id: uuid.UUID) -> int:
+    """Schedule the call's safety-net step ``step_retry_s`` from now; returns its due time (epoch ms).
+    Whatever commits a change that needs a next step arms it *before* the commit: a process that dies
+    between the commit and the trigger would otherwise leave the call with nobody to move it on (a
+    spare step finds nothing to do and ends)."""
+    retry_ms = ctx.now_ms() + int(ctx.settings.step_retry_s * 1000)
+    await ctx.deadlines.schedule(step_key(call_id), retry_ms)
+    return retry_ms
+
+
+async def back_to_searching(
+    ctx: DispatchContext, session: Any, call_id: uuid.UUID, reason: str
+) -> tuple[Call, CallStatus] | None:
+    """In the offer's transaction: an offered call whose last pending offer just closed goes back
+    to searching (its next step armed before the commit). Returns ``(call, previous status)`` to
+    publish, or None (the call is not offered, or a broadcast still has open offers)."""
+    call = await call_repo.get_call(session, call_id, for_update=True)
+    if call is None or call.status != CallStatus.OFFERED.value:
+        return None
+    if await offer_repo.pending_offers(session, call_id):
+        return None  # a broadcast still has open offers
+    await arm_step(ctx, call_id)
+    previous = await ctx.calls.apply(session, call, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason=reason)
+    return call, previous
