@@ -91,7 +91,9 @@ class Availability:
             doctor_id, expected=TRANSITIONS[wanted], new=DoctorStatus(wanted)
         )
         if not result.ok:
-            raise DispatchError(ErrorCode.FORBIDDEN, f"you are {result.state.status.value}; finish that first")
+            raise DispatchError(
+                ErrorCode.FORBIDDEN, f"you are {result.state.status.value}; finish that first"
+            )
         self.on_change(doctor_id)
         state = result.state
         # Every device of the doctor (and, later, the console) follows the change on the doctor's channel.

@@ -48,6 +48,7 @@ from realtime.broker import EPHEMERAL_OFFSET, Publication, encode_ephemeral
 from realtime.channels import MAP_RESOLUTION, ChannelKind
 from realtime.clock import wall_clock_ms
 from realtime.hub import Hub
+from realtime.session import Session
 
 log = logging.getLogger("tot.map_feed")
 
@@ -171,7 +172,8 @@ class MapFeed:
             sessions = self.hub.sessions(channel)
             if not sessions:
                 continue  # unsubscribed while the index was read
-            subscriptions = frozenset(id(s.channels.get(channel)) for s in sessions)
+            # Only sessions subscribe to ``map:`` channels (in-process followers take others).
+            subscriptions = frozenset(id(s.channels.get(channel)) for s in sessions if isinstance(s, Session))
             last = self._sent.get(cell)
             if (
                 last is not None

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import Send
+
 from realtime.rate_limit import TokenBucket
 from realtime.session import Session
 from server.auth.principal import Principal
-from starlette.types import Send
 
 
 @dataclass(slots=True)

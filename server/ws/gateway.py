@@ -171,4 +171,3 @@ class Gateway:
                 self._doctor_connections.pop(user, None)
             else:
                 self._doctor_connections[user] = left
-
