@@ -16,10 +16,8 @@ from collections.abc import Callable
 import orjson
 
 from dispatch.events import DISPATCH_CHANNEL
-from realtime.broker import Broker, Publication
+from realtime.broker import Publication
 from realtime.hub import Hub
-from realtime.outbox import Outbox
-from realtime.session import Session
 
 log = logging.getLogger("tot.call_feed")
 
@@ -27,15 +25,17 @@ StatusCallback = Callable[[str, str, str | None], None]
 """``(call id, new status, the call's doctor id or None)``; synchronous, must not raise."""
 
 
-class CallStatusFollower(Session):
-    """A hub session (no socket) on :data:`~dispatch.events.DISPATCH_CHANNEL` that calls ``on_status``
-    for each ``call.status`` event. Add it with ``hub.add(CallStatusFollower.CHANNEL, follower)``."""
+class CallStatusFollower:
+    """A hub subscriber (:class:`~realtime.hub.Subscriber`; no socket, no send queue) on
+    :data:`~dispatch.events.DISPATCH_CHANNEL` that calls ``on_status`` for each ``call.status`` event.
+    Add it with ``hub.add(CallStatusFollower.CHANNEL, follower)``. ``seen``: events followed."""
 
     __slots__ = ("_on_status", "seen")
     CHANNEL = DISPATCH_CHANNEL
+    id = "call-status-follower"
+    """Names the subscriber in the hub's logs."""
 
-    def __init__(self, broker: Broker, on_status: StatusCallback) -> None:
-        super().__init__("call-status-follower", broker, Outbox(max_frames=1), lambda: None)
+    def __init__(self, on_status: StatusCallback) -> None:
         self._on_status = on_status
         self.seen = 0
 
@@ -53,6 +53,10 @@ class CallStatusFollower(Session):
         except Exception:
             log.exception("could not follow a call status", extra={"channel": publication.channel})
         return True
+
+    async def recover(self, channel: str) -> None:
+        """Nothing to recover: delivery here is live only (see the module docstring), so a broker
+        ``Resync`` of the channel is let go."""
 
 
 async def follow(hub: Hub, follower: CallStatusFollower, retry_s: float = 5.0) -> None:

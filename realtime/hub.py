@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from realtime.broker import Broker, BrokerClosedError, Publication, Resync
 from realtime.session import Session
@@ -17,20 +18,40 @@ from realtime.session import Session
 log = logging.getLogger("tot.hub")
 
 
+class Subscriber(Protocol):
+    """What the hub hands a channel's publications to: a connection's :class:`Session`, or an
+    in-process follower of a channel (``dispatch/call_feed.py``)."""
+
+    @property
+    def id(self) -> str:
+        """Names the subscriber in logs."""
+        ...
+
+    def deliver(self, publication: Publication, text: str) -> bool:
+        """Take one live ``publication`` of a channel it was added to, ``text`` being its frame
+        decoded. Synchronous; must not raise. False asks the hub to run :meth:`recover` for the
+        channel (a gap was seen)."""
+        ...
+
+    async def recover(self, channel: str) -> None:
+        """Catch up on ``channel`` after a gap or a broker ``Resync``; raises broker errors (logged)."""
+        ...
+
+
 class Hub:
-    """Channel -> local sessions, fed by one broker."""
+    """Channel -> local subscribers (sessions, mostly), fed by one broker."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._sessions: dict[str, set[Session]] = {}
+        self._sessions: dict[str, set[Subscriber]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
 
-    def sessions(self, channel: str) -> frozenset[Session]:
-        """The local sessions on ``channel``."""
+    def sessions(self, channel: str) -> frozenset[Subscriber]:
+        """The local subscribers on ``channel``."""
         return frozenset(self._sessions.get(channel, ()))
 
-    async def add(self, channel: str, session: Session) -> None:
+    async def add(self, channel: str, session: Subscriber) -> None:
         """Subscribe ``session`` (the broker subscribes on the first local session). Raises broker
         errors, in which case the session is not added."""
         members = self._sessions.setdefault(channel, set())
@@ -45,7 +66,7 @@ class Hub:
                 self._sessions.pop(channel, None)
             raise
 
-    async def remove(self, channel: str, session: Session) -> None:
+    async def remove(self, channel: str, session: Subscriber) -> None:
         """Unsubscribe ``session`` from ``channel`` (no-op when not subscribed)."""
         members = self._sessions.get(channel)
         if members is None or session not in members:
@@ -61,7 +82,7 @@ class Hub:
             session.forget(channel)
             await self.remove(channel, session)
 
-    def _spawn_recovery(self, session: Session, channel: str) -> None:
+    def _spawn_recovery(self, session: Subscriber, channel: str) -> None:
         async def run() -> None:
             try:
                 await session.recover(channel)

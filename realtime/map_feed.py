@@ -49,6 +49,7 @@ from realtime.channels import ChannelKind
 from realtime.clock import wall_clock_ms
 from realtime.event_types import EventType
 from realtime.hub import Hub
+from realtime.session import Session
 
 log = logging.getLogger("tot.map_feed")
 
@@ -172,7 +173,8 @@ class MapFeed:
             sessions = self.hub.sessions(channel)
             if not sessions:
                 continue  # unsubscribed while the index was read
-            subscriptions = frozenset(id(s.channels.get(channel)) for s in sessions)
+            # Only sessions subscribe to ``map:`` channels (in-process followers take others).
+            subscriptions = frozenset(id(s.channels.get(channel)) for s in sessions if isinstance(s, Session))
             last = self._sent.get(cell)
             if (
                 last is not None

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from realtime.errors import ErrorCode as ErrorCode  # re-exported until every importer moves
+from realtime.errors import ErrorCode
 
 
 class CloseCode(IntEnum):

@@ -15,21 +15,23 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from dispatch.availability import Availability
+from dispatch.breadcrumbs import BreadcrumbWriter
+from dispatch.call_feed import CallStatusFollower
+from dispatch.call_places import CallPlaces
 from dispatch.calls import CallService
 from dispatch.chat import ChatService
+from dispatch.location_ingest import IngestSettings, LocationIngest
 from dispatch.offer_loop import OfferLoop
 from dispatch.publisher import EventPublisher
 from dispatch.ratings import RatingService
 from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
-from models.enums import Role
 from realtime.map_feed import MapFeed
-from server import ws_ops
 from server.auth.tokens import TokenService
 from server.engine import open_engine
 from server.errors import EXCEPTION_HANDLERS
-from server.gateway import Gateway, doctor_status
 from server.metrics import Metrics, MetricsMiddleware
 from server.routes import api
 from server.routes import auth as _auth_routes  # noqa: F401  (importing registers the routes)
@@ -45,6 +47,8 @@ from server.routes import system as _system_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import Services
 from server.settings import Settings
+from server.ws import ops as ws_ops
+from server.ws.gateway import Gateway
 
 log = logging.getLogger("tot.app")
 
@@ -95,6 +99,38 @@ async def _refresh_zones(zones: ZoneIndex) -> None:
             log.exception("could not reload zones")
 
 
+def build_gateway(services: Services) -> Gateway:
+    """The socket gateway of ``services``, with the domain services it drives built here: the location
+    ingest, its breadcrumb writer, the call-status follower that tells the ingest when a call ends, and
+    the doctors' availability. Ops are registered by the caller; nothing runs until ``start``."""
+    settings = services.settings
+    engine = services.engine
+    breadcrumbs = BreadcrumbWriter(services.sessions)
+    ingest = LocationIngest(
+        engine.locations,
+        engine.states,
+        engine.broker,
+        IngestSettings(
+            max_past_ms=settings.location_max_past_s * 1000,
+            max_future_ms=settings.location_max_future_s * 1000,
+            forward_interval_ms=settings.position_forward_interval_ms,
+            offline_after_ms=settings.doctor_offline_after_s * 1000,
+            ranking=settings.dispatch().ranking,
+        ),
+        places=CallPlaces(services.sessions),
+        breadcrumbs=breadcrumbs,
+    )
+    return Gateway(
+        services,
+        ingest=ingest,
+        breadcrumbs=breadcrumbs,
+        call_follower=CallStatusFollower(ingest.call_changed),
+        availability=Availability(
+            services.sessions, engine.states, engine.locations, engine.broker, ingest.invalidate
+        ),
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     """A new application for ``settings``. Opening connections waits for the lifespan start-up."""
     metrics = Metrics()
@@ -137,8 +173,7 @@ def create_app(settings: Settings) -> Starlette:
             ratings=RatingService(sessions),
             sos=sos,
         )
-        gateway = Gateway(app.state.services)
-        gateway.register_op("doctor.status", doctor_status, {Role.DOCTOR})
+        gateway = build_gateway(app.state.services)
         ws_ops.register(gateway)
         app.state.gateway = gateway
         await gateway.start()

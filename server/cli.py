@@ -26,7 +26,7 @@ import click
 import uvicorn
 
 from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
-from server.ws_protocol import DirectTextProtocol
+from server.ws.uvicorn_protocol import DirectTextProtocol
 
 DEMO_ACCOUNTS = (
     ("admin", "admin@demo.tot", "demo-admin-pass", "Demo Admin"),
@@ -69,7 +69,7 @@ def uvicorn_ws_options(max_frame_bytes: int, event_loop: str = "uvloop") -> dict
         # sans-I/O websockets: the same protocol, 25-30% less CPU per frame than the legacy
         # implementation measured here (docs/operations.md), and not deprecated; subclassed so that
         # the gateway takes location fixes without a queue and a task step each
-        # (server/ws_protocol.py; the bare endpoint never sets the direct path: stock behaviour).
+        # (server/ws/uvicorn_protocol.py; the bare endpoint never sets the direct path: stock behaviour).
         "ws": DirectTextProtocol,
         # Deflate multiplies an idle connection's memory by ~4 and cut peak ingest by 28% here.
         "ws_per_message_deflate": False,
@@ -83,8 +83,8 @@ def uvicorn_ws_options(max_frame_bytes: int, event_loop: str = "uvloop") -> dict
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     from server.app import create_app
-    from server.gateway import asgi_app
     from server.logs import configure_logging
+    from server.ws.asgi import asgi_app
 
     configure_logging(settings.log_level, settings.log_format)
     # The cyclic garbage collector's young generation is collected every 100,000 allocations instead

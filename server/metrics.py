@@ -64,7 +64,7 @@ class Metrics:
         self.ws_direct_frames = Gauge(
             "tot_ws_direct_frames",
             "Location frames taken straight from the WebSocket protocol, without the ASGI queue, since "
-            "start (server/ws_protocol.py); read from the gateway's own count when scraped.",
+            "start (server/ws/uvicorn_protocol.py); read from the gateway's own count when scraped.",
             registry=self.registry,
         )
 

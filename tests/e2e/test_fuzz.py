@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.protocol import CloseCode, ErrorCode
+from realtime.errors import ErrorCode
+from realtime.protocol import CloseCode
 from tests.e2e.process import RunningServer, cli, run_server
 
 SECRET = "fuzz-secret-" + "f" * 32

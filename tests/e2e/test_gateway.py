@@ -560,7 +560,7 @@ async def test_events_cross_processes_through_redis(world: World, engine_redis: 
 
 
 async def test_location_frames_take_the_direct_path_in_order(world: World) -> None:
-    """Fixes sent while the connection is idle skip the ASGI queue (server/ws_protocol.py); a fix
+    """Fixes sent while the connection is idle skip the ASGI queue (server/ws/uvicorn_protocol.py); a fix
     sent right behind another op still waits its turn: replies come back in the order sent."""
     before = _metric(world.server, "tot_ws_direct_frames")
     ws = await session(world, "doctor")

@@ -1,5 +1,7 @@
-"""Socket ops owned by the dispatch layer: ``offer.accept`` and ``offer.decline`` (the same as their
-REST routes), registered on the gateway at start-up."""
+"""Socket ops owned by the dispatch layer, registered on the gateway at start-up (:func:`register`):
+``doctor.status``, ``offer.accept`` and ``offer.decline`` (the same as their REST routes), ``chat.send``
+and ``chat.read``, ``sos``, ``sos.ack`` and ``sos.resolve``. Each turns the frame's fields into a call
+of a dispatch service and its refusals into error frames with the same code."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from dispatch.errors import DispatchError
 from models.enums import Role, SosKind
 from realtime.errors import ErrorCode
 from realtime.messages import FrameError, Generic
-from server.gateway import Connection, Gateway
+from server.ws.connection import Connection
+from server.ws.gateway import Gateway
 
 MAX_REASON = 500
 
@@ -143,8 +146,21 @@ async def sos_resolve(gateway: Gateway, conn: Connection, msg: Generic) -> dict[
         raise frame_error(exc) from None
 
 
+async def doctor_status(gateway: Gateway, conn: Connection, msg: Generic) -> dict[str, Any]:
+    """``{"op":"doctor.status","status":"available"|"paused"|"offline","ref"}`` -> ``ack`` with the
+    status (rules: :meth:`dispatch.availability.Availability.set_status`)."""
+    try:
+        state = await gateway.availability.set_status(
+            conn.user, msg.fields.get("status"), verified=conn.doctor_verified
+        )
+    except DispatchError as exc:
+        raise frame_error(exc) from None
+    return {"status": state.status.value}
+
+
 def register(gateway: Gateway) -> None:
     """Register the dispatch ops on ``gateway``."""
+    gateway.register_op("doctor.status", doctor_status, {Role.DOCTOR})
     gateway.register_op("offer.accept", offer_accept, {Role.DOCTOR})
     gateway.register_op("offer.decline", offer_decline, {Role.DOCTOR})
     everyone = set(Role)

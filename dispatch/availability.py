@@ -1,0 +1,105 @@
+"""A doctor's availability: who may take calls (the verified-doctors rule) and the moves a doctor
+makes between ``available``, ``paused`` and ``offline`` (the socket's ``doctor.status`` op).
+
+``offered`` and ``busy`` belong to the dispatch loop (``dispatch/offer_loop.py``); a doctor in one of
+them cannot change status here until the loop lets go. Every device of the doctor follows a change on
+the doctor's channel (``doctor:<id>``, event ``doctor.status``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch.doctor_states import DoctorState, DoctorStates, DoctorStatus
+from dispatch.errors import DispatchError
+from geo.location_index import LocationIndex
+from models.repositories import doctors as doctor_repo
+from realtime import channels
+from realtime.broker import Broker
+from realtime.errors import ErrorCode
+
+TRANSITIONS: dict[str, frozenset[DoctorStatus]] = {
+    "available": frozenset({DoctorStatus.OFFLINE, DoctorStatus.PAUSED, DoctorStatus.AVAILABLE}),
+    "paused": frozenset({DoctorStatus.OFFLINE, DoctorStatus.AVAILABLE, DoctorStatus.PAUSED}),
+    "offline": frozenset({DoctorStatus.AVAILABLE, DoctorStatus.PAUSED, DoctorStatus.OFFLINE}),
+}
+"""The status a doctor asks for -> the statuses they may ask it from (asking for the current one is a
+no-op that still answers; ``offered`` and ``busy`` are absent: the dispatch loop holds those)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a connecting doctor's profile says: ``verified`` (may become available) and their
+    ``specialties`` (registered in the live index only when verified)."""
+
+    verified: bool
+    specialties: tuple[str, ...]
+
+
+class Availability:
+    """The availability rules of doctors.
+
+    ``sessions``: the database. ``states``: the doctors' live states. ``locations``: the live index
+    (which holds each verified doctor's specialties for the search). ``broker``: where changes are
+    announced. ``on_change``: called with the doctor id (``str``) after a status change, synchronously
+    (the location ingest drops its cached state of the doctor)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        states: DoctorStates,
+        locations: LocationIndex,
+        broker: Broker,
+        on_change: Callable[[str], None],
+    ) -> None:
+        self.sessions = sessions
+        self.states = states
+        self.locations = locations
+        self.broker = broker
+        self.on_change = on_change
+
+    async def admit(self, doctor_id: uuid.UUID) -> Admission | None:
+        """A doctor connects: their profile (None without one); a verified doctor's specialties go to
+        the live index, so that the search can match them. Raises database and engine errors."""
+        async with self.sessions() as db:
+            profile = await doctor_repo.get_profile(db, doctor_id)
+        if profile is None:
+            return None
+        if profile.verified:
+            await self.locations.set_specialties(str(doctor_id), profile.specialties)
+        return Admission(profile.verified, tuple(profile.specialties))
+
+    async def set_status(self, doctor_id: str, wanted: object, *, verified: bool) -> DoctorState:
+        """Move doctor ``doctor_id`` to ``wanted`` (``"available"``, ``"paused"`` or ``"offline"``) and
+        announce it on ``doctor:<id>`` (data ``{"status", "version", "since"}``, since in epoch ms).
+        ``verified``: the doctor's profile says an admin verified them (only then ``available``).
+
+        Returns the new state. Raises :class:`DispatchError` ``invalid_input`` (field ``status``) for
+        another value, ``forbidden`` for an unverified doctor asking for ``available`` or a doctor in
+        ``offered``/``busy``; engine errors pass through."""
+        if not isinstance(wanted, str) or wanted not in TRANSITIONS:
+            raise DispatchError(
+                ErrorCode.INVALID_INPUT, "status must be available, paused or offline", field="status"
+            )
+        if wanted == "available" and not verified:
+            raise DispatchError(ErrorCode.FORBIDDEN, "an admin has not verified you yet")
+        result = await self.states.compare_and_set(
+            doctor_id, expected=TRANSITIONS[wanted], new=DoctorStatus(wanted)
+        )
+        if not result.ok:
+            raise DispatchError(
+                ErrorCode.FORBIDDEN, f"you are {result.state.status.value}; finish that first"
+            )
+        self.on_change(doctor_id)
+        state = result.state
+        # Every device of the doctor (and, later, the console) follows the change on the doctor's channel.
+        await self.broker.publish(
+            channels.doctor_channel(doctor_id),
+            "doctor.status",
+            {"status": state.status.value, "version": state.version, "since": state.since_ms},
+        )
+        return state
