@@ -4,9 +4,11 @@ and a fresh :class:`~tests.dispatch.world.World` per test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +31,22 @@ async def world(template_db: Path, tmp_path: Path) -> AsyncIterator[World]:
     shutil.copyfile(template_db, path)
     async with open_world(f"sqlite+aiosqlite:///{path}") as w:
         yield w
+
+
+WorldFactory = Callable[..., contextlib.AbstractAsyncContextManager[World]]
+
+
+@pytest.fixture
+def make_world(template_db: Path, tmp_path: Path) -> WorldFactory:
+    """Open more worlds, or worlds with other settings: ``async with make_world(settings=...) as w``
+    (keyword arguments of :func:`~tests.dispatch.world.open_world`)."""
+    count = 0
+
+    def make(**kwargs: Any) -> contextlib.AbstractAsyncContextManager[World]:
+        nonlocal count
+        count += 1
+        path = tmp_path / f"world{count}.db"
+        shutil.copyfile(template_db, path)
+        return open_world(f"sqlite+aiosqlite:///{path}", **kwargs)
+
+    return make

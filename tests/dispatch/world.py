@@ -38,7 +38,7 @@ from dispatch.zones import ZoneIndex
 from geo.location_index import DoctorPosition
 from models.calls import Call, CallEvent
 from models.db import make_engine, make_sessionmaker
-from models.enums import CallStatus, Role, Urgency
+from models.enums import CallStatus, OfferOutcome, Role, Urgency
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
@@ -100,7 +100,7 @@ def lose_spawned_steps(loop: OfferLoop) -> Iterator[list[str]]:
     original = loop._spawn
 
     def drop(coro: Coroutine[Any, Any, None]) -> None:
-        lost.append(coro.__qualname__)
+        lost.append(getattr(coro, "__qualname__", repr(coro)))
         coro.close()
 
     loop._spawn = drop  # type: ignore[method-assign]
@@ -257,6 +257,17 @@ class World:
         assert len(mine) == 1, f"pending offers: {[(str(o.doctor_id), o.outcome) for o in pending]}"
         return mine[0]
 
+    async def the_pending_offer(self, call_id: uuid.UUID) -> tuple[Who, Offer]:
+        """The call's one pending offer and its doctor (fails the test unless there is exactly one)."""
+        async with self.sessions() as session:
+            pending = await offer_repo.pending_offers(session, call_id)
+        assert len(pending) == 1, f"{len(pending)} pending offers"
+        return Who(pending[0].doctor_id, Role.DOCTOR), pending[0]
+
+    async def outcomes(self, call_id: uuid.UUID) -> list[OfferOutcome]:
+        """The outcomes of the call's offers, sorted (offers made in one instant have no order)."""
+        return sorted(OfferOutcome(o.outcome) for o in await self.offers(call_id))
+
     async def history(self, call_id: uuid.UUID) -> list[CallEvent]:
         """The call's event rows (their order among rows of one instant is not defined)."""
         async with self.sessions() as session:
@@ -384,3 +395,14 @@ async def open_world(
         yield world
     finally:
         await world.close()
+
+
+async def lose_deadline_entries(world: World) -> list[str]:
+    """Every entry of both deadline queues is gone, as when a memory engine's process restarts (only
+    the database survives). Uses the Deadlines role's public API; returns the keys lost."""
+    lost: list[str] = []
+    for deadlines in (world.engine.deadlines, world.engine.sos_deadlines):
+        for claim in await deadlines.claim_due(world.clock() + 10**12, limit=10_000):
+            await deadlines.cancel(claim.key)
+            lost.append(claim.key)
+    return lost
