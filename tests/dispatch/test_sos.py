@@ -76,7 +76,7 @@ async def test_a_patients_emergency_makes_a_searching_call_a_broadcast(world: Wo
     emergency and it is offered to several doctors at once."""
     patient = await world.patient()
     first = await world.doctor(north_m=100)
-    others = [await world.doctor(north_m=300 + 100 * i) for i in range(2)]
+    others = [await world.doctor(north_m=1_000 + 100 * i) for i in range(2)]  # not in the first ETA bucket
     call_id = await world.new_call(patient)
     with lose_spawned_steps(world.loop):  # the call stays searching until someone moves it
         await world.loop.decline(first, (await world.pending_offer(call_id, first)).id)
