@@ -22,22 +22,7 @@ from geo.location_index import POSITION_TTL_MS, LocationIndex
 from geo.location_index_memory import MemoryLocationIndex
 from geo.location_index_redis import RedisLocationIndex
 from realtime.keys import Keys
-
-START_MS = 1_750_000_000_000
-"""Engine time at the start of every test (a fixed, realistic epoch-ms value)."""
-
-
-class FakeClock:
-    """An engine clock the test moves by hand (epoch ms)."""
-
-    def __init__(self, now: int = START_MS) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
+from tests.clock import ManualClock
 
 
 @dataclass
@@ -47,7 +32,7 @@ class Live:
     backend: str
     index: LocationIndex
     states: DoctorStates
-    clock: FakeClock
+    clock: ManualClock
     redis: aioredis.Redis | None
     keys: Keys | None
 
@@ -76,8 +61,8 @@ async def make_live_fixture(
 ) -> AsyncIterator[LiveFactory]:
     """Build :class:`Live` bundles on the test's backend; deletes the test's Redis keys afterwards."""
 
-    def make(*, position_ttl_ms: int = POSITION_TTL_MS, clock: FakeClock | None = None) -> Live:
-        clock = clock or FakeClock()
+    def make(*, position_ttl_ms: int = POSITION_TTL_MS, clock: ManualClock | None = None) -> Live:
+        clock = clock or ManualClock()
         if redis_pair is None:
             mem_index = MemoryLocationIndex(clock=clock, position_ttl_ms=position_ttl_ms)
             return Live(
@@ -103,5 +88,5 @@ async def make_live_fixture(
 
 @pytest.fixture(name="live")
 def live_fixture(make_live: LiveFactory) -> Live:
-    """The default bundle: standard TTL, a fake clock at :data:`START_MS`."""
+    """The default bundle: standard TTL, a manual clock at :data:`START_MS`."""
     return make_live()

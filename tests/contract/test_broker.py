@@ -34,8 +34,8 @@ from realtime.broker import (
 from realtime.broker_memory import MemoryBroker
 from realtime.broker_redis import PUBLISH_BATCH, RedisBroker
 from realtime.keys import Keys
+from tests.clock import ManualClock
 from tests.conftest import redis_flush_url, redis_test_url
-from tests.contract.manual_clock import ManualClock
 
 WAIT_S = 10.0  # generous: only bounds a hang, never measures speed
 

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from dispatch.doctor_states import CasResult, DoctorStates, DoctorStatus
 from dispatch.doctor_states_redis import RedisDoctorStates
 from geo.location_index import DoctorPosition
+from tests.clock import START_MS
 from tests.conftest import redis_test_url
 from tests.contract.live_engine import (  # noqa: F401 - fixtures register by import
-    START_MS,
     Live,
     live_fixture,
     make_live_fixture,

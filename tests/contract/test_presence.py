@@ -16,8 +16,8 @@ from realtime.keys import PRESENCE_KEY_SLACK_MS, Keys
 from realtime.presence import MAX_INFO_BYTES, Member, Presence
 from realtime.presence_memory import MemoryPresence
 from realtime.presence_redis import RedisPresence
+from tests.clock import ManualClock
 from tests.conftest import redis_test_url
-from tests.contract.manual_clock import ManualClock
 
 TTL_MS = 60_000
 

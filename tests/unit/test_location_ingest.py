@@ -16,22 +16,15 @@ from geo.distance import haversine_m
 from geo.location_index import DoctorPosition
 from geo.location_index_memory import MemoryLocationIndex
 from models.db import make_engine, make_sessionmaker
+from tests.clock import ManualClock
 
 NOW = 1_800_000_000_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = NOW
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 class SlowIndex(MemoryLocationIndex):
     """A memory index whose writes wait until ``release`` is set; counts the writes in progress."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         super().__init__(clock=clock)
         self.release = asyncio.Event()
         self.waiting = 0
@@ -46,7 +39,7 @@ class SlowIndex(MemoryLocationIndex):
 
 
 class CountingStates(MemoryDoctorStates):
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         super().__init__(clock=clock)
         self.reads: list[int] = []
 
@@ -68,7 +61,7 @@ def fix(doctor: str, ts: int, lat: float = 55.75) -> DoctorPosition:
 
 
 async def test_run_keeps_ticking_while_writes_are_slow_and_bounds_them() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     index = SlowIndex(clock)
     ingest = LocationIngest(
         index,
@@ -102,7 +95,7 @@ async def test_run_keeps_ticking_while_writes_are_slow_and_bounds_them() -> None
 
 
 async def test_forwarding_reads_states_in_one_batch_and_caches_them() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     index = MemoryLocationIndex(clock=clock)
     states = CountingStates(clock)
     broker = Broker()
@@ -122,13 +115,13 @@ async def test_forwarding_reads_states_in_one_batch_and_caches_them() -> None:
     assert states.reads == [3]  # one batch for the three doctors
     assert [(c, t, d["doctor"]) for c, t, d in broker.published] == [("call:call-1", "doctor.position", "d2")]
     # Within the refresh interval the cached states serve; d2 was forwarded a moment ago.
-    clock.ms += 500
+    clock.advance(500)
     for doctor in ("d1", "d2", "d3"):
         ingest.accept(fix(doctor, NOW + 400))
     await ingest.flush()
     assert states.reads == [3] and len(broker.published) == 1
     # After forward_interval_ms d2 is forwarded again; after state_refresh_ms the states are re-read.
-    clock.ms += 1_600
+    clock.advance(1_600)
     for doctor in ("d1", "d2", "d3"):
         ingest.accept(fix(doctor, NOW + 2_000))
     await ingest.flush()
@@ -153,7 +146,7 @@ class Places(CallPlaces):
 
 
 async def _tracking(
-    clock: Clock,
+    clock: ManualClock,
 ) -> tuple[LocationIngest, MemoryDoctorStates, Broker, BreadcrumbWriter, Places]:
     states = MemoryDoctorStates(clock=clock)
     broker = Broker()
@@ -177,7 +170,7 @@ async def _tracking(
 
 
 async def test_forwarded_positions_carry_distance_and_the_rankings_eta() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     ingest, _, broker, _, places = await _tracking(clock)
     ingest.accept(fix("d1", NOW - 100, lat=55.75))
     await ingest.flush()
@@ -185,7 +178,7 @@ async def test_forwarded_positions_carry_distance_and_the_rankings_eta() -> None
     distance = haversine_m(55.75, 37.62, 55.76, 37.62)
     assert channel == "call:call-1" and data["distance_m"] == round(distance, 1)
     assert data["eta_s"] == round(distance * 1.4 / 8.33)  # RankingSettings: road factor / speed
-    clock.ms += 1_000
+    clock.advance(1_000)
     ingest.accept(fix("d1", NOW + 900, lat=55.755))
     await ingest.flush()
     assert broker.published[-1][2]["eta_s"] < data["eta_s"]
@@ -193,12 +186,12 @@ async def test_forwarded_positions_carry_distance_and_the_rankings_eta() -> None
 
 
 async def test_breadcrumbs_sampled_by_fix_time_and_none_after_the_call_ends() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     ingest, states, broker, writer, places = await _tracking(clock)
     ingest.accept(fix("d1", NOW - 5_000))
     await ingest.flush()  # the forwarding round learns the call and records this fix
     for i in range(1, 9):  # four fixes a second: every other one is a breadcrumb
-        clock.ms += 250
+        clock.advance(250)
         ingest.accept(fix("d1", NOW - 5_000 + 250 * i))
         await ingest.flush()
     assert [p.ts_ms - (NOW - 5_000) for _, p in writer._buffer] == [0, 1_000, 2_000]
@@ -208,7 +201,7 @@ async def test_breadcrumbs_sampled_by_fix_time_and_none_after_the_call_ends() ->
     ingest.call_changed("call-1", "completed", "d1")
     assert (await states.get("d1")).status is DoctorStatus.BUSY
     for i in range(9, 30):
-        clock.ms += 250
+        clock.advance(250)
         ingest.accept(fix("d1", NOW - 5_000 + 250 * i))
         await ingest.flush()
     assert len(broker.published) == forwarded and len(writer) == 3
@@ -218,7 +211,7 @@ async def test_breadcrumbs_sampled_by_fix_time_and_none_after_the_call_ends() ->
         await states.compare_and_set("d1", expected=DoctorStatus.BUSY, new=DoctorStatus.BUSY, ref="call-2")
     ).ok
     ingest.call_changed("call-2", "assigned", "d1")
-    clock.ms += 1_000
+    clock.advance(1_000)
     ingest.accept(fix("d1", NOW + 4_000))
     await ingest.flush()
     assert broker.published[-1][0] == "call:call-2" and broker.published[-1][2]["eta_s"] is None
@@ -226,37 +219,37 @@ async def test_breadcrumbs_sampled_by_fix_time_and_none_after_the_call_ends() ->
 
 
 async def test_fixes_one_interval_apart_are_each_forwarded_though_forwarding_runs_a_tick_later() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     ingest, _, broker, _, _ = await _tracking(clock)
     for second in range(5):
         ingest.accept(fix("d1", NOW + second * 1_000))  # arrives on the second...
-        clock.ms += 25  # ...and is forwarded one flush tick later
+        clock.advance(25)  # ...and is forwarded one flush tick later
         await ingest.flush()
-        clock.ms += 975
+        clock.advance(975)
     assert [data["ts"] for _, _, data in broker.published] == [NOW + s * 1_000 for s in range(5)]
 
 
 async def test_forwarding_follows_fix_time_through_jitter_and_bounds_a_racing_clock() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     ingest, _, broker, _, _ = await _tracking(clock)
     stamps = [0, 995, 2_000, 3_003, 3_998]  # a "1 Hz" stream: fix times jitter a few ms...
     arrivals = [0, 990, 2_010, 2_985, 4_000]  # ...and arrivals more (the network)
     for stamp, arrival in zip(stamps, arrivals, strict=True):
-        clock.ms = NOW + arrival
+        clock.set(NOW + arrival)
         ingest.accept(fix("d1", NOW + stamp))
         await ingest.flush()
     assert [data["ts"] for _, _, data in broker.published] == [NOW + s for s in stamps]
     # Twice a second by fix time, the slack does not let every fix through.
     broker.published.clear()
     for i in range(1, 5):
-        clock.ms = NOW + 4_000 + i * 500
+        clock.set(NOW + 4_000 + i * 500)
         ingest.accept(fix("d1", NOW + 3_998 + i * 500))
         await ingest.flush()
     assert len(broker.published) == 2
     # A device whose ts runs ten times faster than time: at most one forward per half interval.
     broker.published.clear()
     for i in range(1, 11):
-        clock.ms = NOW + 6_000 + i * 100
+        clock.set(NOW + 6_000 + i * 100)
         ingest.accept(fix("d1", NOW + 6_000 + i * 1_000))
         await ingest.flush()
     assert len(broker.published) == 2  # at +500 ms and +1,000 ms of arrival time (racing clock)

@@ -1,0 +1,52 @@
+"""Fixtures of the in-process dispatch suite: one migrated SQLite template per session, a copy of it
+and a fresh :class:`~tests.dispatch.world.World` per test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import migrate
+from tests.dispatch.world import World, open_world
+
+
+@pytest.fixture(scope="session")
+async def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated to head, copied by every test (migrating takes seconds, copying not)."""
+    path = tmp_path_factory.mktemp("dispatch") / "template.db"
+    await asyncio.to_thread(migrate.upgrade, f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+async def world(template_db: Path, tmp_path: Path) -> AsyncIterator[World]:
+    """The dispatch core on its own copy of the database, with default settings."""
+    path = tmp_path / "world.db"
+    shutil.copyfile(template_db, path)
+    async with open_world(f"sqlite+aiosqlite:///{path}") as w:
+        yield w
+
+
+WorldFactory = Callable[..., contextlib.AbstractAsyncContextManager[World]]
+
+
+@pytest.fixture
+def make_world(template_db: Path, tmp_path: Path) -> WorldFactory:
+    """Open more worlds, or worlds with other settings: ``async with make_world(settings=...) as w``
+    (keyword arguments of :func:`~tests.dispatch.world.open_world`)."""
+    count = 0
+
+    def make(**kwargs: Any) -> contextlib.AbstractAsyncContextManager[World]:
+        nonlocal count
+        count += 1
+        path = tmp_path / f"world{count}.db"
+        shutil.copyfile(template_db, path)
+        return open_world(f"sqlite+aiosqlite:///{path}", **kwargs)
+
+    return make
