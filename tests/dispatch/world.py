@@ -12,9 +12,11 @@ which runs the deadlines that came due) and reads the outcome: rows (:meth:`Worl
 
 Reaching into internals. The dispatch core runs its deadlines in a worker loop and its steps as
 background tasks; a test needs to run due deadlines once, wait for the steps, and lose a step on
-purpose. Those three reaches are the module-level functions :func:`run_due_dispatch`,
-:func:`run_due_sos`, :func:`pending_steps` and :func:`lose_spawned_steps`, and nothing else here
-touches a private name: after a refactoring of the worker, only they change.
+purpose. Those reaches are the module-level functions :func:`run_due_dispatch`, :func:`run_due_sos`
+(claim and handle due entries), :func:`pending_steps` (``OfferLoop._tasks``) and
+:func:`lose_spawned_steps` (``OfferLoop._spawn``); nothing else here touches a private name, so after
+a refactoring of the worker only they change. :func:`lose_deadline_entries` uses only the public
+Deadlines API.
 """
 
 from __future__ import annotations
