@@ -12,13 +12,16 @@ Every step is written to ``sos_events`` (the audit).
 Channels: ``sos`` gets ``sos.raised`` (``repeat`` counts the re-sends), ``sos.acknowledged``,
 ``sos.resolved``; nearby doctors get ``sos.nearby``; the raiser is told on ``doctor:<id>`` or
 ``call:<id>`` (``sos.acknowledged``, ``sos.resolved``).
+
+Here: raising and repeating (the repeats run by the shared deadline worker). Who gets an alert:
+dispatch/sos_delivery.py; the dispatchers' side (acknowledge, resolve, read, list):
+dispatch/sos_desk.py; the SQL: models/repositories/sos.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,24 +36,21 @@ from dispatch.deadline_worker import DeadlineWorker, Pacing
 from dispatch.deadlines import Claim, Deadlines
 from dispatch.errors import DispatchError, forbidden, not_found
 from dispatch.lifecycle import FINAL
+from dispatch.sos_delivery import deliver
 from dispatch.sos_desk import REPEAT, SOS_CHANNEL, SosDesk, alert_json, audit, repeat_key
-from geo.distance import haversine_m, metres_per_degree_lat
 from geo.location_index import LocationIndex
 from models.enums import CallStatus, Role, SosKind, SosStatus, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import sos as sos_repo
 from models.sos import SosAlert
 from models.types import utcnow
-from realtime.broker import Broker, Outgoing
-from realtime.channels import doctor_channel
+from realtime.broker import Broker
 from realtime.errors import ErrorCode
 
 log = logging.getLogger("tot.sos")
 
 __all__ = ["SOS_CHANNEL", "SosService", "SosSettings", "alert_json"]
 
-NEARBY_LIMIT = 500
-"""Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
 DOCTOR_KINDS = frozenset({SosKind.DANGER, SosKind.COMPLEX_CALL})
 EMERGENCY_ATTEMPTS = 5
 """Tries at raising a call's urgency when a concurrent change of the call wins the version check."""
@@ -216,42 +216,14 @@ class SosService:
         return call.status
 
     async def _deliver(self, alert: SosAlert, repeat: int) -> dict[str, Any]:
-        data = {**alert_json(alert), "repeat": repeat}
-        await self.broker.publish(SOS_CHANNEL, "sos.raised", data)  # the dispatchers first, on their own
-        nearby = await self._doctors_nearby(alert)
-        # One batch: a few hundred doctors' channels in one Redis round trip, not one each (measured:
-        # loadtests/bench_sos.py, docs/benchmarks.md).
-        await self.broker.publish_many(
-            [
-                Outgoing(doctor_channel(doctor_id), "sos.nearby", {**data, "distance_m": round(distance)})
-                for doctor_id, distance in nearby
-            ]
+        return await deliver(
+            self.broker,
+            self.locations,
+            alert,
+            repeat,
+            radius_m=self.settings.radius_m,
+            position_max_age_s=self.settings.position_max_age_s,
         )
-        return {"repeat": repeat, "doctors": [d for d, _ in nearby]}
-
-    async def _doctors_nearby(self, alert: SosAlert) -> list[tuple[str, float]]:
-        """Doctors with a fresh position within the radius, nearest first, not the raiser."""
-        assert alert.lat is not None and alert.lon is not None
-        radius = self.settings.radius_m
-        dlat = radius / metres_per_degree_lat()
-        dlon = dlat / max(0.01, math.cos(math.radians(alert.lat)))
-        box = await self.locations.within_box(
-            max(-85.0, alert.lat - dlat),
-            max(-180.0, alert.lon - dlon),
-            min(85.0, alert.lat + dlat),
-            min(180.0, alert.lon + dlon),
-            limit=NEARBY_LIMIT * 4,
-            max_age_ms=self.settings.position_max_age_s * 1000,
-        )
-        found = []
-        for doctor in box:
-            p = doctor.position
-            if p.doctor_id == str(alert.raised_by):
-                continue
-            distance = haversine_m(alert.lat, alert.lon, p.lat, p.lon)
-            if distance <= radius:
-                found.append((p.doctor_id, distance))
-        return sorted(found, key=lambda item: item[1])[:NEARBY_LIMIT]
 
     # --- repeating --------------------------------------------------------------------------------
 

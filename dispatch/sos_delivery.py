@@ -1,0 +1,73 @@
+"""Who gets an SOS: every online dispatcher (the ``sos`` channel) and the doctors nearby.
+
+An alert goes to the ``sos`` channel first, on its own, then as one batch of ``sos.nearby`` events to
+the private channel of every doctor with a fresh position within the radius (not the raiser).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dispatch.sos_desk import SOS_CHANNEL, alert_json
+from geo.distance import haversine_m, metres_per_degree_lat
+from geo.location_index import LocationIndex
+from models.sos import SosAlert
+from realtime.broker import Broker, Outgoing
+from realtime.channels import doctor_channel
+
+NEARBY_LIMIT = 500
+"""Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
+
+
+async def deliver(
+    broker: Broker,
+    locations: LocationIndex,
+    alert: SosAlert,
+    repeat: int,
+    *,
+    radius_m: float,
+    position_max_age_s: int,
+) -> dict[str, Any]:
+    """Send the alert (``repeat``: 0 when raised, then how many re-sends). Returns what the audit
+    keeps: ``{"repeat": n, "doctors": [doctor id, ...]}`` (the doctors reached, nearest first)."""
+    data = {**alert_json(alert), "repeat": repeat}
+    await broker.publish(SOS_CHANNEL, "sos.raised", data)  # the dispatchers first, on their own
+    nearby = await doctors_nearby(locations, alert, radius_m, position_max_age_s)
+    # One batch: a few hundred doctors' channels in one Redis round trip, not one each (measured:
+    # loadtests/bench_sos.py, docs/benchmarks.md).
+    await broker.publish_many(
+        [
+            Outgoing(doctor_channel(doctor_id), "sos.nearby", {**data, "distance_m": round(distance)})
+            for doctor_id, distance in nearby
+        ]
+    )
+    return {"repeat": repeat, "doctors": [d for d, _ in nearby]}
+
+
+async def doctors_nearby(
+    locations: LocationIndex, alert: SosAlert, radius_m: float, position_max_age_s: int
+) -> list[tuple[str, float]]:
+    """Doctors with a position younger than ``position_max_age_s`` seconds within ``radius_m`` metres
+    of the alert, nearest first, not the raiser: ``[(doctor id, distance in metres), ...]``, at most
+    :data:`NEARBY_LIMIT`."""
+    assert alert.lat is not None and alert.lon is not None
+    dlat = radius_m / metres_per_degree_lat()
+    dlon = dlat / max(0.01, math.cos(math.radians(alert.lat)))
+    box = await locations.within_box(
+        max(-85.0, alert.lat - dlat),
+        max(-180.0, alert.lon - dlon),
+        min(85.0, alert.lat + dlat),
+        min(180.0, alert.lon + dlon),
+        limit=NEARBY_LIMIT * 4,
+        max_age_ms=position_max_age_s * 1000,
+    )
+    found = []
+    for doctor in box:
+        p = doctor.position
+        if p.doctor_id == str(alert.raised_by):
+            continue
+        distance = haversine_m(alert.lat, alert.lon, p.lat, p.lon)
+        if distance <= radius_m:
+            found.append((p.doctor_id, distance))
+    return sorted(found, key=lambda item: item[1])[:NEARBY_LIMIT]
