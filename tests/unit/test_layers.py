@@ -19,7 +19,9 @@ other base modules), so importing them can never pull a higher layer in:
 - ``realtime.keys``: Redis key names and TTLs (a cross-process contract) and the doctor-id rule that keeps
   those key names bounded;
 - ``realtime.clock``: the engine's clock type and the wall clock;
-- ``realtime.errors``: the one error-code catalogue of REST and the socket.
+- ``realtime.errors``: the one error-code catalogue of REST and the socket;
+- ``realtime.lua``: the loader of the Redis scripts kept as ``<package>/lua/*.lua`` files (geo's,
+  realtime's and dispatch's Redis modules all load theirs through it).
 
 They live in ``realtime/`` by history (their first users were there); the rule is what matters. Tests may
 import anything and are not walked.
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: tuple[str, ...] = ("models", "migrations", "geo", "realtime", "dispatch", "server", "loadtests")
 """Top-level packages, lowest first."""
 
-BASE_MODULES: frozenset[str] = frozenset({"realtime.keys", "realtime.clock", "realtime.errors"})
+BASE_MODULES: frozenset[str] = frozenset({"realtime.keys", "realtime.clock", "realtime.errors", "realtime.lua"})
 """Importable from every layer; may themselves import only other base modules (module docstring)."""
 
 ALLOWED: dict[tuple[str, str], str] = {
