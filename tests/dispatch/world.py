@@ -414,4 +414,3 @@ async def open_world(
         yield world
     finally:
         await world.close()
-
