@@ -10,13 +10,15 @@ which runs the deadlines that came due) and reads the outcome: rows (:meth:`Worl
 (:meth:`World.events`). Nothing sleeps on wall time: deadlines fire when the clock says so, and
 :meth:`World.settle` awaits the steps the services started in the background.
 
-Reaching into internals. The dispatch core runs its deadlines in a worker loop and its steps as
-background tasks; a test needs to run due deadlines once, wait for the steps, and lose a step on
-purpose. Those reaches are the module-level functions :func:`run_due_dispatch`, :func:`run_due_sos`
-(claim and handle due entries), :func:`pending_steps` (``OfferLoop._tasks``) and
-:func:`lose_spawned_steps` (``OfferLoop._spawn``); nothing else here touches a private name, so after
-a refactoring of the worker only they change. :func:`lose_deadline_entries` uses only the public
-Deadlines API.
+Reaching into the worker. The dispatch core runs its deadlines in worker loops
+(:class:`~dispatch.deadline_worker.DeadlineWorker`: ``OfferLoop.worker`` for ``step:``/``offer:``
+entries, ``SosService.worker`` for ``sos:`` repeats) and its steps as tasks of the offer loop's worker.
+A test runs due deadlines once instead of a polling ``run``, waits for the steps, and loses a step on
+purpose. Those reaches are the module-level functions at the top: :func:`run_due_entries` (claim what
+is due on the manual clock, ``DeadlineWorker.handle`` each claim), :func:`wait_idle`
+(``DeadlineWorker.wait_idle``), :func:`lose_spawned_steps` (replaces the worker's public ``spawn`` for
+a while) and :func:`lose_deadline_entries` (the Deadlines role's public API). All four use public
+names only; after a refactoring of the worker only they change.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dispatch.calls import CallService, NewCall, Who
+from dispatch.deadline_worker import DeadlineWorker
 from dispatch.doctor_states import DoctorState, DoctorStatus
 from dispatch.offer_loop import OfferLoop
 from dispatch.settings import DispatchSettings
-from dispatch.sos import REPEAT, SosService, SosSettings
+from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex
 from geo.location_index import DoctorPosition
 from models.calls import Call, CallEvent
@@ -66,50 +70,62 @@ def offset(north_m: float, east_m: float = 0.0) -> tuple[float, float]:
     )
 
 
-# --- the reaches into internals (retarget these after the offer loop's split) ----------------------
+# --- the reaches into the workers (the only place that knows how deadlines and steps run) ---------
 
 
-async def run_due_dispatch(loop: OfferLoop, now_ms: int) -> int:
-    """Claim the offer loop's deadline entries due at ``now_ms`` and handle each to its end, in order
-    (what one turn of ``OfferLoop.run`` does, without its sleep and without spawning). Returns how
-    many ran."""
-    claims = await loop.deadlines.claim_due(now_ms, limit=1_000)
-    for claim in claims:
-        await loop.handle(claim)
-    return len(claims)
+async def run_due_entries(worker: DeadlineWorker, now_ms: int) -> int:
+    """Claim the entries of ``worker``'s queue due at ``now_ms`` (batches of its ``pacing.limit``)
+    and handle each to its end, in order, with ``DeadlineWorker.handle`` (route by kind, then
+    complete): one turn of ``DeadlineWorker.run`` without its sleep and without spawning a task per
+    claim, so a test sees every handler finish. Returns how many ran."""
+    ran = 0
+    while claims := await worker.deadlines.claim_due(now_ms, limit=worker.pacing.limit):
+        for claim in claims:
+            await worker.handle(claim)
+        ran += len(claims)
+    return ran
 
 
-async def run_due_sos(sos: SosService, now_ms: int) -> int:
-    """Claim the SOS repeats due at ``now_ms`` and run each (one turn of ``SosService.run``)."""
-    claims = await sos.deadlines.claim_due(now_ms, limit=1_000)
-    for claim in claims:
-        await sos.repeat(uuid.UUID(claim.key[len(REPEAT) :]))
-        await sos.deadlines.complete(claim)
-    return len(claims)
-
-
-def pending_steps(loop: OfferLoop) -> list[asyncio.Task[None]]:
-    """The steps the offer loop started in the background and that have not finished."""
-    return [task for task in loop._tasks if not task.done()]
+async def wait_idle(*workers: DeadlineWorker) -> None:
+    """Wait until none of ``workers`` has a tracked task running: every step started in the
+    background has finished, including the steps it started (``DeadlineWorker.wait_idle``). A step
+    that kept starting steps would hang here; pytest-timeout (pyproject.toml) fails the test then."""
+    for worker in workers:
+        await worker.wait_idle()
 
 
 @contextlib.contextmanager
 def lose_spawned_steps(loop: OfferLoop) -> Iterator[list[str]]:
     """While inside, a step the offer loop starts in the background never runs: the process that
     committed the change "dies" before its in-process step, leaving only the step's safety-net entry.
-    Yields the names of the lost coroutines."""
+    Yields the names of the lost coroutines.
+
+    The seam is ``DeadlineWorker.spawn`` (public): the offer loop's parts start every background step
+    through it (``DispatchContext.spawn``). It is replaced on the worker instance only, by
+    ``mock.patch.object``, which puts the method back on leaving. ``DeadlineWorker.run`` spawns its
+    claims there too, but the world never calls ``run`` (:func:`run_due_entries` handles claims in
+    turn), so only steps are lost."""
     lost: list[str] = []
-    original = loop._spawn
 
     def drop(coro: Coroutine[Any, Any, None]) -> None:
         lost.append(getattr(coro, "__qualname__", repr(coro)))
         coro.close()
 
-    loop._spawn = drop  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(loop.worker, "spawn", drop):
         yield lost
-    finally:
-        loop._spawn = original  # type: ignore[method-assign]
+
+
+async def lose_deadline_entries(world: World) -> list[str]:
+    """Every entry of both deadline queues (:attr:`World.workers`) is gone, as when a memory engine's
+    process restarts (only the database survives). Uses the Deadlines role's public API; returns the
+    keys lost."""
+    lost: list[str] = []
+    for worker in world.workers:
+        deadlines = worker.deadlines
+        for claim in await deadlines.claim_due(worker.now_ms() + 10**12, limit=10_000):
+            await deadlines.cancel(claim.key)
+            lost.append(claim.key)
+    return lost
 
 
 # --- the world ------------------------------------------------------------------------------------
@@ -130,6 +146,11 @@ class World:
     published: list[Publication] = field(default_factory=list)
     _recorder: asyncio.Task[None] | None = None
     _seq: int = 0
+
+    @property
+    def workers(self) -> tuple[DeadlineWorker, DeadlineWorker]:
+        """The deadline workers of the process: the offer loop's, then SOS's."""
+        return (self.loop.worker, self.sos.worker)
 
     @property
     def broker(self) -> MemoryBroker:
@@ -287,21 +308,16 @@ class World:
     async def settle(self) -> None:
         """Wait until the steps started in the background have finished (including the steps they
         start) and every publication has reached :attr:`published`."""
-        for _ in range(1_000):
-            tasks = pending_steps(self.loop)
-            if not tasks:
-                break
-            await asyncio.gather(*tasks, return_exceptions=True)
-        else:
-            raise AssertionError("the offer loop keeps starting steps")
+        await wait_idle(*self.workers)
         await self._drain()
 
     async def run_due(self) -> int:
         """Run every deadline due now (offer loop and SOS) and settle; returns how many ran."""
         ran = 0
         while True:  # a handled entry can schedule another one due now (a step re-armed at once)
-            count = await run_due_dispatch(self.loop, self.clock())
-            count += await run_due_sos(self.sos, self.clock())
+            count = 0
+            for worker in self.workers:
+                count += await run_due_entries(worker, self.clock())
             await self.settle()
             if not count:
                 return ran
@@ -350,6 +366,7 @@ class World:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recorder
         await self.loop.stop()
+        await self.sos.worker.stop()
         await self.engine.close()
         await self.db.dispose()
 
@@ -397,14 +414,3 @@ async def open_world(
         yield world
     finally:
         await world.close()
-
-
-async def lose_deadline_entries(world: World) -> list[str]:
-    """Every entry of both deadline queues is gone, as when a memory engine's process restarts (only
-    the database survives). Uses the Deadlines role's public API; returns the keys lost."""
-    lost: list[str] = []
-    for deadlines in (world.engine.deadlines, world.engine.sos_deadlines):
-        for claim in await deadlines.claim_due(world.clock() + 10**12, limit=10_000):
-            await deadlines.cancel(claim.key)
-            lost.append(claim.key)
-    return lost
