@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: tuple[str, ...] = ("models", "migrations", "geo", "realtime", "dispatch", "server", "loadtests")
 """Top-level packages, lowest first."""
 
-BASE_MODULES: frozenset[str] = frozenset({"realtime.keys", "realtime.clock", "realtime.errors", "realtime.lua"})
+BASE_MODULES: frozenset[str] = frozenset(
+    {"realtime.keys", "realtime.clock", "realtime.errors", "realtime.lua"}
+)
 """Importable from every layer; may themselves import only other base modules (module docstring)."""
 
 ALLOWED: dict[tuple[str, str], str] = {
