@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch.doctor_states import DoctorState, DoctorStates, DoctorStatus
+from dispatch.doctor_states import DoctorState, DoctorStates
 from dispatch.errors import DispatchError
 from dispatch.publisher import EventPublisher, as_publisher
 from geo.location_index import LocationIndex
+from models.enums import DoctorStatus
 from models.repositories import doctors as doctor_repo
 from realtime.broker import Broker
 from realtime.errors import ErrorCode

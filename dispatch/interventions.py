@@ -13,14 +13,13 @@ from typing import Any
 
 from dispatch.calls import Moved, Who
 from dispatch.dispatch_context import DispatchContext, step_key
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError, not_found
 from dispatch.events import CALL_UNASSIGNED, call_summary
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
 from dispatch.reservations import free_doctor, withdraw
 from models.calls import Call
-from models.enums import CallStatus, OfferOutcome
+from models.enums import CallStatus, DoctorStatus, OfferOutcome
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo

@@ -15,14 +15,13 @@ from typing import Any
 from dispatch.calls import Moved, Who
 from dispatch.deadlines import Claim
 from dispatch.dispatch_context import DispatchContext, offer_key
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError, not_found
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
 from dispatch.reservations import back_to_searching, release, withdraw
 from models.calls import Call
-from models.enums import CallStatus, OfferOutcome, Role
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Role
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo

@@ -15,7 +15,6 @@ from typing import Any
 
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, reservation
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
@@ -24,7 +23,7 @@ from dispatch.ranking import Candidate, Ranked, rank
 from dispatch.reservations import release_all
 from geo.location_index import MAX_K
 from models.calls import Call
-from models.enums import CallStatus, OfferOutcome
+from models.enums import CallStatus, DoctorStatus, OfferOutcome
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo

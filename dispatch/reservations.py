@@ -14,10 +14,9 @@ from typing import Any
 
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, step_key
-from dispatch.doctor_states import DoctorStatus
 from dispatch.lifecycle import Actor
 from models.calls import Call
-from models.enums import CallStatus
+from models.enums import CallStatus, DoctorStatus
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
