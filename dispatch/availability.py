@@ -14,13 +14,15 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch.doctor_states import DoctorState, DoctorStates, DoctorStatus
+from dispatch.doctor_states import DoctorState, DoctorStates
 from dispatch.errors import DispatchError
+from dispatch.publisher import EventPublisher, as_publisher
 from geo.location_index import LocationIndex
+from models.enums import DoctorStatus
 from models.repositories import doctors as doctor_repo
-from realtime import channels
 from realtime.broker import Broker
 from realtime.errors import ErrorCode
+from realtime.event_types import EventType
 
 TRANSITIONS: dict[str, frozenset[DoctorStatus]] = {
     "available": frozenset({DoctorStatus.OFFLINE, DoctorStatus.PAUSED, DoctorStatus.AVAILABLE}),
@@ -44,22 +46,22 @@ class Availability:
     """The availability rules of doctors.
 
     ``sessions``: the database. ``states``: the doctors' live states. ``locations``: the live index
-    (which holds each verified doctor's specialties for the search). ``broker``: where changes are
-    announced. ``on_change``: called with the doctor id (``str``) after a status change, synchronously
-    (the location ingest drops its cached state of the doctor)."""
+    (which holds each verified doctor's specialties for the search). ``publisher``: where changes are
+    announced (a bare broker is wrapped in one). ``on_change``: called with the doctor id (``str``)
+    after a status change, synchronously (the location ingest drops its cached state of the doctor)."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         states: DoctorStates,
         locations: LocationIndex,
-        broker: Broker,
+        publisher: EventPublisher | Broker,
         on_change: Callable[[str], None],
     ) -> None:
         self.sessions = sessions
         self.states = states
         self.locations = locations
-        self.broker = broker
+        self.publisher = as_publisher(publisher)
         self.on_change = on_change
 
     async def admit(self, doctor_id: uuid.UUID) -> Admission | None:
@@ -97,9 +99,9 @@ class Availability:
         self.on_change(doctor_id)
         state = result.state
         # Every device of the doctor (and, later, the console) follows the change on the doctor's channel.
-        await self.broker.publish(
-            channels.doctor_channel(doctor_id),
-            "doctor.status",
+        await self.publisher.publish_doctor(
+            doctor_id,
+            EventType.DOCTOR_STATUS,
             {"status": state.status.value, "version": state.version, "since": state.since_ms},
         )
         return state

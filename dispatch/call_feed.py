@@ -17,6 +17,7 @@ import orjson
 
 from dispatch.events import DISPATCH_CHANNEL
 from realtime.broker import Publication
+from realtime.event_types import EventType
 from realtime.hub import Hub
 
 log = logging.getLogger("tot.call_feed")
@@ -41,7 +42,7 @@ class CallStatusFollower:
 
     def deliver(self, publication: Publication, text: str) -> bool:
         """Take one live publication of the channel (never asks the hub for a recovery)."""
-        if publication.type != "call.status":
+        if publication.type != EventType.CALL_STATUS:
             return True
         try:
             data = orjson.loads(text)["data"]

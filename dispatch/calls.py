@@ -96,8 +96,6 @@ class CallService:
     ) -> None:
         self.sessions = sessions
         self.publisher = as_publisher(publisher)
-        # Transitional: dispatch/offer_loop.py reads ``calls.broker`` until it holds the publisher.
-        self.broker = self.publisher.broker
         self.zones = zones
         self.max_schedule_ahead = max_schedule_ahead
         self.now = now

@@ -19,9 +19,9 @@ from dispatch.calls import CallService
 from dispatch.deadline_worker import DeadlineWorker
 from dispatch.deadlines import Deadlines
 from dispatch.doctor_states import DoctorStates
+from dispatch.publisher import EventPublisher
 from dispatch.settings import DispatchSettings
 from geo.location_index import LocationIndex
-from realtime.broker import Broker
 
 STEP = "step"
 """Deadline kind of a call's next step: key ``step:<call id>``."""
@@ -64,9 +64,9 @@ class DispatchContext:
         return self.calls.sessions
 
     @property
-    def broker(self) -> Broker:
-        """Where events are published (that of the call service)."""
-        return self.calls.broker
+    def publisher(self) -> EventPublisher:
+        """Where events are published (the call service's publisher, the one door)."""
+        return self.calls.publisher
 
     def now_ms(self) -> int:
         """The clock in epoch milliseconds."""

@@ -34,11 +34,8 @@ import abc
 from collections.abc import Collection
 from dataclasses import dataclass
 
-# DoctorStatus and the doctor-id rule live below every layer (geo/ needs them too); re-exported here,
-# their home before the layers were ordered, so ``from dispatch.doctor_states import ...`` keeps working.
-from models.enums import DoctorStatus as DoctorStatus
-from realtime.keys import DOCTOR_ID_RE as DOCTOR_ID_RE
-from realtime.keys import check_doctor_id as check_doctor_id
+from models.enums import DoctorStatus
+from realtime.keys import check_doctor_id
 
 REF_REQUIRED: frozenset[DoctorStatus] = frozenset({DoctorStatus.OFFERED, DoctorStatus.BUSY})
 """Statuses that must name what they are about (``ref``): the offer, the call."""

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from dispatch.doctor_states import (
-    CasResult,
-    DoctorState,
-    DoctorStates,
-    DoctorStatus,
-    check_cas,
-    check_doctor_id,
-    normalize_expected,
-)
+from dispatch.doctor_states import CasResult, DoctorState, DoctorStates, check_cas, normalize_expected
 from geo.location_index_memory import MemoryLocationIndex
+from models.enums import DoctorStatus
 from realtime.clock import Clock, wall_clock_ms
+from realtime.keys import check_doctor_id
 
 
 class MemoryDoctorStates(DoctorStates):

@@ -18,18 +18,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from dispatch.doctor_states import (
-    CasResult,
-    DoctorState,
-    DoctorStates,
-    DoctorStatus,
-    check_cas,
-    check_doctor_id,
-    normalize_expected,
-)
+from dispatch.doctor_states import CasResult, DoctorState, DoctorStates, check_cas, normalize_expected
 from geo.location_index_lua import MEMBERSHIP
+from models.enums import DoctorStatus
 from realtime.clock import Clock, wall_clock_ms
-from realtime.keys import Keys
+from realtime.keys import Keys, check_doctor_id
 from realtime.lua import LuaScript
 
 COMPARE_AND_SET = LuaScript("dispatch", "doctor_states_cas", (MEMBERSHIP,))

@@ -16,21 +16,16 @@ they are plain dicts, so the frames are the same bytes as before they were typed
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from models.calls import Call
-from realtime.broker import Broker
 from realtime.event_types import EventType
-
-if TYPE_CHECKING:
-    from dispatch.publisher import EventPublisher
 
 DISPATCH_CHANNEL = "dispatch"
 CALL_UNASSIGNED = EventType.CALL_UNASSIGNED
 """On ``doctor:<id>``, data ``{"call": "<call id>", "reason": ...}``: the doctor no longer has the call
 (reassigned by a dispatcher, or dropped). The gateway ends that doctor's subscriptions to ``call:<id>``
-when it delivers this event (``server/gateway.py``). A ``StrEnum`` member: equal to, and hashed as,
+when it delivers this event (``server/ws/subscriptions.py``). A ``StrEnum`` member: equal to, and hashed as,
 the string ``"call.unassigned"`` of ``Publication.type``."""
 
 
@@ -230,46 +225,3 @@ def call_summary(call: Call) -> CallSummary:
         "price_final": None if call.price_final is None else str(call.price_final),
         "version": call.version,
     }
-
-
-# --- transitional: the functions the unconverted modules still call --------------------------------
-# dispatch/offer_loop.py and dispatch/sos.py are being split elsewhere and call these with their broker;
-# they delegate to the publisher, so even those events take the one path. Delete them (and the imports
-# of them) once those modules hold an EventPublisher and call its methods.
-
-
-def _publisher(target: Broker | EventPublisher) -> EventPublisher:
-    from dispatch.publisher import as_publisher  # the publisher imports this module's payload types
-
-    return as_publisher(target)
-
-
-async def publish_status(
-    target: Broker | EventPublisher,
-    call: Call,
-    from_status: str | None,
-    *,
-    actor: str,
-    reason: str | None = None,
-    doctor_name: str | None = None,
-    eta_s: float | None = None,
-    as_of: tuple[str, int] | None = None,
-) -> None:
-    """Transitional: :meth:`EventPublisher.publish_status`."""
-    await _publisher(target).publish_status(
-        call, from_status, actor=actor, reason=reason, doctor_name=doctor_name, eta_s=eta_s, as_of=as_of
-    )
-
-
-async def publish_doctor(
-    target: Broker | EventPublisher, doctor_id: uuid.UUID | str, event_type: str, data: Any
-) -> None:
-    """Transitional: :meth:`EventPublisher.publish_doctor`. Raises ``ValueError`` when ``event_type``
-    is not an :class:`EventType` value."""
-    await _publisher(target).publish_doctor(doctor_id, EventType(event_type), data)
-
-
-async def publish_dispatch(target: Broker | EventPublisher, event_type: str, data: Any) -> None:
-    """Transitional: :meth:`EventPublisher.publish_dispatch`. Raises ``ValueError`` when ``event_type``
-    is not an :class:`EventType` value."""
-    await _publisher(target).publish_dispatch(EventType(event_type), data)

@@ -13,19 +13,19 @@ from typing import Any
 
 from dispatch.calls import Moved, Who
 from dispatch.dispatch_context import DispatchContext, step_key
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError, not_found
-from dispatch.events import CALL_UNASSIGNED, call_summary, publish_doctor, publish_status
+from dispatch.events import CALL_UNASSIGNED, call_summary
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
 from dispatch.reservations import free_doctor, withdraw
 from models.calls import Call
-from models.enums import CallStatus, OfferOutcome
+from models.enums import CallStatus, DoctorStatus, OfferOutcome
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import offers as offer_repo
 from realtime.errors import ErrorCode
+from realtime.event_types import EventType
 
 RESERVABLE_BY_HAND = frozenset({DoctorStatus.AVAILABLE, DoctorStatus.PAUSED, DoctorStatus.OFFLINE})
 """A dispatcher may assign a doctor who is free, on a break or off the app (they phoned them), but not one
@@ -110,11 +110,11 @@ class Interventions:
         await withdraw(self.ctx, withdrawn, call, "assigned by a dispatcher")
         if old_doctor is not None:
             await free_doctor(self.ctx, old_doctor, call, CALL_UNASSIGNED, "reassigned by a dispatcher")
-        await publish_doctor(
-            self.ctx.broker, doctor_id, "call.assigned", {"call": call_summary(call), "by_hand": True}
+        await self.ctx.publisher.publish_doctor(
+            doctor_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "by_hand": True}
         )
-        await publish_status(
-            self.ctx.broker, call, previous.value, actor=Actor.STAFF.value, reason=reason, doctor_name=name
+        await self.ctx.publisher.publish_status(
+            call, previous.value, actor=Actor.STAFF.value, reason=reason, doctor_name=name
         )
         return Moved(call, previous, name)
 
@@ -166,8 +166,8 @@ class Interventions:
         await self.ctx.deadlines.cancel(step_key(call_id))
         await withdraw(self.ctx, withdrawn, call, "call cancelled")
         if doctor is not None:
-            await free_doctor(self.ctx, doctor, call, "call.cancelled", reason)
-        await publish_status(self.ctx.broker, call, previous.value, actor=actor.value, reason=reason)
+            await free_doctor(self.ctx, doctor, call, EventType.CALL_CANCELLED, reason)
+        await self.ctx.publisher.publish_status(call, previous.value, actor=actor.value, reason=reason)
         return Moved(call, previous)
 
     async def visit(self, who: Who, call_id: uuid.UUID, to: CallStatus, price_final: Any = None) -> Moved:

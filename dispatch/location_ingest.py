@@ -54,13 +54,13 @@ from enum import StrEnum
 
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_places import CallPlaces
-from dispatch.doctor_states import DoctorStates, DoctorStatus
+from dispatch.doctor_states import DoctorStates
 from dispatch.events import DoctorPositionPayload, DoctorStatusPayload
 from dispatch.publisher import EventPublisher, as_publisher
 from dispatch.ranking import RankingSettings
 from geo.distance import haversine_m
 from geo.location_index import DoctorPosition, LocationIndex, check_position
-from models.enums import CallStatus
+from models.enums import CallStatus, DoctorStatus
 from realtime.broker import Broker
 from realtime.channels import call_channel
 from realtime.clock import Clock, wall_clock_ms

@@ -15,18 +15,18 @@ from typing import Any
 from dispatch.calls import Moved, Who
 from dispatch.deadlines import Claim
 from dispatch.dispatch_context import DispatchContext, offer_key
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError, not_found
-from dispatch.events import call_summary, epoch_ms, publish_doctor, publish_status
+from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
 from dispatch.reservations import back_to_searching, release, withdraw
 from models.calls import Call
-from models.enums import CallStatus, OfferOutcome, Role
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Role
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
 from realtime.errors import ErrorCode
+from realtime.event_types import EventType
 
 
 class OfferAnswers:
@@ -88,11 +88,11 @@ class OfferAnswers:
         )
         await ctx.deadlines.cancel(offer_key(offer.id))
         await withdraw(ctx, withdrawn, call, "another doctor accepted")
-        await publish_doctor(
-            ctx.broker, who.user_id, "call.assigned", {"call": call_summary(call), "offer": str(offer.id)}
+        await ctx.publisher.publish_doctor(
+            who.user_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "offer": str(offer.id)}
         )
-        await publish_status(
-            ctx.broker, call, previous.value, actor=Actor.DOCTOR.value, doctor_name=name, eta_s=offer.eta_s
+        await ctx.publisher.publish_status(
+            call, previous.value, actor=Actor.DOCTOR.value, doctor_name=name, eta_s=offer.eta_s
         )
         return Moved(call, previous, name)
 
@@ -142,10 +142,9 @@ class OfferAnswers:
             await self._settle_doctor(offer, decided_call)
             return
         await release(ctx, offer.doctor_id, offer.id)
-        await publish_doctor(
-            ctx.broker,
+        await ctx.publisher.publish_doctor(
             offer.doctor_id,
-            "offer.expired",
+            EventType.OFFER_EXPIRED,
             {"offer": str(offer.id), "call": str(offer.call_id)},
         )
         await self._after_back(back, "offer expired")
@@ -155,7 +154,7 @@ class OfferAnswers:
         if back is None:
             return
         call, previous = back
-        await publish_status(self.ctx.broker, call, previous.value, actor=Actor.SYSTEM.value, reason=reason)
+        await self.ctx.publisher.publish_status(call, previous.value, actor=Actor.SYSTEM.value, reason=reason)
         await self.step.trigger(call.id)
 
     async def _free_unmade(self, offer_id: uuid.UUID, reservation: bytes) -> None:

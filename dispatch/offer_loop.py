@@ -84,7 +84,7 @@ class OfferLoop:
     ) -> None:
         self.calls = calls
         self.sessions = calls.sessions
-        self.broker = calls.broker
+        self.publisher = calls.publisher
         self.locations = locations
         self.states = states
         self.deadlines = deadlines

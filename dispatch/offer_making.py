@@ -15,22 +15,22 @@ from typing import Any
 
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, reservation
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError
-from dispatch.events import call_summary, epoch_ms, publish_status
+from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
+from dispatch.publisher import Event
 from dispatch.ranking import Candidate, Ranked, rank
 from dispatch.reservations import release_all
 from geo.location_index import MAX_K
 from models.calls import Call
-from models.enums import CallStatus, OfferOutcome
+from models.enums import CallStatus, DoctorStatus, OfferOutcome
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import offers as offer_repo
 from models.repositories import zones as zone_repo
-from realtime.broker import Outgoing
 from realtime.channels import doctor_channel
+from realtime.event_types import EventType
 
 Round = tuple[dt.datetime | None, int]
 """A call's search round as a step saw it: when it started (None: never), how many offers it made."""
@@ -187,11 +187,11 @@ async def make_offers(
         return None if stale else False
     summary = call_summary(call)
     # An emergency's K offers go out as one batch (one Redis round trip, not K).
-    await ctx.broker.publish_many(
+    await ctx.publisher.publish_all(
         [
-            Outgoing(
+            Event(
                 doctor_channel(r.ranked.candidate.doctor_id),
-                "offer.created",
+                EventType.OFFER_CREATED,
                 {
                     "offer": str(r.offer_id),
                     "call": summary,
@@ -205,15 +205,14 @@ async def make_offers(
     )
     if started is not None:
         before, version = started
-        await publish_status(
-            ctx.broker,
+        await ctx.publisher.publish_status(
             call,
             before.value,
             actor=Actor.SYSTEM.value,
             reason="search started",
             as_of=(CallStatus.SEARCHING.value, version),
         )
-    await publish_status(ctx.broker, call, previous.value, actor=Actor.SYSTEM.value)
+    await ctx.publisher.publish_status(call, previous.value, actor=Actor.SYSTEM.value)
     return True
 
 

@@ -15,7 +15,7 @@ import uuid
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, step_key
 from dispatch.errors import DispatchError
-from dispatch.events import call_summary, epoch_ms, publish_dispatch, publish_status
+from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
 from dispatch.offer_making import candidates, make_offers, reserve
 from dispatch.reservations import arm_step, back_to_searching
@@ -23,6 +23,7 @@ from models.calls import Call
 from models.enums import CallStatus, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
+from realtime.event_types import EventType
 
 log = logging.getLogger("tot.dispatch")
 
@@ -154,8 +155,8 @@ class OfferStep:
             previous = await self.ctx.calls.apply(
                 session, locked, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
             )
-        await publish_status(
-            self.ctx.broker, locked, previous.value, actor=Actor.SYSTEM.value, reason="search started"
+        await self.ctx.publisher.publish_status(
+            locked, previous.value, actor=Actor.SYSTEM.value, reason="search started"
         )
         return CallStatus.SEARCHING
 
@@ -176,8 +177,8 @@ class OfferStep:
         if back is None:
             return True
         moved, previous = back
-        await publish_status(
-            self.ctx.broker, moved, previous.value, actor=Actor.SYSTEM.value, reason="no open offer"
+        await self.ctx.publisher.publish_status(
+            moved, previous.value, actor=Actor.SYSTEM.value, reason="no open offer"
         )
         return await self._search(call.id)
 
@@ -227,6 +228,6 @@ class OfferStep:
             )
         except DispatchError:
             return  # the call moved on meanwhile
-        await publish_dispatch(
-            self.ctx.broker, "call.escalated", {"call": call_summary(moved.call), "reason": reason}
+        await self.ctx.publisher.publish_dispatch(
+            EventType.CALL_ESCALATED, {"call": call_summary(moved.call), "reason": reason}
         )

@@ -135,5 +135,5 @@ def status_events(
 
 def as_publisher(target: Broker | EventPublisher) -> EventPublisher:
     """``target`` if it is a publisher, else a publisher on the broker ``target``. Lets services keep
-    accepting a broker (tests, the gateway until it is converted) while publishing through the door."""
+    accepting a broker (tests build services on a bare broker) while publishing through the door."""
     return target if isinstance(target, EventPublisher) else EventPublisher(target)

@@ -14,14 +14,13 @@ from typing import Any
 
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, step_key
-from dispatch.doctor_states import DoctorStatus
-from dispatch.events import publish_doctor
 from dispatch.lifecycle import Actor
 from models.calls import Call
-from models.enums import CallStatus
+from models.enums import CallStatus, DoctorStatus
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
+from realtime.event_types import EventType
 
 
 async def release(ctx: DispatchContext, doctor_id: object, offer_id: uuid.UUID) -> None:
@@ -47,22 +46,21 @@ async def withdraw(ctx: DispatchContext, offers: list[Offer], call: Call, reason
     for offer in offers:
         await release(ctx, offer.doctor_id, offer.id)
         await ctx.deadlines.cancel(offer_key(offer.id))
-        await publish_doctor(
-            ctx.broker,
+        await ctx.publisher.publish_doctor(
             offer.doctor_id,
-            "offer.withdrawn",
+            EventType.OFFER_WITHDRAWN,
             {"offer": str(offer.id), "call": str(call.id), "reason": reason},
         )
 
 
 async def free_doctor(
-    ctx: DispatchContext, doctor_id: uuid.UUID, call: Call, event: str, reason: str
+    ctx: DispatchContext, doctor_id: uuid.UUID, call: Call, event: EventType, reason: str
 ) -> None:
     """A doctor busy with ``call`` becomes available and is told (``event`` on ``doctor:<id>``)."""
     await ctx.states.compare_and_set(
         str(doctor_id), expected=DoctorStatus.BUSY, expected_ref=str(call.id), new=DoctorStatus.AVAILABLE
     )
-    await publish_doctor(ctx.broker, doctor_id, event, {"call": str(call.id), "reason": reason})
+    await ctx.publisher.publish_doctor(doctor_id, event, {"call": str(call.id), "reason": reason})
 
 
 async def arm_step(ctx: DispatchContext, call_id: uuid.UUID) -> int:

@@ -36,6 +36,7 @@ from dispatch.deadline_worker import DeadlineWorker, Pacing
 from dispatch.deadlines import Claim, Deadlines
 from dispatch.errors import DispatchError, forbidden, not_found
 from dispatch.lifecycle import FINAL
+from dispatch.publisher import EventPublisher, as_publisher
 from dispatch.sos_delivery import deliver
 from dispatch.sos_desk import REPEAT, SOS_CHANNEL, SosDesk, alert_json, audit, repeat_key
 from geo.location_index import LocationIndex
@@ -78,7 +79,7 @@ class SosService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        broker: Broker,
+        publisher: EventPublisher | Broker,
         locations: LocationIndex,
         deadlines: Deadlines,
         calls: CallService,
@@ -88,14 +89,14 @@ class SosService:
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
-        self.broker = broker
+        self.publisher = as_publisher(publisher)
         self.locations = locations
         self.deadlines = deadlines
         self.calls = calls
         self.settings = settings
         self.on_emergency = on_emergency
         self.now = now
-        self.desk = SosDesk(sessions, broker, deadlines, now)
+        self.desk = SosDesk(sessions, self.publisher, deadlines, now)
         self.worker = DeadlineWorker(
             deadlines,
             self._now_ms,
@@ -217,7 +218,7 @@ class SosService:
 
     async def _deliver(self, alert: SosAlert, repeat: int) -> dict[str, Any]:
         return await deliver(
-            self.broker,
+            self.publisher,
             self.locations,
             alert,
             repeat,

@@ -9,19 +9,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dispatch.publisher import Event, EventPublisher
 from dispatch.sos_desk import SOS_CHANNEL, alert_json
 from geo.distance import haversine_m, metres_per_degree_lat
 from geo.location_index import LocationIndex
 from models.sos import SosAlert
-from realtime.broker import Broker, Outgoing
 from realtime.channels import doctor_channel
+from realtime.event_types import EventType
 
 NEARBY_LIMIT = 500
 """Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
 
 
 async def deliver(
-    broker: Broker,
+    publisher: EventPublisher,
     locations: LocationIndex,
     alert: SosAlert,
     repeat: int,
@@ -32,13 +33,13 @@ async def deliver(
     """Send the alert (``repeat``: 0 when raised, then how many re-sends). Returns what the audit
     keeps: ``{"repeat": n, "doctors": [doctor id, ...]}`` (the doctors reached, nearest first)."""
     data = {**alert_json(alert), "repeat": repeat}
-    await broker.publish(SOS_CHANNEL, "sos.raised", data)  # the dispatchers first, on their own
+    await publisher.publish(SOS_CHANNEL, EventType.SOS_RAISED, data)  # the dispatchers first, on their own
     nearby = await doctors_nearby(locations, alert, radius_m, position_max_age_s)
     # One batch: a few hundred doctors' channels in one Redis round trip, not one each (measured:
     # loadtests/bench_sos.py, docs/benchmarks.md).
-    await broker.publish_many(
+    await publisher.publish_all(
         [
-            Outgoing(doctor_channel(doctor_id), "sos.nearby", {**data, "distance_m": round(distance)})
+            Event(doctor_channel(doctor_id), EventType.SOS_NEARBY, {**data, "distance_m": round(distance)})
             for doctor_id, distance in nearby
         ]
     )

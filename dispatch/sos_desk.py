@@ -17,12 +17,14 @@ from dispatch.calls import SYSTEM, Who
 from dispatch.deadlines import Deadlines
 from dispatch.errors import DispatchError, forbidden, not_found
 from dispatch.events import epoch_ms
+from dispatch.publisher import EventPublisher, as_publisher
 from models.enums import SosKind, SosStatus
 from models.repositories import sos as sos_repo
 from models.sos import SosAlert
 from realtime.broker import Broker
 from realtime.channels import call_channel, doctor_channel
 from realtime.errors import ErrorCode
+from realtime.event_types import EventType
 
 SOS_CHANNEL = "sos"
 REPEAT = "sos"
@@ -81,12 +83,12 @@ class SosDesk:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        broker: Broker,
+        publisher: EventPublisher | Broker,
         deadlines: Deadlines,
         now: Callable[[], dt.datetime],
     ) -> None:
         self.sessions = sessions
-        self.broker = broker
+        self.publisher = as_publisher(publisher)
         self.deadlines = deadlines
         self.now = now
 
@@ -128,14 +130,14 @@ class SosDesk:
                 audit(session, sos_id, "resolved", who, {"note": note}, now)
         await self.deadlines.cancel(repeat_key(sos_id))
         data = alert_json(alert)
-        event = "sos.resolved" if action == "resolved" else "sos.acknowledged"
-        await self.broker.publish(SOS_CHANNEL, event, data)
+        event = EventType.SOS_RESOLVED if action == "resolved" else EventType.SOS_ACKNOWLEDGED
+        await self.publisher.publish(SOS_CHANNEL, event, data)
         raiser = (
             call_channel(alert.call_id)
             if alert.call_id is not None and alert.kind == SosKind.EMERGENCY.value
             else doctor_channel(alert.raised_by)
         )
-        await self.broker.publish(raiser, event, data)
+        await self.publisher.publish(raiser, event, data)
         return data
 
     async def get(self, who: Who, sos_id: uuid.UUID) -> dict[str, Any]:

@@ -42,13 +42,14 @@ from shapely import contains_xy, prepare, union_all
 from shapely.geometry import shape
 from sqlalchemy.engine import make_url
 
-from dispatch.doctor_states import DoctorStates, DoctorStatus
+from dispatch.doctor_states import DoctorStates
 from dispatch.doctor_states_memory import MemoryDoctorStates
 from dispatch.doctor_states_redis import RedisDoctorStates
 from geo.cells import GEOMETRY
 from geo.location_index import DoctorPosition, LocationIndex
 from geo.location_index_memory import MemoryLocationIndex
 from geo.location_index_redis import RedisLocationIndex
+from models.enums import DoctorStatus
 from realtime.keys import Keys
 
 DEFAULT_DISTRICTS = Path("/work/shared/data/moscow-districts/moscow_raiony_clickthathood.geojson")

@@ -191,14 +191,21 @@ class RedisLive:
         """After a new connection: subscribe every wanted channel, and arrange for a Resync once all
         are confirmed."""
         names = list(self._names)
+        if self._await_confirmations(dict.fromkeys(names, 1)):
+            await pubsub.ssubscribe(*names)
+
+    def _await_confirmations(self, inflight: dict[bytes, int]) -> bool:
+        """On a new or re-established connection: every wanted channel is unconfirmed again
+        (``inflight``: live channel name -> SSUBSCRIBEs now outstanding for it), and the Resync waits
+        for all of them. Returns False when no channel is wanted (nothing to confirm)."""
         for event in self._ready.values():
             event.clear()
-        self._inflight = dict.fromkeys(names, 1)
-        if not names:
-            return
-        self._resync_waiting = set(names)
+        self._inflight = inflight
+        if not self._names:
+            return False
+        self._resync_waiting = set(self._names)
         self._resync_channels = set(self._names.values())
-        await pubsub.ssubscribe(*names)
+        return True
 
     async def _on_reconnect(self, connection: AbstractConnection) -> None:
         pubsub = self._pubsub
@@ -212,13 +219,8 @@ class RedisLive:
         if stale:
             await pubsub.sunsubscribe(*stale)
         names = list(self._names)
-        for event in self._ready.values():
-            event.clear()
-        self._inflight = {name: 1 if name in known else 0 for name in names}
-        if not names:
+        if not self._await_confirmations({name: 1 if name in known else 0 for name in names}):
             return
-        self._resync_waiting = set(names)
-        self._resync_channels = set(self._names.values())
         missing = [name for name in names if name not in known]
         if missing:
             self._inflight.update(dict.fromkeys(missing, 1))

@@ -21,7 +21,7 @@ from enum import StrEnum
 
 import h3
 
-from geo.map_cells import MAP_RESOLUTION as MAP_RESOLUTION  # re-exported: channel names use it
+from geo.map_cells import MAP_RESOLUTION
 from models.enums import Role
 
 STAFF_ROLES = frozenset({Role.DISPATCHER, Role.ADMIN})

@@ -109,7 +109,7 @@ def build_gateway(services: Services) -> Gateway:
     ingest = LocationIngest(
         engine.locations,
         engine.states,
-        engine.broker,
+        services.publisher,
         IngestSettings(
             max_past_ms=settings.location_max_past_s * 1000,
             max_future_ms=settings.location_max_future_s * 1000,
@@ -126,7 +126,7 @@ def build_gateway(services: Services) -> Gateway:
         breadcrumbs=breadcrumbs,
         call_follower=CallStatusFollower(ingest.call_changed),
         availability=Availability(
-            services.sessions, engine.states, engine.locations, engine.broker, ingest.invalidate
+            services.sessions, engine.states, engine.locations, services.publisher, ingest.invalidate
         ),
     )
 
@@ -149,7 +149,7 @@ def create_app(settings: Settings) -> Starlette:
         dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
         sos = SosService(
             sessions,
-            engine.broker,
+            publisher,
             engine.locations,
             engine.sos_deadlines,
             calls,

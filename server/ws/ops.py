@@ -10,6 +10,7 @@ from typing import Any
 
 from dispatch.calls import Who
 from dispatch.errors import DispatchError
+from geo.limits import MAX_LAT, MAX_LON
 from models.enums import Role, SosKind
 from realtime.errors import ErrorCode
 from realtime.messages import FrameError, Generic
@@ -111,7 +112,7 @@ async def sos_raise(gateway: Gateway, conn: Connection, msg: Generic) -> dict[st
         raise FrameError(
             ErrorCode.INVALID_FIELD, "kind must be danger, complex_call or emergency", field="kind"
         ) from None
-    lat, lon = _number(msg, "lat", -85.05112878, 85.05112878), _number(msg, "lon", -180.0, 180.0)
+    lat, lon = _number(msg, "lat", -MAX_LAT, MAX_LAT), _number(msg, "lon", -MAX_LON, MAX_LON)
     if (lat is None) != (lon is None):
         raise FrameError(ErrorCode.INVALID_FIELD, "lat and lon go together", field="lat")
     call_id = _uuid(msg, "call") if msg.fields.get("call") is not None else None

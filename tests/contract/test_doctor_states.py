@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from dispatch.doctor_states import CasResult, DoctorStates, DoctorStatus
+from dispatch.doctor_states import CasResult, DoctorStates
 from dispatch.doctor_states_redis import RedisDoctorStates
 from geo.location_index import DoctorPosition
+from models.enums import DoctorStatus
 from tests.clock import START_MS
 from tests.conftest import redis_test_url
 from tests.contract.live_engine import (  # noqa: F401 - fixtures register by import

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import pytest
 from redis.crc import key_slot
 
-from dispatch.doctor_states import DoctorStatus
 from geo.cells import cell_hex, index_cells
 from geo.distance import haversine_m
 from geo.location_index import DoctorPosition, NearbyDoctor
+from models.enums import DoctorStatus
 from tests.contract.live_engine import (  # noqa: F401 - fixtures register by import
     Live,
     LiveFactory,

@@ -140,7 +140,8 @@ class Doctor:
         while True:
             for event in self.events:
                 if event.type == event_type and predicate(event.data):
-                    return event.data
+                    data: dict[str, Any] = event.data  # the client types ``data`` as Any (any JSON)
+                    return data
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(

@@ -41,10 +41,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from dispatch.deadlines_redis import RedisDeadlines
-from dispatch.doctor_states import DoctorStatus
 from dispatch.doctor_states_redis import RedisDoctorStates
 from dispatch.lifecycle import Actor, can_transition
-from models.enums import CallStatus, Role
+from models.enums import CallStatus, DoctorStatus, Role
 from realtime.client import ClientError, ConnectionLost, Event, RecoveryFailed, TotClient, ws_url
 from realtime.keys import Keys
 from tests.conftest import create_pg_database, drop_pg_database, redis_test_url

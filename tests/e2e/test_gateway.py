@@ -24,13 +24,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
-from dispatch.doctor_states import DoctorStatus
 from dispatch.doctor_states_redis import RedisDoctorStates
 from geo.location_index_redis import RedisLocationIndex
+from geo.map_cells import MAP_RESOLUTION
 from models.db import make_engine, make_sessionmaker
-from models.enums import Role
+from models.enums import DoctorStatus, Role
 from realtime.broker_redis import RedisBroker
-from realtime.channels import MAP_RESOLUTION
 from realtime.keys import Keys
 from realtime.presence_redis import RedisPresence
 from server.auth.tokens import TokenService

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import models
-from models import migrate
+from migrations import runner
 from models.db import make_engine
 from tests.conftest import create_pg_database, drop_pg_database
 
@@ -71,16 +71,16 @@ async def _gist_indexes(url: str) -> set[str]:
 async def test_upgrade_to_head_then_down_to_base(empty_database: str) -> None:
     assert await _tables(empty_database) == set()
 
-    await asyncio.to_thread(migrate.upgrade, empty_database)
+    await asyncio.to_thread(runner.upgrade, empty_database)
     assert await _tables(empty_database) == EXPECTED_TABLES | {"alembic_version"}
     if empty_database.startswith("postgresql"):
         assert {"ix_calls_location_gist", "ix_zones_area_gist"} <= await _gist_indexes(empty_database)
 
-    await asyncio.to_thread(migrate.downgrade, empty_database)
+    await asyncio.to_thread(runner.downgrade, empty_database)
     assert await _tables(empty_database) == {"alembic_version"}
 
     # And up again: a downgrade must leave nothing behind that breaks the next upgrade.
-    await asyncio.to_thread(migrate.upgrade, empty_database)
+    await asyncio.to_thread(runner.upgrade, empty_database)
     assert await _tables(empty_database) == EXPECTED_TABLES | {"alembic_version"}
 
 

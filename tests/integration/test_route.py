@@ -82,7 +82,8 @@ def _meridian_arc_m(lat1: float, lat2: float, steps: int = 2000) -> float:
     e2 = f * (2 - f)
     lo, hi = math.radians(lat1), math.radians(lat2)
     h = (hi - lo) / steps
-    m = [a * (1 - e2) / (1 - e2 * math.sin(lo + i * h) ** 2) ** 1.5 for i in range(steps + 1)]
+    # float ** float is typed Any (a negative base gives a complex); these bases are positive.
+    m: list[float] = [a * (1 - e2) / (1 - e2 * math.sin(lo + i * h) ** 2) ** 1.5 for i in range(steps + 1)]
     return h / 3 * (m[0] + m[-1] + 4 * sum(m[1:-1:2]) + 2 * sum(m[2:-1:2]))
 
 

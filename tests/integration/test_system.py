@@ -8,7 +8,7 @@ import httpx
 import sqlalchemy as sa
 from starlette.routing import Route
 
-from models import migrate
+from migrations import runner
 from server.app import create_app
 from tests.conftest import app_client_for, make_settings
 
@@ -19,7 +19,7 @@ async def test_health_reports_database_and_engine(client: httpx.AsyncClient) -> 
     body = response.json()
     assert body["status"] == "ok"
     assert body["database"]["status"] == "ok"
-    assert body["database"]["revision"] == migrate.head_revision()
+    assert body["database"]["revision"] == runner.head_revision()
     assert body["engine"] == {"status": "ok", "kind": "memory"}
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dispatch.zone_import import ZoneImportError, import_geojson_file
 from dispatch.zones import ZoneIndex, warm_cells
 from geo.zones import GeoJSONError
-from models import migrate
+from migrations import runner
 from models.db import make_engine, make_sessionmaker
 from models.repositories import zones as zone_repo
 from models.zones import Zone
@@ -94,11 +94,11 @@ async def zone_db(
 ) -> AsyncIterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('zones') / 'zones.db'}"
-        await asyncio.to_thread(migrate.upgrade, url)
+        await asyncio.to_thread(runner.upgrade, url)
         yield url
         return
     url = await create_pg_database("tot_zones")
-    await asyncio.to_thread(migrate.upgrade, url)
+    await asyncio.to_thread(runner.upgrade, url)
     yield url
     await drop_pg_database(url)
 

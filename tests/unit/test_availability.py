@@ -9,10 +9,10 @@ import pytest
 
 from dispatch.availability import Availability
 from dispatch.call_feed import CallStatusFollower
-from dispatch.doctor_states import DoctorStatus
 from dispatch.doctor_states_memory import MemoryDoctorStates
 from dispatch.errors import DispatchError
 from geo.location_index_memory import MemoryLocationIndex
+from models.enums import DoctorStatus
 from realtime.broker import Publication
 from realtime.broker_memory import MemoryBroker
 from realtime.errors import ErrorCode

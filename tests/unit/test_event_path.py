@@ -9,8 +9,6 @@ The walk is static (AST), so it also covers code no test reaches. What it fails 
   (``self.publisher.publish``, ``services.publisher.publish`` pass; ``self.broker.publish``,
   ``engine.broker.publish`` fail): the next issue turns the publisher into the outbox writer, and an
   event that bypasses it would bypass the outbox;
-- an import of the transitional broker-taking functions of ``dispatch/events.py`` (``publish_status``,
-  ``publish_doctor``, ``publish_dispatch``): kept only for the pending modules below, to be deleted;
 - a string literal equal to an ``EventType`` value. Excluded: string statements (docstrings, attribute
   docstrings: they describe, they publish nothing) and the op name of ``register_op(...)`` (ops are
   client requests; ``chat.read`` and ``doctor.status`` are both an op and an event).
@@ -25,7 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dispatch.events import CALL_UNASSIGNED, publish_doctor
+from dispatch.events import CALL_UNASSIGNED
 from dispatch.publisher import Event, EventPublisher, as_publisher
 from realtime.broker import Outgoing, Publication, encode_ephemeral, encode_event
 from realtime.broker_memory import MemoryBroker
@@ -37,17 +35,6 @@ THE_DOOR = "dispatch/publisher.py"
 PUBLISH_METHODS = frozenset({"publish", "publish_ephemeral"})
 FORBIDDEN_METHODS = frozenset({"publish_many"})
 OP_REGISTRATION = "register_op"
-TRANSITIONAL = frozenset({"publish_status", "publish_doctor", "publish_dispatch"})
-
-PENDING: dict[str, str] = {
-    # Modules not yet converted because another change of issue 15 rewrites them at the same time; they
-    # still publish through their broker and name events by literals. This list must become EMPTY: convert
-    # each module after the merge, then remove it here (an entry whose module is clean, or gone, fails).
-    "dispatch/offer_loop.py": "being split by concept (step, answers, interventions, deadline worker)",
-    "dispatch/sos.py": "being split onto the shared deadline worker",
-    "dispatch/call_feed.py": "being reworked with the gateway package (hub subscriber protocol)",
-    "server/gateway.py": "becoming a package (server/ws/)",
-}
 
 EVENT_NAMES = frozenset(e.value for e in EventType)
 
@@ -91,10 +78,6 @@ def violations(source: str) -> list[str]:
                 and _receiver(func.value) != "publisher"
             ):
                 found.append(f"{node.lineno}: .{func.attr}() on something that is not the publisher")
-        if isinstance(node, ast.ImportFrom) and node.module == "dispatch.events":
-            for alias in node.names:
-                if alias.name in TRANSITIONAL:
-                    found.append(f"{node.lineno}: imports transitional {alias.name} (use EventPublisher)")
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Constant)
@@ -112,15 +95,9 @@ def test_dispatch_and_server_publish_only_through_the_publisher() -> None:
     bad = {
         rel: found
         for rel, path in modules.items()
-        if rel != THE_DOOR and rel not in PENDING and (found := violations(path.read_text()))
+        if rel != THE_DOOR and (found := violations(path.read_text()))
     }
     assert not bad, f"events that bypass dispatch/publisher.py or EventType: {bad}"
-
-
-def test_pending_modules_still_need_their_entry() -> None:
-    """The allow-list only shrinks: a converted (or removed) module must leave it."""
-    stale = [rel for rel in PENDING if not (ROOT / rel).exists() or not violations((ROOT / rel).read_text())]
-    assert not stale, f"remove from PENDING (converted or gone): {stale}"
 
 
 @pytest.mark.parametrize(
@@ -132,7 +109,6 @@ def test_pending_modules_still_need_their_entry() -> None:
         ("await make().publish(ch, t, d)", "not the publisher"),
         ('await self.publisher.publish(ch, "call.status", d)', "EventType.CALL_STATUS"),
         ('X = {"sos.raised": 1}', "EventType.SOS_RAISED"),
-        ("from dispatch.events import publish_status", "transitional publish_status"),
     ],
 )
 def test_the_walk_catches(snippet: str, expected: str) -> None:
@@ -200,18 +176,14 @@ async def test_the_broker_gets_plain_strings() -> None:
     await publisher.publish_ephemeral("call:1", EventType.DOCTOR_POSITION, {"c": 3})
     await publisher.publish_doctor("2", EventType.OFFER_EXPIRED, {"d": 4})
     await publisher.publish_dispatch(EventType.CALL_CREATED, {"e": 5})
-    await publish_doctor(broker, "3", "call.cancelled", {"f": 6})  # type: ignore[arg-type]
     assert broker.calls == [
         ("publish", "call:1", "chat.message", {"a": 1}),
         ("publish_many", "doctor:2", "sos.nearby", {"b": 2}),
         ("publish_ephemeral", "call:1", "doctor.position", {"c": 3}),
         ("publish", "doctor:2", "offer.expired", {"d": 4}),
         ("publish", "dispatch", "call.created", {"e": 5}),
-        ("publish", "doctor:3", "call.cancelled", {"f": 6}),
     ]
     assert all(type(t) is str for _, _, t, _ in broker.calls)
-    with pytest.raises(ValueError):
-        await publish_doctor(broker, "3", "call.canceled", {})  # type: ignore[arg-type]  (a typo)
 
 
 async def test_frames_are_the_bytes_of_the_literal_path() -> None:

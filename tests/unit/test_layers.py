@@ -49,11 +49,6 @@ BASE_MODULES: frozenset[str] = frozenset(
 ALLOWED: dict[tuple[str, str], str] = {
     # (importing module, imported module or package) -> why it is tolerated. Every entry is debt; a test
     # below fails when an entry no longer matches any import, so the list only shrinks.
-    ("models.migrate", "migrations.runner"): (
-        "re-export shim of the migration runner's former home, kept while tests/ files owned by parallel "
-        "work on issue 15 still import models.migrate; delete models/migrate.py once they import "
-        "migrations.runner"
-    ),
     ("server.cli", "loadtests.replay"): (
         "the CLI mounts the optional replay command (and the demo's city) lazily, inside the command: "
         "never at import time, and with a clear error when loadtests or the [replay] extra is absent"

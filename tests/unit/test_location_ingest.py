@@ -9,13 +9,14 @@ from typing import Any
 
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_places import CallPlaces
-from dispatch.doctor_states import DoctorState, DoctorStatus
+from dispatch.doctor_states import DoctorState
 from dispatch.doctor_states_memory import MemoryDoctorStates
 from dispatch.location_ingest import MAX_WRITES_IN_FLIGHT, FixOutcome, IngestSettings, LocationIngest
 from geo.distance import haversine_m
 from geo.location_index import DoctorPosition
 from geo.location_index_memory import MemoryLocationIndex
 from models.db import make_engine, make_sessionmaker
+from models.enums import DoctorStatus
 from tests.clock import ManualClock
 
 NOW = 1_800_000_000_000
