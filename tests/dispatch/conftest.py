@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from models import migrate
+from migrations import runner
 from tests.dispatch.world import World, open_world
 
 
@@ -20,7 +20,7 @@ from tests.dispatch.world import World, open_world
 async def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An SQLite file migrated to head, copied by every test (migrating takes seconds, copying not)."""
     path = tmp_path_factory.mktemp("dispatch") / "template.db"
-    await asyncio.to_thread(migrate.upgrade, f"sqlite+aiosqlite:///{path}")
+    await asyncio.to_thread(runner.upgrade, f"sqlite+aiosqlite:///{path}")
     return path
 
 

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError
 from dispatch.settings import DispatchSettings
-from models.enums import CallStatus, OfferOutcome, Urgency
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Urgency
 from tests.dispatch.world import World
 
 S = CallStatus

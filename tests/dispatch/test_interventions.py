@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError
 from dispatch.settings import DispatchSettings
-from models.enums import CallStatus, OfferOutcome
+from models.enums import CallStatus, DoctorStatus, OfferOutcome
 from tests.dispatch.world import World
 
 S = CallStatus

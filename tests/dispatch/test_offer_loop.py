@@ -7,10 +7,9 @@ import datetime as dt
 
 import pytest
 
-from dispatch.doctor_states import DoctorStatus
 from dispatch.errors import DispatchError
 from dispatch.settings import DispatchSettings
-from models.enums import CallStatus, OfferOutcome, Urgency
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Urgency
 from tests.dispatch.conftest import WorldFactory
 from tests.dispatch.world import World, lose_deadline_entries, lose_spawned_steps
 

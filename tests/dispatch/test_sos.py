@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from dispatch.doctor_states import DoctorStatus
 from dispatch.sos import SosSettings
-from models.enums import CallStatus, SosKind, Urgency
+from models.enums import CallStatus, DoctorStatus, SosKind, Urgency
 from tests.dispatch.world import World, lose_deadline_entries, lose_spawned_steps
 
 REPEAT_S = SosSettings().repeat_s

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dispatch.calls import CallService, NewCall, Who
 from dispatch.deadline_worker import DeadlineWorker
-from dispatch.doctor_states import DoctorState, DoctorStatus
+from dispatch.doctor_states import DoctorState
 from dispatch.offer_loop import OfferLoop
 from dispatch.settings import DispatchSettings
 from dispatch.sos import SosService, SosSettings
@@ -44,7 +44,7 @@ from dispatch.zones import ZoneIndex
 from geo.location_index import DoctorPosition
 from models.calls import Call, CallEvent
 from models.db import make_engine, make_sessionmaker
-from models.enums import CallStatus, OfferOutcome, Role, Urgency
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Role, Urgency
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
