@@ -15,7 +15,6 @@ from realtime.broker import (
     EPHEMERAL_OFFSET,
     Broker,
     BrokerClosedError,
-    Delivery,
     FrameParts,
     HistoryPolicy,
     Outgoing,
@@ -29,7 +28,7 @@ from realtime.broker import (
     validate_channel,
     validate_since,
 )
-from realtime.broker_queue import DeliveryQueue
+from realtime.broker_queue import LocalInterest
 from realtime.clock import Clock, wall_clock_ms
 
 
@@ -41,7 +40,7 @@ class _Stream:
     history: deque[Publication] = field(default_factory=deque)
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(LocalInterest, Broker):
     """A broker for one process.
 
     ``history``: the default ``HistoryPolicy``; ``namespaces``: policies by channel namespace (e.g.
@@ -59,14 +58,13 @@ class MemoryBroker(Broker):
         clock: Clock = wall_clock_ms,
     ) -> None:
         """Raises ``ValueError`` when ``queue_size`` < 1."""
+        super().__init__(queue_size)
         self._default = history or HistoryPolicy()
         self._namespaces = dict(namespaces or {})
-        self._queue = DeliveryQueue(queue_size)
         self._max_frame_bytes = max_frame_bytes
         self._clock = clock
         # Ordered by last touch, so that idle streams are swept from the front.
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
-        self._refs: dict[str, int] = {}
         self._closed = False
 
     async def publish(self, channel: str, event_type: str, data: Any) -> Publication:
@@ -154,29 +152,10 @@ class MemoryBroker(Broker):
         validate_channel(channel)
         if self._closed:
             raise BrokerClosedError("broker closed")
-        count = self._refs.get(channel, 0)
-        self._refs[channel] = count + 1
-        return count == 0
+        return self._want(channel)
 
     async def unsubscribe(self, channel: str) -> bool:
-        count = self._refs.get(channel, 0)
-        if count == 0:
-            return False
-        if count == 1:
-            del self._refs[channel]
-            return True
-        self._refs[channel] = count - 1
-        return False
-
-    def subscriptions(self) -> dict[str, int]:
-        return dict(self._refs)
-
-    async def receive(self) -> Delivery:
-        return await self._queue.get()
-
-    @property
-    def dropped(self) -> int:
-        return self._queue.dropped
+        return self._unwant(channel)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -91,3 +91,44 @@ class DeliveryQueue:
         elif reason not in self._lost_reason.split("+"):
             self._lost_reason = f"{self._lost_reason}+{reason}"
         self._lost |= channels
+
+
+class LocalInterest:
+    """What both brokers keep for this process's consumer: the channels it wants, counted (a channel is
+    wanted from its first ``subscribe`` until the matching last ``unsubscribe``), and the delivery queue
+    (``queue_size`` >= 1 items) it reads with ``receive``. Implements those parts of
+    :class:`~realtime.broker.Broker`; the brokers add what reaching their channels takes.
+
+    Raises ``ValueError`` for ``queue_size`` < 1.
+    """
+
+    def __init__(self, queue_size: int) -> None:
+        self._queue = DeliveryQueue(queue_size)
+        self._refs: dict[str, int] = {}
+
+    def _want(self, channel: str) -> bool:
+        """Count one more interest in ``channel``; True when it is the first."""
+        count = self._refs.get(channel, 0)
+        self._refs[channel] = count + 1
+        return count == 0
+
+    def _unwant(self, channel: str) -> bool:
+        """Count one interest less; True when that was the last (False when there was none)."""
+        count = self._refs.get(channel, 0)
+        if count == 0:
+            return False
+        if count > 1:
+            self._refs[channel] = count - 1
+            return False
+        del self._refs[channel]
+        return True
+
+    def subscriptions(self) -> dict[str, int]:
+        return dict(self._refs)
+
+    async def receive(self) -> Delivery:
+        return await self._queue.get()
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped

@@ -23,8 +23,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from realtime.broker import BrokerClosedError, Delivery, Publication, validate_channel
-from realtime.broker_queue import RECONNECT, DeliveryQueue
+from realtime.broker import BrokerClosedError, Publication, validate_channel
+from realtime.broker_queue import RECONNECT, LocalInterest
 from realtime.keys import Keys
 
 # The broker's logger, whichever of its modules logs (one name to configure and to filter on).
@@ -33,7 +33,7 @@ log = logging.getLogger("realtime.broker_redis")
 _RECONNECT_ERRORS = (RedisError, OSError)
 
 
-class RedisLive:
+class RedisLive(LocalInterest):
     """Subscriptions, the delivery queue and the pub/sub connection of a
     :class:`~realtime.broker_redis.RedisBroker` (its constructor documents the arguments).
 
@@ -49,12 +49,11 @@ class RedisLive:
         subscribe_timeout_s: float,
         reconnect_delay_s: tuple[float, float],
     ) -> None:
+        super().__init__(queue_size)
         self._redis = redis
         self._keys = keys
-        self._queue = DeliveryQueue(queue_size)
         self._subscribe_timeout_s = subscribe_timeout_s
         self._reconnect_delay_s = reconnect_delay_s
-        self._refs: dict[str, int] = {}  # local interests
         self._names: dict[bytes, str] = {}  # live channel name -> channel, for every wanted channel
         self._ready: dict[str, asyncio.Event] = {}  # set once Redis confirmed the subscription
         self._inflight: dict[bytes, int] = {}  # SSUBSCRIBEs sent and not yet confirmed
@@ -73,16 +72,15 @@ class RedisLive:
         validate_channel(channel)
         if self._closed:
             raise BrokerClosedError("broker closed")
-        count = self._refs.get(channel, 0)
-        self._refs[channel] = count + 1
+        first = self._want(channel)
         name = self._keys.broker_pubsub(channel).encode()
-        if count == 0:
+        if first:
             self._names[name] = channel
             self._ready[channel] = asyncio.Event()
         ready = self._ready[channel]
         try:
             async with asyncio.timeout(self._subscribe_timeout_s):
-                if count == 0:
+                if first:
                     await self._start()
                     await self._send_subscribe(name)
                 await ready.wait()
@@ -91,16 +89,11 @@ class RedisLive:
         except BaseException:
             await self.unsubscribe(channel)
             raise
-        return count == 0
+        return first
 
     async def unsubscribe(self, channel: str) -> bool:
-        count = self._refs.get(channel, 0)
-        if count == 0:
+        if not self._unwant(channel):
             return False
-        if count > 1:
-            self._refs[channel] = count - 1
-            return False
-        del self._refs[channel]
         self._ready.pop(channel, None)
         name = self._keys.broker_pubsub(channel).encode()
         self._names.pop(name, None)
@@ -112,16 +105,6 @@ class RedisLive:
                 with contextlib.suppress(*_RECONNECT_ERRORS):
                     await self._pubsub.sunsubscribe(name)
         return True
-
-    def subscriptions(self) -> dict[str, int]:
-        return dict(self._refs)
-
-    async def receive(self) -> Delivery:
-        return await self._queue.get()
-
-    @property
-    def dropped(self) -> int:
-        return self._queue.dropped
 
     async def aclose(self) -> None:
         if self._closed:
