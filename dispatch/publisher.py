@@ -81,16 +81,22 @@ class EventPublisher:
         """``call.status`` on the call's channel and on ``dispatch``, in one batch. ``eta_s`` seconds
         (rounded to whole ones). ``as_of``: the ``(status, version)`` to report when the event is one of
         several committed together (the call object holds the last)."""
+        status, version = (call.status, call.version) if as_of is None else as_of
+        data: CallStatusPayload = {
+            "call": str(call.id),
+            "status": status,
+            "from": from_status,
+            "actor": actor,
+            "reason": reason,
+            "doctor": None if call.doctor_id is None else {"id": str(call.doctor_id), "name": doctor_name},
+            "eta_s": None if eta_s is None else round(eta_s),
+            "version": version,
+        }
         await self.publish_all(
-            status_events(
-                call,
-                from_status,
-                actor=actor,
-                reason=reason,
-                doctor_name=doctor_name,
-                eta_s=eta_s,
-                as_of=as_of,
-            )
+            [
+                Event(call_channel(call.id), EventType.CALL_STATUS, data),
+                Event(DISPATCH_CHANNEL, EventType.CALL_STATUS, data),
+            ]
         )
 
     async def publish_doctor(
@@ -102,35 +108,6 @@ class EventPublisher:
     async def publish_dispatch(self, event_type: EventType, payload: Payload) -> None:
         """An event for dispatchers (``dispatch``)."""
         await self.publish(DISPATCH_CHANNEL, event_type, payload)
-
-
-def status_events(
-    call: Call,
-    from_status: str | None,
-    *,
-    actor: str,
-    reason: str | None = None,
-    doctor_name: str | None = None,
-    eta_s: float | None = None,
-    as_of: tuple[str, int] | None = None,
-) -> list[Event]:
-    """The two ``call.status`` events of a transition (``call:<id>``, then ``dispatch``), to publish
-    alone (:meth:`EventPublisher.publish_status`) or within a larger batch."""
-    status, version = (call.status, call.version) if as_of is None else as_of
-    data: CallStatusPayload = {
-        "call": str(call.id),
-        "status": status,
-        "from": from_status,
-        "actor": actor,
-        "reason": reason,
-        "doctor": None if call.doctor_id is None else {"id": str(call.doctor_id), "name": doctor_name},
-        "eta_s": None if eta_s is None else round(eta_s),
-        "version": version,
-    }
-    return [
-        Event(call_channel(call.id), EventType.CALL_STATUS, data),
-        Event(DISPATCH_CHANNEL, EventType.CALL_STATUS, data),
-    ]
 
 
 def as_publisher(target: Broker | EventPublisher) -> EventPublisher:
