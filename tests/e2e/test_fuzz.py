@@ -141,9 +141,27 @@ class Fuzzer:
     closes: list[int] = field(default_factory=list)
     replies: int = 0
 
+    thread: threading.Thread | None = None
+
     def start(self) -> None:
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
         self.sockets = [None] * len(self.tokens)
+
+    def close(self) -> None:
+        """Close the sockets, then stop and close the loop: left to the garbage collector they would
+        raise ResourceWarnings (errors in this suite) inside whichever test runs when it collects."""
+
+        async def close_sockets() -> None:
+            for ws in self.sockets:
+                if ws is not None:
+                    await ws.close()
+
+        self.call(close_sockets())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.loop.close()
 
     def call(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -226,7 +244,7 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
         fz = Fuzzer(server, tokens)
         fz.start()
         yield fz
-        fz.loop.call_soon_threadsafe(fz.loop.stop)
+        fz.close()
 
 
 # 10,000 frames take about 110 s on a quiet two-core machine, more beside other work: above the suite's
