@@ -43,3 +43,8 @@ class DoctorProfile(Base):
     )
     rating_avg: Mapped[float | None] = mapped_column(sa.Float)
     rating_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # The availability the doctor last chose (``available``, ``paused`` or ``offline``; never ``offered``
+    # or ``busy``, which the open calls and offers imply). The live engine is a cache: when it is lost
+    # (a Redis restart) each doctor's state is rebuilt from this and from the open calls and offers.
+    chosen_status: Mapped[str] = mapped_column(sa.String(16), default="offline", server_default="offline")
+    chosen_status_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
