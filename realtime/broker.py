@@ -14,11 +14,26 @@ and the same bytes travel to history, to other processes and to every local subs
 (``Publication.frame``). Offset assignment, history append, trimming, TTLs and the live fan-out are one
 atomic step (one Lua script in Redis), so history order = offset order = live order.
 
+**Idempotent publish (keys).** ``publish(channel, event_type, data, key="outbox:42")`` names the
+publication. When a publication with the same ``key`` was already made on the same channel, in the
+channel's current epoch, and **is still in the channel's history** (within ``size`` and younger than
+``max_age_ms``: exactly as long as ``recover`` could return it), the broker publishes nothing (no
+offset taken, no history entry, no live delivery) and returns *that* publication: same offset, epoch,
+type, time and frame bytes (the stored ones; the new ``data`` is not looked at). Past that bound the
+key is forgotten and the event is published anew (at-least-once; a client saw the first one only if
+it was connected then, and can no longer recover it either). A lost epoch forgets every key with the
+history; a channel without history (``size == 0``) remembers no key. The transactional outbox names
+each row's publication (``key="outbox:<row id>"``), so a relay re-publishing a row after a crash
+yields the row's one offset, not a second event. Keys are channel-local (the same key on two channels
+names two publications). A key is 1..``MAX_KEY_CHARS`` characters.
+
 **Batches.** ``publish_many(events)`` publishes a sequence of :class:`Outgoing` events exactly as
 ``publish`` would, one after another in the given order (offsets, history, live order per channel),
 but the Redis broker sends them in one pipeline: one round trip for the batch instead of one per
 event (an SOS reaches a few hundred doctors' channels at once). Every event is validated and encoded
-before any is published, so a bad one publishes nothing. A batch is not atomic: when Redis fails
+before any is published, so a bad one publishes nothing. ``Outgoing.key`` works as ``publish``'s
+``key``, in batch order (a second event with the key of an earlier one in the same batch returns the
+earlier publication). A batch is not atomic: when Redis fails
 during it, an unknown part of it may have been published (the error is raised).
 
 **Ephemeral publications.** ``publish_ephemeral(channel, event_type, data)`` is for events where only
@@ -58,7 +73,8 @@ nothing to recover; the next ephemeral publication replaces it).
 
 **Bounds.** Per channel (``HistoryPolicy``): at most ``size`` publications, none older than
 ``max_age_ms``; the offset/epoch survive ``meta_ttl_ms`` of idleness. ``size == 0`` keeps no history
-(offsets still count; recovery succeeds only from the current position).
+(offsets still count; recovery succeeds only from the current position). Publication keys are
+remembered within the same bounds (no more than the history holds).
 
 **Recipe for a session subscribing with ``since``:** ``subscribe`` first, then ``recover``; send the
 recovered publications, then live ones with an offset above the last one sent (same epoch). Ephemeral
@@ -90,6 +106,8 @@ EPOCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
 MAX_HISTORY_SIZE = 10_000
+MAX_KEY_CHARS = 200
+"""Longest publication key (``Broker.publish(key=...)``): bounds what the broker remembers per key."""
 EPHEMERAL_OFFSET = 0
 """The offset of every ephemeral publication (``Broker.publish_ephemeral``); real offsets start at 1."""
 
@@ -127,11 +145,12 @@ class StreamPosition:
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One event of a ``Broker.publish_many`` batch: ``data`` (anything orjson encodes) as an event of
-    ``type`` on ``channel``."""
+    ``type`` on ``channel``; ``key``: the publication's idempotency key (``Broker.publish``), or None."""
 
     channel: str
     type: str
     data: Any
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +231,17 @@ class Broker(abc.ABC):
     """Publish / subscribe with per-channel history. See the module docstring for the contract."""
 
     @abc.abstractmethod
-    async def publish(self, channel: str, event_type: str, data: Any) -> Publication:
+    async def publish(
+        self, channel: str, event_type: str, data: Any, *, key: str | None = None
+    ) -> Publication:
         """Publish ``data`` (anything orjson encodes) as an event of ``event_type`` on ``channel``.
 
-        Returns the publication with its offset, epoch and frame. Raises ``ValueError`` for a bad
-        channel or type or a frame over ``max_frame_bytes``, ``TypeError`` when orjson cannot encode
-        ``data``, ``BrokerClosedError`` after ``aclose``, and Redis errors when Redis is unreachable
-        (then nothing was published).
+        Returns the publication with its offset, epoch and frame. ``key``: when a publication with
+        this key is still in the channel's history (current epoch), nothing is published and that
+        publication is returned (see "Idempotent publish" in the module docstring). Raises
+        ``ValueError`` for a bad channel, type or key or a frame over ``max_frame_bytes``,
+        ``TypeError`` when orjson cannot encode ``data``, ``BrokerClosedError`` after ``aclose``, and
+        Redis errors when Redis is unreachable (then nothing was published).
         """
 
     @abc.abstractmethod
@@ -286,6 +309,14 @@ def validate_channel(channel: str) -> str:
     if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
         raise ValueError(f"invalid channel name {channel!r}")
     return channel
+
+
+def validate_key(key: str | None) -> str | None:
+    """Return ``key`` if it is None or a string of 1..``MAX_KEY_CHARS`` characters; raise
+    ``ValueError`` otherwise."""
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS):
+        raise ValueError(f"invalid publication key {key!r}")
+    return key
 
 
 def validate_since(since: StreamPosition) -> None:

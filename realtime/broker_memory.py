@@ -26,6 +26,7 @@ from realtime.broker import (
     encode_event,
     policy_for,
     validate_channel,
+    validate_key,
     validate_since,
 )
 from realtime.broker_queue import LocalInterest
@@ -38,6 +39,9 @@ class _Stream:
     expires_ms: int  # the offset and epoch are forgotten at this time unless touched again
     offset: int = 0
     history: deque[Publication] = field(default_factory=deque)
+    # Publication key -> its publication, in offset order; only publications still in ``history``
+    # (trimmed with it on every append), so a new epoch (a new _Stream) forgets every key.
+    keys: dict[str, Publication] = field(default_factory=dict)
 
 
 class MemoryBroker(LocalInterest, Broker):
@@ -67,23 +71,33 @@ class MemoryBroker(LocalInterest, Broker):
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self._closed = False
 
-    async def publish(self, channel: str, event_type: str, data: Any) -> Publication:
+    async def publish(
+        self, channel: str, event_type: str, data: Any, *, key: str | None = None
+    ) -> Publication:
         if self._closed:
             raise BrokerClosedError("broker closed")
         parts = encode_event(channel, event_type, data, self._max_frame_bytes)
-        return self._append(channel, event_type, parts)
+        return self._append(channel, event_type, parts, validate_key(key))
 
     async def publish_many(self, events: Sequence[Outgoing]) -> list[Publication]:
         if self._closed:
             raise BrokerClosedError("broker closed")
-        encoded = [(e, encode_event(e.channel, e.type, e.data, self._max_frame_bytes)) for e in events]
-        return [self._append(e.channel, e.type, parts) for e, parts in encoded]
+        encoded = [
+            (e, encode_event(e.channel, e.type, e.data, self._max_frame_bytes), validate_key(e.key))
+            for e in events
+        ]
+        return [self._append(e.channel, e.type, parts, key) for e, parts, key in encoded]
 
-    def _append(self, channel: str, event_type: str, parts: FrameParts) -> Publication:
-        """Give an encoded event its offset, keep it in history, queue it for local subscribers."""
+    def _append(self, channel: str, event_type: str, parts: FrameParts, key: str | None) -> Publication:
+        """Give an encoded event its offset, keep it in history, queue it for local subscribers; or,
+        when ``key`` names a publication still in history, return that one and do nothing else."""
         policy = policy_for(channel, self._default, self._namespaces)
         now = self._clock()
         stream = self._touch(channel, policy, now)
+        if key is not None and (known := stream.keys.get(key)) is not None:
+            self._trim_age(stream.history, now - policy.max_age_ms)
+            if stream.history and stream.history[0].offset <= known.offset:
+                return known  # offsets in history are contiguous: the publication is still there
         stream.offset += 1
         pub = Publication(
             channel=channel,
@@ -99,8 +113,13 @@ class MemoryBroker(LocalInterest, Broker):
             while len(history) > policy.size:
                 history.popleft()
             self._trim_age(history, now - policy.max_age_ms)
+            if key is not None:
+                stream.keys.pop(key, None)  # a forgotten entry must not keep its old place in the order
+                stream.keys[key] = pub
+            self._trim_keys(stream)
         else:
             history.clear()
+            stream.keys.clear()
         if self._refs.get(channel):
             self._queue.offer(pub)
         return pub
@@ -181,6 +200,16 @@ class MemoryBroker(LocalInterest, Broker):
             if oldest.expires_ms > now:
                 return
             del self._streams[channel]
+
+    @staticmethod
+    def _trim_keys(stream: _Stream) -> None:
+        # Keys are in offset order: drop those whose publication left history (amortised O(1)).
+        keys, history = stream.keys, stream.history
+        while keys:
+            first = next(iter(keys))
+            if history and keys[first].offset >= history[0].offset:
+                return
+            del keys[first]
 
     @staticmethod
     def _trim_age(history: deque[Publication], cutoff_ms: int) -> None:

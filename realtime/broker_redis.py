@@ -5,17 +5,22 @@ Key layout (``realtime.keys``; a channel's keys and shard channel share the hash
 - ``ch:{c}:meta``  hash ``o`` (top offset), ``e`` (epoch); TTL = policy ``meta_ttl_ms``.
 - ``ch:{c}:hist``  stream, entry id = offset, fields ``t`` (time ms), ``y`` (type), ``d`` (frame);
   trimmed to ``size`` (exact MAXLEN) and ``max_age_ms``; TTL = ``max_age_ms``.
+- ``ch:{c}:keys``  sorted set, publication key -> offset, only for publications still in history
+  (trimmed by every keyed publish to the oldest history entry); TTL = ``max_age_ms``; deleted with the
+  history when the meta is lost.
 - ``ch:{c}:live``  shard channel; message = ``b"<offset>|<epoch>|<time_ms>|<type>\\n" + frame``, so a
   receiving process builds its ``Publication`` without decoding (or re-encoding) the frame. An
   ephemeral publication is ``b"0||<time_ms>|<type>\\n" + frame`` (offset 0, empty epoch).
 
-One Lua script per publish: create the meta with a new epoch if missing (deleting any stream left from
-a lost epoch), HINCRBY the offset, assemble the frame from the parts encoded in Python, XADD, trim by
-size and age, set TTLs, SPUBLISH. An ephemeral publish is a plain SPUBLISH on the same shard channel:
-no script, no key read or written. Sharded pub/sub (Redis >= 7) routes a message to the node owning the
-channel's slot, so Cluster does not broadcast every publication to every node; on one Redis it behaves
-like PUBLISH. (Cluster needs a ``RedisCluster`` client's per-node pub/sub; this class is written and
-tested against a single Redis.)
+One Lua script per publish: create the meta with a new epoch if missing (deleting any stream and keys
+left from a lost epoch), HINCRBY the offset, assemble the frame from the parts encoded in Python, XADD,
+trim by size and age, set TTLs, SPUBLISH. With a publication key, the script first looks the key up
+(ZSCORE, then the history entry it names: the entry is the proof that the publication is still
+recoverable) and returns the stored publication instead when found. An ephemeral publish is a plain
+SPUBLISH on the same shard channel: no script, no key read or written. Sharded pub/sub (Redis >= 7)
+routes a message to the node owning the channel's slot, so Cluster does not broadcast every
+publication to every node; on one Redis it behaves like PUBLISH. (Cluster needs a ``RedisCluster``
+client's per-node pub/sub; this class is written and tested against a single Redis.)
 
 Subscriber: ``realtime/broker_redis_live.py`` (the base class :class:`RedisLive`): one sharded pub/sub
 connection per broker, reconnected with a ``Resync`` of every wanted channel.
@@ -46,6 +51,7 @@ from realtime.broker import (
     encode_event,
     policy_for,
     validate_channel,
+    validate_key,
     validate_since,
 )
 from realtime.broker_redis_live import RedisLive
@@ -66,11 +72,20 @@ PUBLISH_BATCH = 500
 hundred KB of frames)."""
 
 
-def _publication(
-    channel: str, event_type: str, now: int, parts: FrameParts, offset: bytes | int, epoch: bytes
-) -> Publication:
-    """The publication of one publish script's reply ``(offset, epoch)``."""
+def _publication(channel: str, event_type: str, now: int, parts: FrameParts, reply: list[Any]) -> Publication:
+    """The publication of one publish script's reply: ``(offset, epoch)`` for a new publication,
+    ``(offset, epoch, time_ms, type, frame)`` for the earlier one its key named (returned as stored)."""
+    offset, epoch = reply[0], reply[1]
     epoch_str = epoch.decode()
+    if len(reply) > 2:
+        return Publication(
+            channel=channel,
+            offset=int(offset),
+            epoch=epoch_str,
+            type=reply[3].decode(),
+            time_ms=int(reply[2]),
+            frame=reply[4],
+        )
     return Publication(
         channel=channel,
         offset=int(offset),
@@ -124,18 +139,24 @@ class RedisBroker(RedisLive, Broker):
 
     # --- publishing and history ----------------------------------------------------------------------
 
-    async def publish(self, channel: str, event_type: str, data: Any) -> Publication:
+    async def publish(
+        self, channel: str, event_type: str, data: Any, *, key: str | None = None
+    ) -> Publication:
         if self._closed:
             raise BrokerClosedError("broker closed")
         parts = encode_event(channel, event_type, data, self._max_frame_bytes)
+        validate_key(key)
         now = self._clock()
-        offset, epoch = await self._publish(**self._script_call(channel, event_type, parts, now))
-        return _publication(channel, event_type, now, parts, offset, epoch)
+        reply = await self._publish(**self._script_call(channel, event_type, parts, now, key))
+        return _publication(channel, event_type, now, parts, reply)
 
     async def publish_many(self, events: Sequence[Outgoing]) -> list[Publication]:
         if self._closed:
             raise BrokerClosedError("broker closed")
-        encoded = [(e, encode_event(e.channel, e.type, e.data, self._max_frame_bytes)) for e in events]
+        encoded = [
+            (e, encode_event(e.channel, e.type, e.data, self._max_frame_bytes), validate_key(e.key))
+            for e in events
+        ]
         published: list[Publication] = []
         for start in range(0, len(encoded), PUBLISH_BATCH):
             chunk = encoded[start : start + PUBLISH_BATCH]
@@ -145,22 +166,24 @@ class RedisBroker(RedisLive, Broker):
             # publish() calls. Not a MULTI: other clients' commands may interleave, as they may
             # between separate publishes.
             async with self._redis.pipeline(transaction=False) as pipe:
-                for event, parts in chunk:
+                for event, parts, key in chunk:
                     await self._publish(
-                        **self._script_call(event.channel, event.type, parts, now), client=pipe
+                        **self._script_call(event.channel, event.type, parts, now, key), client=pipe
                     )
                 replies = await pipe.execute()
             published.extend(
-                _publication(event.channel, event.type, now, parts, offset, epoch)
-                for (event, parts), (offset, epoch) in zip(chunk, replies, strict=True)
+                _publication(event.channel, event.type, now, parts, reply)
+                for (event, parts, _), reply in zip(chunk, replies, strict=True)
             )
         return published
 
-    def _script_call(self, channel: str, event_type: str, parts: FrameParts, now: int) -> dict[str, Any]:
+    def _script_call(
+        self, channel: str, event_type: str, parts: FrameParts, now: int, key: str | None
+    ) -> dict[str, Any]:
         """The keys and arguments of the publish script for one encoded event."""
         policy = policy_for(channel, self._default, self._namespaces)
         return {
-            "keys": [self._keys.broker_meta(channel), self._keys.broker_history(channel)],
+            "keys": self._stream_keys(channel),
             "args": [
                 self._keys.broker_pubsub(channel),
                 parts.head,
@@ -171,8 +194,18 @@ class RedisBroker(RedisLive, Broker):
                 policy.max_age_ms,
                 policy.meta_ttl_ms,
                 secrets.token_hex(8),
+                key or "",
             ],
         }
+
+    def _stream_keys(self, channel: str) -> list[str]:
+        """KEYS of every broker script (the meta prelude may delete the history and the keys)."""
+        keys = self._keys
+        return [
+            keys.broker_meta(channel),
+            keys.broker_history(channel),
+            keys.broker_publication_keys(channel),
+        ]
 
     async def publish_ephemeral(self, channel: str, event_type: str, data: Any) -> Publication:
         if self._closed:
@@ -197,7 +230,7 @@ class RedisBroker(RedisLive, Broker):
         validate_channel(channel)
         policy = policy_for(channel, self._default, self._namespaces)
         top, epoch = await self._position(
-            keys=[self._keys.broker_meta(channel), self._keys.broker_history(channel)],
+            keys=self._stream_keys(channel),
             args=[policy.meta_ttl_ms, secrets.token_hex(8)],
         )
         return StreamPosition(int(top), epoch.decode())
@@ -207,7 +240,7 @@ class RedisBroker(RedisLive, Broker):
         validate_since(since)
         policy = policy_for(channel, self._default, self._namespaces)
         reply = await self._recover(
-            keys=[self._keys.broker_meta(channel), self._keys.broker_history(channel)],
+            keys=self._stream_keys(channel),
             args=[
                 since.offset,
                 since.epoch,

@@ -143,6 +143,13 @@ class Keys:
         publish, position and recovery. Losing it starts a new epoch (offsets restart at 1)."""
         return f"{self.prefix}ch:{{{channel}}}:meta"
 
+    def broker_publication_keys(self, channel: str) -> str:
+        """Sorted set: publication key (``Broker.publish(key=...)``) -> offset of its publication, for
+        publications still in the history stream only (trimmed by every keyed publish to the oldest
+        history entry). TTL = the channel's history max age, refreshed by every keyed publish; deleted
+        with the history when the meta is lost (a new epoch forgets every key)."""
+        return f"{self.prefix}ch:{{{channel}}}:keys"
+
     def broker_pubsub(self, channel: str) -> str:
         """Shard channel (SPUBLISH/SSUBSCRIBE) that carries the channel's live publications."""
         return f"{self.prefix}ch:{{{channel}}}:live"

@@ -2,6 +2,7 @@
 -- cannot slip between them. Needs broker_ensure_meta.
 -- KEYS[1]: meta hash
 -- KEYS[2]: history stream
+-- KEYS[3]: publication keys (sorted set: key -> offset)
 -- ARGV[1]: since offset
 -- ARGV[2]: since epoch
 -- ARGV[3]: now, epoch ms

@@ -503,6 +503,138 @@ async def test_ephemeral_publish_writes_no_redis_keys(
     assert 0 < await redis_client.pttl(keys.broker_history("doctor:d1")) <= 50_000
 
 
+# --- idempotent publish (publication keys) -------------------------------------------------------------
+
+
+async def test_a_key_seen_again_returns_the_first_publication_and_publishes_nothing(
+    make: BrokerFactory,
+) -> None:
+    broker = make()
+    await broker.subscribe("call:c1")
+    first = await broker.publish("call:c1", "call.status", {"status": "arrived"}, key="outbox:1")
+    assert await next_publication(broker) == first
+
+    again = await broker.publish("call:c1", "call.status", {"status": "other data"}, key="outbox:1")
+    marker = await broker.publish("call:c1", "t", "marker")
+
+    assert again == first  # same offset, epoch, type, time and frame bytes (the stored ones)
+    assert marker.offset == first.offset + 1  # no offset was taken by the duplicate
+    assert await next_publication(broker) == marker  # and nothing was delivered live
+    recovery = await broker.recover("call:c1", StreamPosition(0, first.epoch))
+    assert list(recovery.publications) == [first, marker]  # nor kept in history
+
+
+async def test_unkeyed_and_differently_keyed_publications_are_never_deduplicated(make: BrokerFactory) -> None:
+    broker = make()
+    a = await broker.publish("call:c1", "t", 1, key="outbox:1")
+    b = await broker.publish("call:c1", "t", 1, key="outbox:2")
+    c = await broker.publish("call:c1", "t", 1)
+    d = await broker.publish("call:c1", "t", 1)
+
+    assert [p.offset for p in (a, b, c, d)] == [1, 2, 3, 4]
+
+
+async def test_the_same_key_on_two_channels_names_two_publications(make: BrokerFactory) -> None:
+    broker = make()
+    on_a = await broker.publish("call:a", "t", 1, key="outbox:7")
+    on_b = await broker.publish("call:b", "t", 1, key="outbox:7")
+
+    assert (on_a.channel, on_a.offset) == ("call:a", 1)
+    assert (on_b.channel, on_b.offset) == ("call:b", 1)
+    assert await broker.publish("call:b", "t", 1, key="outbox:7") == on_b
+
+
+async def test_a_key_is_remembered_while_its_publication_is_in_history_by_size(make: BrokerFactory) -> None:
+    broker = make(history=HistoryPolicy(size=3))
+    keyed = await broker.publish("call:c1", "t", "keyed", key="outbox:1")
+    await broker.publish("call:c1", "t", 2)
+    await broker.publish("call:c1", "t", 3)
+    assert await broker.publish("call:c1", "t", "keyed", key="outbox:1") == keyed  # oldest of 3 kept
+
+    await broker.publish("call:c1", "t", 4)  # pushes the keyed publication out of history
+    again = await broker.publish("call:c1", "t", "keyed", key="outbox:1")
+
+    assert again.offset == 5 and again.epoch == keyed.epoch  # forgotten: published anew
+    assert await broker.publish("call:c1", "t", "keyed", key="outbox:1") == again
+
+
+async def test_a_key_is_remembered_while_its_publication_is_in_history_by_age(
+    make: BrokerFactory, clock: ManualClock
+) -> None:
+    broker = make(history=HistoryPolicy(size=100, max_age_ms=60_000))
+    keyed = await broker.publish("call:c1", "t", "keyed", key="outbox:1")
+
+    clock.advance(59_999)
+    assert await broker.publish("call:c1", "t", "keyed", key="outbox:1") == keyed
+    clock.advance(1)  # exactly max_age old: no longer recoverable, no longer remembered
+    again = await broker.publish("call:c1", "t", "keyed", key="outbox:1")
+
+    assert again.offset == 2
+    assert (await broker.recover("call:c1", StreamPosition(1, keyed.epoch))).publications == (again,)
+
+
+async def test_a_channel_without_history_remembers_no_key(make: BrokerFactory) -> None:
+    broker = make(namespaces={"map": HistoryPolicy(size=0)})
+    first = await broker.publish("map:881f1d4811fffff", "t", 1, key="k")
+    second = await broker.publish("map:881f1d4811fffff", "t", 1, key="k")
+
+    assert (first.offset, second.offset) == (1, 2)
+
+
+async def test_a_lost_epoch_forgets_its_keys(
+    make: BrokerFactory, redis_client_or_none: aioredis.Redis | None, keys: Keys
+) -> None:
+    broker = make()
+    old = await broker.publish("call:c1", "t", "keyed", key="outbox:1")
+
+    if redis_client_or_none is not None:
+        # Only the meta is lost (evicted, say): history and keys left behind must not answer for the
+        # new epoch, whose offset 1 is another publication.
+        await redis_client_or_none.delete(keys.broker_meta("call:c1"))
+    else:
+        broker = make()  # a restarted process: a new memory engine
+    unkeyed = await broker.publish("call:c1", "t", "new epoch")
+    again = await broker.publish("call:c1", "t", "keyed", key="outbox:1")
+
+    assert unkeyed.epoch != old.epoch and unkeyed.offset == 1
+    assert (again.offset, again.epoch) == (2, unkeyed.epoch)
+    assert await broker.publish("call:c1", "t", "keyed", key="outbox:1") == again
+
+
+async def test_a_batch_with_a_duplicate_inside_publishes_it_once(make: BrokerFactory) -> None:
+    broker = make()
+    await broker.subscribe("call:c1")
+    earlier = await broker.publish("call:c1", "t", "e", key="outbox:0")
+    assert await next_publication(broker) == earlier
+
+    pubs = await broker.publish_many(
+        [
+            Outgoing("call:c1", "t", "a", key="outbox:1"),
+            Outgoing("call:c1", "t", "e", key="outbox:0"),  # published before the batch
+            Outgoing("call:c1", "t", "b"),
+            Outgoing("call:c1", "t", "a", key="outbox:1"),  # earlier in the same batch
+            Outgoing("call:c2", "t", "a", key="outbox:1"),  # another channel: its own key
+        ]
+    )
+
+    a, dup_earlier, b, dup_a, other = pubs
+    assert dup_earlier == earlier and dup_a == a
+    assert [a.offset, b.offset, other.offset] == [2, 3, 1]
+    assert [await next_publication(broker) for _ in range(2)] == [a, b]
+    recovery = await broker.recover("call:c1", earlier.position)
+    assert list(recovery.publications) == [a, b]
+
+
+async def test_invalid_keys_are_refused_before_anything_is_published(make: BrokerFactory) -> None:
+    broker = make()
+    for bad in ("", "k" * 201):
+        with pytest.raises(ValueError):
+            await broker.publish("call:c1", "t", 1, key=bad)
+        with pytest.raises(ValueError):
+            await broker.publish_many([Outgoing("call:c1", "t", 1), Outgoing("call:c1", "t", 1, key=bad)])
+    assert (await broker.position("call:c1")).offset == 0
+
+
 # --- history and recovery ------------------------------------------------------------------------------
 
 
@@ -798,16 +930,35 @@ async def _kill_pubsub_connections(redis_client: aioredis.Redis, name: str) -> i
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_redis_remembers_no_more_keys_than_history_holds(
+    make: BrokerFactory, keys: Keys, redis_client: aioredis.Redis
+) -> None:
+    broker = make(history=HistoryPolicy(size=5))
+    for i in range(50):
+        await broker.publish("call:c1", "t", i, key=f"outbox:{i}")
+
+    remembered = await redis_client.zrange(keys.broker_publication_keys("call:c1"), 0, -1)
+    assert remembered == [f"outbox:{i}".encode() for i in range(45, 50)]
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
 async def test_redis_keys_carry_ttls_and_share_the_channel_slot(
     make: BrokerFactory, keys: Keys, redis_client: aioredis.Redis
 ) -> None:
     broker = make(history=HistoryPolicy(size=10, max_age_ms=120_000, meta_ttl_ms=3_600_000))
-    await broker.publish("call:c1", "t", 1)
+    await broker.publish("call:c1", "t", 1, key="outbox:1")
 
     hist_ttl = await redis_client.pttl(keys.broker_history("call:c1"))
     meta_ttl = await redis_client.pttl(keys.broker_meta("call:c1"))
+    keys_ttl = await redis_client.pttl(keys.broker_publication_keys("call:c1"))
 
     assert 0 < hist_ttl <= 120_000
+    assert 0 < keys_ttl <= 120_000
     assert 120_000 < meta_ttl <= 3_600_000
-    names = [keys.broker_history("call:c1"), keys.broker_meta("call:c1"), keys.broker_pubsub("call:c1")]
+    names = [
+        keys.broker_history("call:c1"),
+        keys.broker_meta("call:c1"),
+        keys.broker_publication_keys("call:c1"),
+        keys.broker_pubsub("call:c1"),
+    ]
     assert len({key_slot(n.encode()) for n in names}) == 1
