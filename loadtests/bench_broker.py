@@ -12,6 +12,9 @@ shared machine's drift hits each alike:
 - ``redis publish loop``: ``RedisBroker.publish`` awaited once per event (the code before
   ``publish_many``: one round trip each);
 - ``redis publish_many``: one pipeline for the batch;
+- ``publish_many, keyed`` (memory and Redis): the same batch with a publication key per event (the
+  transactional outbox's ``key="outbox:<row id>"``, new each round as new rows' are), so the cost of the
+  broker's key dedupe is read beside the unkeyed batch;
 - each Redis variant with redis-py's pure-Python RESP parser and with hiredis (its C parser), chosen
   per client with ``parser_class``, so that both are measured in the same run.
 
@@ -67,13 +70,19 @@ class Variant:
     publisher: Broker
     subscriber: Broker
     batched: bool
+    keyed: bool = False
     wall_ms: list[float] = field(default_factory=list)
     cpu_us_per_event: list[float] = field(default_factory=list)
 
 
-def _events(channels: list[str], round_no: int) -> list[Outgoing]:
+def _events(channels: list[str], round_no: int, *, keyed: bool = False) -> list[Outgoing]:
     return [
-        Outgoing(channel, "sos.nearby", {**SOS_DATA, "repeat": round_no, "distance_m": i})
+        Outgoing(
+            channel,
+            "sos.nearby",
+            {**SOS_DATA, "repeat": round_no, "distance_m": i},
+            key=f"outbox:{round_no}:{i}" if keyed else None,
+        )
         for i, channel in enumerate(channels)
     ]
 
@@ -98,7 +107,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     keys = Keys(prefix=prefix)
     channels = [f"doctor:{uuid.UUID(int=i)}" for i in range(args.channels)]
     memory = MemoryBroker()
-    variants = [Variant("memory publish_many", memory, memory, batched=True)]
+    variants = [
+        Variant("memory publish_many", memory, memory, batched=True),
+        Variant("memory publish_many, keyed", memory, memory, batched=True, keyed=True),
+    ]
     clients: list[aioredis.Redis] = []
 
     def client(parser: type[Any]) -> aioredis.Redis:
@@ -114,13 +126,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         subscriber: Broker = RedisBroker(client(parser), keys)
         variants.append(Variant(f"redis publish loop, {label}", publisher, subscriber, batched=False))
         variants.append(Variant(f"redis publish_many, {label}", publisher, subscriber, batched=True))
+        variants.append(
+            Variant(f"redis publish_many, keyed, {label}", publisher, subscriber, batched=True, keyed=True)
+        )
     try:
         for subscriber in {id(v.subscriber): v.subscriber for v in variants}.values():
             for channel in channels:
                 await subscriber.subscribe(channel)
         for round_no in range(args.warmup + args.rounds):
             for variant in variants:
-                await _run_batch(variant, _events(channels, round_no))
+                await _run_batch(variant, _events(channels, round_no, keyed=variant.keyed))
                 if round_no < args.warmup:
                     variant.wall_ms.clear()
                     variant.cpu_us_per_event.clear()
@@ -143,7 +158,7 @@ def _report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]
         f"broker fan-out: {args.channels} events (one per channel) published and received, "
         f"{args.rounds} rounds after {args.warmup} of warm-up; hiredis available: {HIREDIS_AVAILABLE}\n"
     )
-    header = f"{'variant':<36} {'batch p50 ms':>12} {'batch p90 ms':>12} {'CPU us/event p50':>17}"
+    header = f"{'variant':<42} {'batch p50 ms':>12} {'batch p90 ms':>12} {'CPU us/event p50':>17}"
     print(header)
     print("-" * len(header))
     rows: dict[str, dict[str, float]] = {}
@@ -155,7 +170,7 @@ def _report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]
         }
         rows[v.name] = row
         print(
-            f"{v.name:<36} {row['batch_p50_ms']:>12.2f} {row['batch_p90_ms']:>12.2f} "
+            f"{v.name:<42} {row['batch_p50_ms']:>12.2f} {row['batch_p90_ms']:>12.2f} "
             f"{row['cpu_us_per_event_p50']:>17.1f}"
         )
     ratios: dict[str, float] = {}
@@ -183,6 +198,10 @@ def _report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]
         "redis publish_many, python parser",
         "batch_p50_ms",
     )
+    for label in ("memory publish_many", "redis publish_many, python parser", "redis publish_many, hiredis"):
+        keyed = label.replace("publish_many", "publish_many, keyed")
+        for what, key in (("batch time", "batch_p50_ms"), ("CPU per event", "cpu_us_per_event_p50")):
+            ratio(f"keyed / unkeyed, {what} ({label})", keyed, label, key)
     print("\nratios (same run):")
     for label, value in ratios.items():
         print(f"  {label}: x{value:.2f}")
