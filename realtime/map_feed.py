@@ -13,7 +13,7 @@ Each entry is ``[id, lat, lon, status, fix time (epoch ms)]``: the complete list
 latest position lies in the cell (any status; a position the index has not yet forgotten, i.e. fixed
 within ``POSITION_TTL_MS``). A doctor missing from a cell's next frame has left the cell (or the map).
 Frames are ephemeral (no offset, no history): a client that misses one gets the next, and a slow
-client's queue keeps only the latest frame per cell (the outbox coalesces). A cell whose doctors did
+client's queue keeps only the latest frame per cell (the send queue coalesces). A cell whose doctors did
 not change since its last frame, and that has no new subscriber, gets no frame that tick (but at least
 every :data:`KEYFRAME_TICKS` ticks).
 

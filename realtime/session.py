@@ -12,7 +12,7 @@ delivery per channel for its client, as long as history reaches back far enough:
   again and must re-read state over REST (docs/protocol.md).
 
 Ephemeral publications (offset 0: live positions) are never in history; they bypass gap detection and
-coalesce in the outbox (latest wins).
+coalesce in the send queue (latest wins).
 
 The owner may *watch* event types (``watch``): after a publication of a watched type is queued for the
 client, live or recovered from history, its callback runs. The gateway ends a doctor's subscription to
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime.broker import Broker, Publication, Recovery, StreamPosition
-from realtime.outbox import Outbox
 from realtime.protocol import encode
+from realtime.send_queue import SendQueue
 
 log = logging.getLogger("tot.session")
 
@@ -56,7 +56,7 @@ def _position(position: StreamPosition) -> dict[str, Any]:
 class Session:
     """A connected client's channel state and send queue (no socket here: the gateway writes).
 
-    ``on_overflow`` is called once when the outbox overflows; the gateway closes the connection.
+    ``on_overflow`` is called once when the send queue overflows; the gateway closes the connection.
     ``watch``: event type -> callback (:data:`WatchCallback`), shared by every session of its owner.
     """
 
@@ -66,7 +66,7 @@ class Session:
         "broker",
         "channels",
         "id",
-        "outbox",
+        "send_queue",
         "watch",
     )
 
@@ -74,13 +74,13 @@ class Session:
         self,
         session_id: str,
         broker: Broker,
-        outbox: Outbox,
+        send_queue: SendQueue,
         on_overflow: Callable[[], None],
         watch: Mapping[str, WatchCallback] | None = None,
     ) -> None:
         self.id = session_id
         self.broker = broker
-        self.outbox = outbox
+        self.send_queue = send_queue
         self.channels: dict[str, ChannelState] = {}
         self.watch = watch
         self._on_overflow = on_overflow
@@ -90,7 +90,7 @@ class Session:
         """Queue a frame; on overflow, signal once and drop everything after."""
         if self._overflowed:
             return
-        if not self.outbox.push(frame, coalesce_key):
+        if not self.send_queue.push(frame, coalesce_key):
             self._overflowed = True
             self._on_overflow()
 

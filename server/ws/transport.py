@@ -3,7 +3,7 @@ timer, and the close with a documented code.
 
 Per connection: the connection's own task reads frames (:meth:`Transport.serve`), except location
 fixes arriving while it is idle, which the protocol hands over directly (``uvicorn_protocol.py``,
-:meth:`~server.ws.intake.Intake.direct_text`); frames queued in the session's outbox are written at
+:meth:`~server.ws.intake.Intake.direct_text`); frames queued in the session's send queue are written at
 once while the socket takes them, and a writer task exists only while the transport is full. The
 connection is closed only with a documented code (unauthorized, origin, idle, flood, slow consumer,
 shutdown, internal error).
@@ -24,8 +24,8 @@ from starlette.types import Receive, Send
 from starlette.websockets import WebSocket
 
 from realtime.broker import Broker
-from realtime.outbox import Outbox
 from realtime.protocol import CloseCode
+from realtime.send_queue import SendQueue
 from realtime.session import Session, WatchCallback
 from server.auth.principal import authenticate
 from server.auth.tokens import TokenService
@@ -47,7 +47,7 @@ Hook = Callable[[Connection], Awaitable[None]]
 
 
 class _Callbacks:
-    """A connection's outbox and session callbacks. They hold the connection's id, not the
+    """A connection's send queue and session callbacks. They hold the connection's id, not the
     connection: no reference cycle for the garbage collector to find (and one small object instead of
     two closures: ~0.4 KB less per connection)."""
 
@@ -122,13 +122,13 @@ class Transport:
             return
 
         conn_id = uuid.uuid4().hex
-        outbox = Outbox(max_frames=settings.ws_send_queue_frames)
+        send_queue = SendQueue(max_frames=settings.ws_send_queue_frames)
         callbacks = _Callbacks(self, conn_id)
-        outbox.on_ready = callbacks.ready
+        send_queue.on_ready = callbacks.ready
         conn = Connection(
             conn_id,
             principal,
-            Session(conn_id, self.broker, outbox, callbacks.overflow, self.watch),
+            Session(conn_id, self.broker, send_queue, callbacks.overflow, self.watch),
             ws.send if send is None else send,
             user=str(principal.user_id),
             task=asyncio.current_task(),
@@ -162,7 +162,7 @@ class Transport:
                 if conn.writer is not None or handled % YIELD_EVERY_FRAMES == YIELD_EVERY_FRAMES - 1:
                     # receive() does not suspend while uvicorn holds parsed frames (one socket read
                     # can hold hundreds): let the writer send the replies so far (else a burst of
-                    # requests overflows the outbox before it sends any), and other connections run.
+                    # requests overflows the send queue before it sends any), and other connections run.
                     await asyncio.sleep(0)
                 handled += 1
                 conn.parked = True
@@ -201,7 +201,7 @@ class Transport:
                 close = {"type": "websocket.close", "code": conn.close_code, "reason": conn.close_reason}
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.send(close), timeout=2)
-            outbox.close()
+            send_queue.close()
             await self.on_disconnect(conn)
             del self.connections[conn_id]
             metrics.ws_connections.labels(principal.role.value).dec()
@@ -221,7 +221,7 @@ class Transport:
             task.cancel()
 
     def start_writer(self, conn_id: str) -> None:
-        """A frame landed in the connection's empty outbox (called inside ``Outbox.push``): write it
+        """A frame landed in the connection's empty send queue (called inside ``SendQueue.push``): write it
         now when the socket takes it without waiting, else start the writer task."""
         conn = self.connections.get(conn_id)
         if conn is None or conn.writer is not None or conn.stopping:
@@ -229,8 +229,8 @@ class Transport:
         send_now = conn.send_now
         if send_now is not None:
             # No task and no loop iteration between a delivery and the socket (uvicorn_protocol.py).
-            outbox = conn.session.outbox
-            while frames := outbox.take(1):
+            send_queue = conn.session.send_queue
+            while frames := send_queue.take(1):
                 if not send_now(frames[0]):
                     conn.writer = asyncio.create_task(self._write(conn, frames[0]))
                     return
@@ -243,12 +243,12 @@ class Transport:
         await ws.close(code, reason)
 
     async def _write(self, conn: Connection, first: str | None = None) -> None:
-        """Send ``first`` (a frame already taken from the outbox) and what the outbox holds, then end
+        """Send ``first`` (a frame already taken from the send queue) and what the send queue holds, then end
         (``start_writer`` starts another on the next frame)."""
-        send, outbox = conn.send, conn.session.outbox
+        send, send_queue = conn.send, conn.session.send_queue
         timeout = self.settings.ws_send_timeout_s
         try:
-            while frames := ([first] if first is not None else outbox.take()):
+            while frames := ([first] if first is not None else send_queue.take()):
                 first = None
                 for frame in frames:
                     try:

@@ -17,7 +17,7 @@ while the connection's task is busy with an earlier one (the gateway does: ``Con
 An exception from the callable is logged and the message goes through the queue.
 
 The other way, :meth:`DirectTextProtocol.send_text_now` writes a frame synchronously when the socket
-takes it without waiting; the gateway uses it to write an outbox's frames as they are queued, instead
+takes it without waiting; the gateway uses it to write a send queue's frames as they are queued, instead
 of starting a writer task that would run one loop iteration later (an offer, an SOS reaching 270
 doctors: one task and one iteration less per frame). When the transport is above its high-water mark
 it returns False and the gateway's writer task, with its send timeout, takes over as before.

@@ -16,7 +16,7 @@ from geo.map_cells import TooManyCells, cell_box, cell_of, cells_covering
 from realtime.broker_memory import MemoryBroker
 from realtime.hub import Hub
 from realtime.map_feed import KEYFRAME_TICKS, MapFeed
-from realtime.outbox import Outbox
+from realtime.send_queue import SendQueue
 from realtime.session import Session
 
 CENTRE = (55.7558, 37.6173)
@@ -27,22 +27,22 @@ def fix(doctor: str, lat: float, lon: float) -> DoctorPosition:
     return DoctorPosition(doctor, lat, lon, 5.0, NOW)
 
 
-async def drain(outbox: Outbox) -> list[dict[str, Any]]:
+async def drain(send_queue: SendQueue) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    while len(outbox):
-        items.extend(orjson.loads(f) for f in await outbox.get())
+    while len(send_queue):
+        items.extend(orjson.loads(f) for f in await send_queue.get())
     return [i for i in items if i.get("op") == "event"]
 
 
-async def watch(hub: Hub, broker: MemoryBroker, cell: str, name: str = "s") -> tuple[Session, Outbox]:
-    outbox = Outbox()
-    session = Session(name, broker, outbox, lambda: None)
+async def watch(hub: Hub, broker: MemoryBroker, cell: str, name: str = "s") -> tuple[Session, SendQueue]:
+    send_queue = SendQueue()
+    session = Session(name, broker, send_queue, lambda: None)
     channel = f"map:{cell}"
     session.begin(channel)
     await hub.add(channel, session)
     await session.start(channel, None, ref=None)
-    await drain(outbox)  # the "subscribed" answer
-    return session, outbox
+    await drain(send_queue)  # the "subscribed" answer
+    return session, send_queue
 
 
 @pytest.fixture
@@ -63,20 +63,20 @@ async def test_one_complete_batch_per_watched_cell_and_none_when_nothing_changed
     near = (CENTRE[0] + 0.001, CENTRE[1])
     await index.upsert_many([fix("a", *CENTRE), fix("b", *near), fix("far", nlat, nlon)])
     assert cell_of(*near) == here
-    _, outbox = await watch(hub, broker, here)
+    _, send_queue = await watch(hub, broker, here)
     assert await feed.tick() == 1
-    [frame] = await drain(outbox)
+    [frame] = await drain(send_queue)
     assert frame["ch"] == f"map:{here}" and frame["type"] == "map.doctors" and "offset" not in frame
     assert frame["data"]["cell"] == here and frame["data"]["t"] == NOW
     assert [d[0] for d in frame["data"]["doctors"]] == ["a", "b"]  # the unwatched cell's doctor is not sent
     assert frame["data"]["doctors"][0] == ["a", 55.7558, 37.6173, "offline", NOW]
 
     assert await feed.tick() == 0  # nothing moved
-    assert await drain(outbox) == []
+    assert await drain(send_queue) == []
 
     await index.upsert(DoctorPosition("b", nlat, nlon, 5.0, NOW + 1))  # b leaves the cell
     assert await feed.tick() == 1
-    [frame] = await drain(outbox)
+    [frame] = await drain(send_queue)
     assert [d[0] for d in frame["data"]["doctors"]] == ["a"]
 
 

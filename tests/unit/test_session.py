@@ -11,14 +11,14 @@ import orjson
 from realtime.broker import HistoryPolicy, Publication, StreamPosition
 from realtime.broker_memory import MemoryBroker
 from realtime.hub import Hub
-from realtime.outbox import Outbox
+from realtime.send_queue import SendQueue
 from realtime.session import Session
 
 
-async def drain(outbox: Outbox) -> list[dict[str, Any]]:
+async def drain(send_queue: SendQueue) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    while len(outbox):
-        items.extend(orjson.loads(f) for f in await outbox.get())
+    while len(send_queue):
+        items.extend(orjson.loads(f) for f in await send_queue.get())
     return items
 
 
@@ -40,10 +40,10 @@ def offsets(items: list[dict[str, Any]], channel: str) -> list[int]:
 
 def new_session(
     broker: MemoryBroker, name: str = "s", max_frames: int = 1000
-) -> tuple[Session, Outbox, list[str]]:
-    outbox = Outbox(max_frames=max_frames)
+) -> tuple[Session, SendQueue, list[str]]:
+    send_queue = SendQueue(max_frames=max_frames)
     overflowed: list[str] = []
-    return Session(name, broker, outbox, lambda: overflowed.append(name)), outbox, overflowed
+    return Session(name, broker, send_queue, lambda: overflowed.append(name)), send_queue, overflowed
 
 
 async def subscribe(hub: Hub, session: Session, channel: str, since: StreamPosition | None = None) -> None:
@@ -56,12 +56,12 @@ async def test_live_delivery_is_in_order_and_starts_after_the_subscription() -> 
     broker = MemoryBroker()
     hub = Hub(broker)
     await broker.publish("sos", "t", {"before": True})
-    session, outbox, _ = new_session(broker)
+    session, send_queue, _ = new_session(broker)
     await subscribe(hub, session, "sos")
     for i in range(5):
         await broker.publish("sos", "t", {"i": i})
     await pump(hub, broker)
-    items = await drain(outbox)
+    items = await drain(send_queue)
     assert items[0]["op"] == "subscribed" and items[0]["position"]["offset"] == 1
     assert offsets(items, "sos") == [2, 3, 4, 5, 6]
 
@@ -70,11 +70,11 @@ async def test_subscribe_with_since_recovers_exactly_what_was_missed() -> None:
     broker = MemoryBroker()
     hub = Hub(broker)
     first = [await broker.publish("dispatch", "t", {"i": i}) for i in range(6)]
-    session, outbox, _ = new_session(broker)
+    session, send_queue, _ = new_session(broker)
     await subscribe(hub, session, "dispatch", since=first[2].position)
     await broker.publish("dispatch", "t", {"i": 6})
     await pump(hub, broker)
-    items = await drain(outbox)
+    items = await drain(send_queue)
     assert items[0]["recovered"] is True
     assert offsets(items, "dispatch") == [4, 5, 6, 7]
 
@@ -82,7 +82,7 @@ async def test_subscribe_with_since_recovers_exactly_what_was_missed() -> None:
 async def test_a_gap_in_live_delivery_is_filled_from_history() -> None:
     broker = MemoryBroker()
     hub = Hub(broker)
-    session, outbox, _ = new_session(broker)
+    session, send_queue, _ = new_session(broker)
     await subscribe(hub, session, "sos")
     await broker.publish("sos", "t", {"i": 1})
     await pump(hub, broker)
@@ -93,21 +93,21 @@ async def test_a_gap_in_live_delivery_is_filled_from_history() -> None:
     # ... and 4 arrives: the session sees the jump and recovers 2 and 3 before delivering 4.
     await broker.publish("sos", "t", {"i": 4})
     await pump(hub, broker)
-    items = await drain(outbox)
+    items = await drain(send_queue)
     assert offsets(items, "sos") == [1, 2, 3, 4]
 
 
 async def test_an_unrecoverable_gap_tells_the_client_to_reread() -> None:
     broker = MemoryBroker(history=HistoryPolicy(size=2))
     hub = Hub(broker)
-    session, outbox, _ = new_session(broker)
+    session, send_queue, _ = new_session(broker)
     await subscribe(hub, session, "sos")
     for i in range(5):  # 1..5 published, none delivered live; history keeps only 4 and 5
         await broker.publish("sos", "t", {"i": i})
         await broker.receive()
     await broker.publish("sos", "t", {"i": 5})
     await pump(hub, broker)
-    items = await drain(outbox)
+    items = await drain(send_queue)
     told = [f for f in items if f["op"] == "subscribed" and f["recovered"] is False and "reason" in f]
     assert told and told[0]["reason"] == "offset_too_old"
     # The client re-reads the state (which includes everything up to the position) and continues
@@ -116,7 +116,7 @@ async def test_an_unrecoverable_gap_tells_the_client_to_reread() -> None:
     assert offsets(items, "sos") == []
     await broker.publish("sos", "t", {"i": 6})
     await pump(hub, broker)
-    assert offsets(await drain(outbox), "sos") == [7]
+    assert offsets(await drain(send_queue), "sos") == [7]
 
 
 async def test_broker_overflow_resync_recovers_every_session() -> None:
@@ -137,14 +137,14 @@ async def test_broker_overflow_resync_recovers_every_session() -> None:
 async def test_ephemeral_positions_coalesce_and_never_trigger_recovery() -> None:
     broker = MemoryBroker()
     hub = Hub(broker)
-    session, outbox, _ = new_session(broker)
+    session, send_queue, _ = new_session(broker)
     await subscribe(hub, session, "call:1")
     await broker.publish("call:1", "call.status", {"s": "assigned"})
     for i in range(20):
         await broker.publish_ephemeral("call:1", "doctor.position", {"i": i})
     await broker.publish("call:1", "call.status", {"s": "en_route"})
     await pump(hub, broker)
-    items = await drain(outbox)
+    items = await drain(send_queue)
     positions = [f["data"]["i"] for f in items if f.get("type") == "doctor.position"]
     assert positions == [19]  # the reader was slow: it gets the latest position, not 20 of them
     assert offsets(items, "call:1") == [1, 2]
@@ -153,26 +153,26 @@ async def test_ephemeral_positions_coalesce_and_never_trigger_recovery() -> None
 async def test_overflow_signals_once_and_stops_queueing() -> None:
     broker = MemoryBroker()
     hub = Hub(broker)
-    session, outbox, overflowed = new_session(broker, max_frames=5)
+    session, send_queue, overflowed = new_session(broker, max_frames=5)
     await subscribe(hub, session, "sos")
     for i in range(20):
         await broker.publish("sos", "t", {"i": i})
     await pump(hub, broker)
     assert overflowed == ["s"]
-    assert len(outbox) == 5
+    assert len(send_queue) == 5
 
 
 async def test_unsubscribed_sessions_get_nothing_more() -> None:
     broker = MemoryBroker()
     hub = Hub(broker)
-    session, outbox, _ = new_session(broker)
+    session, send_queue, _ = new_session(broker)
     await subscribe(hub, session, "sos")
     session.forget("sos")
     await hub.remove("sos", session)
     assert broker.subscriptions() == {}
     await broker.publish("sos", "t", {})
     await pump(hub, broker)
-    assert offsets(await drain(outbox), "sos") == []
+    assert offsets(await drain(send_queue), "sos") == []
 
 
 async def test_watched_event_types_are_reported_after_their_frame_live_and_recovered() -> None:
@@ -184,10 +184,10 @@ async def test_watched_event_types_are_reported_after_their_frame_live_and_recov
     seen: list[tuple[int, int]] = []  # (offset of the watched publication, frames queued when called)
 
     def watched(session: Session, publication: Publication) -> None:
-        seen.append((publication.offset, len(session.outbox)))
+        seen.append((publication.offset, len(session.send_queue)))
 
-    outbox = Outbox()
-    session = Session("s", broker, outbox, lambda: None, {"call.unassigned": watched})
+    send_queue = SendQueue()
+    session = Session("s", broker, send_queue, lambda: None, {"call.unassigned": watched})
     first = await broker.publish("doctor:d", "call.unassigned", {"call": "c0"})  # offset 1
     await broker.publish("doctor:d", "doctor.status", {})  # 2
     await subscribe(hub, session, "doctor:d", since=StreamPosition(0, first.epoch))  # recovers 1, 2
@@ -201,5 +201,5 @@ async def test_watched_event_types_are_reported_after_their_frame_live_and_recov
     assert [offset for offset, _ in seen] == [1, 3, 4]
     # Each time, the event's own frame was already queued (after `subscribed`; nothing drained).
     assert [queued for _, queued in seen] == [2, 4, 6]
-    items = await drain(outbox)
+    items = await drain(send_queue)
     assert offsets(items, "doctor:d") == [1, 2, 3, 4, 5]

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from realtime.outbox import Outbox, OutboxClosed
+from realtime.send_queue import SendQueue, SendQueueClosed
 
 
 async def test_fifo_and_batches() -> None:
-    box = Outbox(max_frames=10)
+    box = SendQueue(max_frames=10)
     for i in range(5):
         assert box.push(f"f{i}")
     assert await box.get(max_batch=3) == ["f0", "f1", "f2"]
@@ -19,7 +19,7 @@ async def test_fifo_and_batches() -> None:
 
 
 async def test_coalescing_keeps_position_and_latest_frame() -> None:
-    box = Outbox(max_frames=3)
+    box = SendQueue(max_frames=3)
     box.push("a")
     box.push("p1", coalesce_key="doctor:1")
     box.push("b")
@@ -32,7 +32,7 @@ async def test_coalescing_keeps_position_and_latest_frame() -> None:
 
 
 async def test_overflow_by_count_and_by_bytes() -> None:
-    box = Outbox(max_frames=2, max_bytes=10)
+    box = SendQueue(max_frames=2, max_bytes=10)
     assert box.push("1234")
     assert box.push("5678")
     assert not box.push("x")  # count
@@ -43,7 +43,7 @@ async def test_overflow_by_count_and_by_bytes() -> None:
 
 
 async def test_get_waits_and_close_drains_then_raises() -> None:
-    box = Outbox()
+    box = SendQueue()
     waiter = asyncio.create_task(box.get())
     await asyncio.sleep(0)
     assert not waiter.done()
@@ -53,13 +53,13 @@ async def test_get_waits_and_close_drains_then_raises() -> None:
     box.close()
     assert not box.push("refused")
     assert await box.get() == ["last"]
-    with pytest.raises(OutboxClosed):
+    with pytest.raises(SendQueueClosed):
         await box.get()
 
 
-async def test_take_never_waits_and_on_ready_fires_when_the_empty_outbox_gets_a_frame() -> None:
+async def test_take_never_waits_and_on_ready_fires_when_the_empty_send_queue_gets_a_frame() -> None:
     ready: list[int] = []
-    box = Outbox(max_frames=10, on_ready=lambda: ready.append(len(box)))
+    box = SendQueue(max_frames=10, on_ready=lambda: ready.append(len(box)))
     assert box.take() == [] and ready == []
     box.push("a")
     box.push("p1", coalesce_key="k")

@@ -9,9 +9,9 @@ in place, so a slow reader gets the latest position rather than a backlog, and c
 overflows.
 
 Two ways to consume: ``await get()`` (waits), or ``take()`` (never waits) with an ``on_ready`` callback
-that fires when the empty outbox gets a frame; the gateway uses the latter, so an idle connection has
+that fires when the empty send queue gets a frame; the gateway uses the latter, so an idle connection has
 no writer task parked on it. Queue, slot map and event are allocated only while in use: an empty
-outbox is a few small attributes (measured: an idle connection held ~2.4 KB of empty deques, dict and
+send queue is a few small attributes (measured: an idle connection held ~2.4 KB of empty deques, dict and
 event before, of ~43 KB; loadtests/bench_ingest.py).
 """
 
@@ -32,14 +32,14 @@ class _Slot:
         self.frame = frame
 
 
-class OutboxClosed(Exception):
-    """``get`` on a closed outbox with nothing left."""
+class SendQueueClosed(Exception):
+    """``get`` on a closed send queue with nothing left."""
 
 
-class Outbox:
+class SendQueue:
     """FIFO of text frames for one connection. Not thread-safe; one event loop."""
 
-    __slots__ = (  # one outbox per connection: no __dict__
+    __slots__ = (  # one send queue per connection: no __dict__
         "_bytes",
         "_closed",
         "_queue",
@@ -55,11 +55,11 @@ class Outbox:
         self, max_frames: int = 1000, max_bytes: int = 1 << 20, on_ready: Callable[[], None] | None = None
     ) -> None:
         if max_frames < 1 or max_bytes < 1:
-            raise ValueError("outbox limits must be positive")
+            raise ValueError("send queue limits must be positive")
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.on_ready = on_ready
-        """Called (synchronously, inside ``push``) when a frame lands in an empty outbox."""
+        """Called (synchronously, inside ``push``) when a frame lands in an empty send queue."""
         self._queue: deque[str | _Slot] | None = None
         self._slots: dict[str, _Slot] | None = None
         self._bytes = 0
@@ -130,11 +130,11 @@ class Outbox:
     async def get(self, max_batch: int = 256) -> list[str]:
         """Wait for frames and take up to ``max_batch`` of them, oldest first.
 
-        Raises :class:`OutboxClosed` once closed and drained.
+        Raises :class:`SendQueueClosed` once closed and drained.
         """
         while not self._queue:
             if self._closed:
-                raise OutboxClosed
+                raise SendQueueClosed
             if self._ready is None:
                 self._ready = asyncio.Event()
             self._ready.clear()
@@ -142,7 +142,7 @@ class Outbox:
         return self.take(max_batch)
 
     def close(self) -> None:
-        """Refuse further pushes; ``get`` drains what is queued, then raises ``OutboxClosed``."""
+        """Refuse further pushes; ``get`` drains what is queued, then raises ``SendQueueClosed``."""
         self._closed = True
         if self._ready is not None:
             self._ready.set()
