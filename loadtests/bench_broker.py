@@ -104,7 +104,6 @@ async def _run_batch(variant: Variant, events: list[Outgoing]) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every variant; returns the results (also printed)."""
     prefix = f"bench-broker-{uuid.uuid4().hex[:8]}:"
-    keys = Keys(prefix=prefix)
     channels = [f"doctor:{uuid.UUID(int=i)}" for i in range(args.channels)]
     memory = MemoryBroker()
     variants = [
@@ -121,9 +120,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     parsers: list[tuple[str, type[Any]]] = [("python parser", _AsyncRESP3Parser)]
     if HIREDIS_AVAILABLE:
         parsers.append(("hiredis", _AsyncHiredisParser))
-    for label, parser in parsers:
-        publisher: Broker = RedisBroker(client(parser), keys)
-        subscriber: Broker = RedisBroker(client(parser), keys)
+    for n, (label, parser) in enumerate(parsers):
+        # A key prefix per parser: sharing one, each subscriber also received the other parser's
+        # publications, and a batch could count as received on leftovers (keyed events, deduplicated
+        # across the two publishers, were not published at all).
+        own = Keys(prefix=f"{prefix}{n}:")
+        publisher: Broker = RedisBroker(client(parser), own)
+        subscriber: Broker = RedisBroker(client(parser), own)
         variants.append(Variant(f"redis publish loop, {label}", publisher, subscriber, batched=False))
         variants.append(Variant(f"redis publish_many, {label}", publisher, subscriber, batched=True))
         variants.append(
