@@ -2,147 +2,30 @@
 Redis flushed), it is noticed by the epoch watcher and rebuilt from the database.
 
 The memory runs restart the "process": a second world opens the same database file with a fresh
-memory engine. The Redis runs keep the process and flush the engine (every key of the test's prefix
-deleted: what a Redis restarted without persistence looks like to the server, without flushing the
-test database other runs share). Time is the world's manual clock throughout.
+memory engine. The Redis runs keep the process and flush the engine (tests/dispatch/live_engines.py).
+Time is the world's manual clock throughout.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-import redis.asyncio as aioredis
 
-from dispatch.calls import Who
-from dispatch.deadlines_redis import RedisDeadlines
-from dispatch.doctor_states_redis import RedisDoctorStates
-from dispatch.engine_epoch import EngineEpoch, MemoryEngineEpoch, RedisEngineEpoch
-from dispatch.engine_watch import EngineWatch, Outcome
-from dispatch.rebuild import Rebuild
+from dispatch.engine_watch import Outcome
 from dispatch.settings import DispatchSettings
-from geo.location_index_redis import RedisLocationIndex
 from models.enums import CallStatus, DoctorStatus, OfferOutcome, SosKind
-from models.repositories import doctors as doctor_repo
-from realtime.broker_memory import MemoryBroker
-from realtime.keys import Keys
-from realtime.presence_memory import MemoryPresence
-from server.engine import LiveEngine
-from tests.clock import ManualClock
-from tests.conftest import redis_test_url
-from tests.dispatch.world import World, open_world
+from tests.dispatch.live_engines import (  # noqa: F401 - fixtures register by import
+    Engines,
+    Process,
+    choose,
+    engines_fixture,
+)
 
 S = CallStatus
 D = DoctorStatus
 OFFER_TIMEOUT_S = DispatchSettings().offer_timeout_s
-
-
-async def choose(world: World, doctor: Who, status: DoctorStatus) -> None:
-    """The doctor's own availability switch, as ``dispatch/availability.py`` records it: in the engine
-    and as ``doctor_profiles.chosen_status`` (the rebuild's source)."""
-    await world.set_status(doctor, status)
-    async with world.sessions.begin() as session:
-        profile = await doctor_repo.get_profile(session, doctor.user_id)
-        assert profile is not None
-        profile.chosen_status = status.value
-
-
-@dataclass
-class Process:
-    """One server process's part in the rebuild: its world, the engine's epoch role, the rebuild and
-    the watcher (with a record of the local steps it ran)."""
-
-    world: World
-    epoch: EngineEpoch
-    rebuild: Rebuild
-    watch: EngineWatch
-    changes: list[str]
-
-
-def attach(world: World, epoch: EngineEpoch) -> Process:
-    """The watcher and rebuild of ``world``, wired as the server wires them."""
-    rebuild = Rebuild(
-        world.sessions, world.engine.states, world.engine.locations, [world.loop.resume, world.sos.resume]
-    )
-    changes: list[str] = []
-
-    async def local_step(new: str) -> None:
-        changes.append(new)
-
-    watch = EngineWatch(epoch, rebuild.run, [local_step], clock=world.clock)
-    return Process(world, epoch, rebuild, watch, changes)
-
-
-class Engines:
-    """Opens worlds on one database file and one engine backend; :meth:`lose` loses the engine."""
-
-    def __init__(self, backend: str, db_path: Path, clock: ManualClock, redis: aioredis.Redis | None) -> None:
-        self.backend = backend
-        self.url = f"sqlite+aiosqlite:///{db_path}"
-        self.clock = clock
-        self.redis = redis
-        self.keys = Keys(prefix=f"test:{uuid.uuid4().hex[:12]}:")
-        self.opened = 0
-
-    def _engine(self) -> LiveEngine | None:
-        if self.redis is None:
-            return None  # open_world's fresh memory engine
-        clock = self.clock
-        return LiveEngine(
-            kind="redis",
-            url="redis://test",
-            locations=RedisLocationIndex(self.redis, self.keys, clock=clock),
-            states=RedisDoctorStates(self.redis, self.keys, clock=clock),
-            deadlines=RedisDeadlines(self.redis, self.keys),
-            sos_deadlines=RedisDeadlines(self.redis, self.keys, queue="sos"),
-            broker=MemoryBroker(clock=clock),  # the world records events from a memory broker
-            presence=MemoryPresence(clock=clock),
-        )
-
-    @contextlib.asynccontextmanager
-    async def process(self) -> AsyncIterator[Process]:
-        """A process: a world on the database and the engine (memory: a fresh one), with its watcher."""
-        self.opened += 1
-        seq_start = 1000 * (self.opened - 1)
-        async with open_world(
-            self.url, clock=self.clock, engine=self._engine(), seq_start=seq_start
-        ) as world:
-            epoch: EngineEpoch = (
-                MemoryEngineEpoch(clock=self.clock)
-                if self.redis is None
-                else RedisEngineEpoch(self.redis, self.keys)
-            )
-            yield attach(world, epoch)
-
-    async def flush(self) -> None:
-        """Redis: every key of the engine gone, as after a restart without persistence."""
-        assert self.redis is not None
-        stale = [key async for key in self.redis.scan_iter(match=f"{self.keys.prefix}*", count=1000)]
-        if stale:
-            await self.redis.delete(*stale)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def engines(
-    request: pytest.FixtureRequest, template_db: Path, tmp_path: Path
-) -> AsyncIterator[Engines]:
-    path = tmp_path / "rebuild.db"
-    shutil.copyfile(template_db, path)
-    redis = None
-    if request.param == "redis":
-        redis = aioredis.Redis.from_url(redis_test_url())
-    engines = Engines(request.param, path, ManualClock(), redis)
-    try:
-        yield engines
-    finally:
-        if redis is not None:
-            await engines.flush()
-            await redis.aclose()
 
 
 RestartFn = Callable[[], contextlib.AbstractAsyncContextManager[Process]]
