@@ -68,7 +68,7 @@ class EngineWatch:
         self,
         epoch: EngineEpoch,
         rebuild: Callable[[], Awaitable[object]],
-        on_change: Sequence[Callable[[str], Awaitable[None]]] = (),
+        on_change: Sequence[Callable[[str], Awaitable[object]]] = (),
         *,
         clock: Clock | None = None,
         interval_s: float = WATCH_INTERVAL_S,
