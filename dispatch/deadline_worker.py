@@ -69,7 +69,7 @@ class DeadlineWorker:
         *,
         name: str = "deadlines",
         pacing: Pacing = Pacing(),
-        on_resume: Callable[[], Awaitable[None]] | None = None,
+        on_resume: Callable[[], Awaitable[object]] | None = None,
         resume_every_s: float | None = None,
         logger: logging.Logger = log,
     ) -> None:

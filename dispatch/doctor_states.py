@@ -23,6 +23,12 @@ suite, ``tests/contract/test_doctor_states.py``):
 - Single-node limits: all doctor records of one deployment live in one Redis Cluster slot (see
   ``realtime/keys.py``), as one process's memory in the embedded engine; not thread-safe (one event loop).
 
+Rebuilding (``dispatch/rebuild.py``): when the engine is lost whole (a Redis restarted empty), the
+states the database implies are written back with :meth:`DoctorStates.restore`, which writes only
+doctors the engine has no state of, so it never undoes a change made since the engine came back. The
+repair sweep (``dispatch/repair_sweep.py``) reads the doctors in ``OFFERED``/``BUSY`` with
+:meth:`DoctorStates.engaged` and frees those the database says are done.
+
 Status meanings: ``OFFLINE`` not on shift; ``AVAILABLE`` on shift, free for offers; ``OFFERED`` holding
 one offer (ref = offer id) until accept, decline or expiry; ``BUSY`` on a call (ref = call id);
 ``PAUSED`` on shift, not taking offers (break, paperwork).
@@ -31,7 +37,7 @@ one offer (ref = offer id) until accept, decline or expiry; ``BUSY`` on a call (
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from models.enums import DoctorStatus
@@ -70,6 +76,40 @@ class CasResult:
 
     ok: bool
     state: DoctorState
+
+
+ENGAGED: frozenset[DoctorStatus] = frozenset({DoctorStatus.OFFERED, DoctorStatus.BUSY})
+"""Statuses held for the dispatch loop (an offer, a call): what :meth:`DoctorStates.engaged` lists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """One doctor's state as the database implies it, for :meth:`DoctorStates.restore`: ``BUSY`` with
+    ``ref`` = the open call's id, ``OFFERED`` with ``ref`` = the pending offer's id, else the status
+    the doctor last chose (``ref`` None)."""
+
+    doctor_id: str
+    status: DoctorStatus
+    ref: str | None = None
+
+
+def check_restore(entries: Sequence[Restore]) -> None:
+    """Validate every entry of a :meth:`DoctorStates.restore` before any is written; raises
+    ``ValueError`` for an invalid id, an unknown status, a missing or too long ``ref`` for
+    ``OFFERED``/``BUSY``, or a doctor named twice."""
+    seen: set[str] = set()
+    for entry in entries:
+        check_doctor_id(entry.doctor_id)
+        status = DoctorStatus(entry.status)
+        if status in REF_REQUIRED and entry.ref is None:
+            raise ValueError(f"status {status.value!r} needs a ref (the offer or call id)")
+        if entry.ref is not None and (
+            not isinstance(entry.ref, str) or not 0 < len(entry.ref) <= MAX_REF_LEN
+        ):
+            raise ValueError(f"ref must be a non-empty string of at most {MAX_REF_LEN} characters")
+        if entry.doctor_id in seen:
+            raise ValueError(f"doctor {entry.doctor_id!r} is restored twice")
+        seen.add(entry.doctor_id)
 
 
 def normalize_expected(expected: DoctorStatus | Collection[DoctorStatus]) -> frozenset[DoctorStatus]:
@@ -148,3 +188,26 @@ class DoctorStates(abc.ABC):
         other than exactly ``{AVAILABLE}``, a missing ``ref`` for ``OFFERED``/``BUSY``, or a ref longer
         than :data:`MAX_REF_LEN`.
         """
+
+    @abc.abstractmethod
+    async def restore(self, entries: Sequence[Restore]) -> list[str]:
+        """Write each entry's state for a doctor the engine holds no state of (version 0: never set
+        since the engine's life began) and leave every other doctor alone: a change made since the
+        engine came back (a doctor re-announcing, an offer of the new life) is newer than the
+        database's view. A written state has ``since_ms = clock()``, version 1, and reaches the
+        LocationIndex's availability in the same atomic step, as a compare-and-set would; ``OFFERED``
+        may be written from nothing (the offer was made in the engine's former life).
+
+        Returns the ids written, in ``entries`` order. Raises ``ValueError`` (:func:`check_restore`)
+        before writing anything. Redis: one script call per :data:`RESTORE_CHUNK` entries, each atomic
+        (not the whole call)."""
+
+    @abc.abstractmethod
+    async def engaged(self) -> list[DoctorState]:
+        """Every doctor whose status is ``OFFERED`` or ``BUSY`` (:data:`ENGAGED`), in no particular
+        order: the repair sweep checks each against the database. Redis reads a set the scripts keep
+        (``Keys.loc_engaged``), never a scan of the records."""
+
+
+RESTORE_CHUNK = 500
+"""Doctors per restore script call on Redis (bounds how long one call blocks Redis)."""

@@ -7,9 +7,18 @@ Redis implementation (``dispatch/doctor_states.py``).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
-from dispatch.doctor_states import CasResult, DoctorState, DoctorStates, check_cas, normalize_expected
+from dispatch.doctor_states import (
+    ENGAGED,
+    CasResult,
+    DoctorState,
+    DoctorStates,
+    Restore,
+    check_cas,
+    check_restore,
+    normalize_expected,
+)
 from geo.location_index_memory import MemoryLocationIndex
 from models.enums import DoctorStatus
 from realtime.clock import Clock, wall_clock_ms
@@ -63,3 +72,22 @@ class MemoryDoctorStates(DoctorStates):
         if self._index is not None:
             self._index.apply_status(doctor_id, new)
         return CasResult(True, state)
+
+    async def restore(self, entries: Sequence[Restore]) -> list[str]:
+        """See :meth:`DoctorStates.restore` (no await between the checks and the writes: atomic)."""
+        check_restore(entries)
+        written: list[str] = []
+        now = self._clock()
+        for entry in entries:
+            if entry.doctor_id in self._states:
+                continue
+            status = DoctorStatus(entry.status)
+            self._states[entry.doctor_id] = DoctorState(entry.doctor_id, status, entry.ref, now, 1)
+            if self._index is not None:
+                self._index.apply_status(entry.doctor_id, status)
+            written.append(entry.doctor_id)
+        return written
+
+    async def engaged(self) -> list[DoctorState]:
+        """See :meth:`DoctorStates.engaged` (a pass over this process's states)."""
+        return [state for state in self._states.values() if state.status in ENGAGED]

@@ -13,12 +13,21 @@ Contract: ``dispatch/doctor_states.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from dispatch.doctor_states import CasResult, DoctorState, DoctorStates, check_cas, normalize_expected
+from dispatch.doctor_states import (
+    RESTORE_CHUNK,
+    CasResult,
+    DoctorState,
+    DoctorStates,
+    Restore,
+    check_cas,
+    check_restore,
+    normalize_expected,
+)
 from geo.location_index_lua import MEMBERSHIP
 from models.enums import DoctorStatus
 from realtime.clock import Clock, wall_clock_ms
@@ -36,6 +45,10 @@ def _text(value: Any) -> str:
 _FIELDS = ["st", "ref", "since", "ver"]
 GET_MANY = LuaScript("dispatch", "doctor_states_get_many")
 """Many records, one packed string each (``dispatch/lua/doctor_states_get_many.lua``)."""
+RESTORE = LuaScript("dispatch", "doctor_states_restore", (MEMBERSHIP,))
+"""Write states of doctors without one (``dispatch/lua/doctor_states_restore.lua``)."""
+ENGAGED_SCRIPT = LuaScript("dispatch", "doctor_states_engaged")
+"""The offered and busy doctors (``dispatch/lua/doctor_states_engaged.lua``)."""
 GET_MANY_CHUNK = 1_000
 """Doctor records per script call in ``get_many`` (bounds how long one call blocks Redis)."""
 
@@ -79,6 +92,10 @@ class RedisDoctorStates(DoctorStates):
         self._avail_prefix = keys.loc_available_prefix()
         self._cas_script = COMPARE_AND_SET.register(redis)
         self._get_many_script = GET_MANY.register(redis)
+        self._restore_script = RESTORE.register(redis)
+        self._engaged_script = ENGAGED_SCRIPT.register(redis)
+        self._engaged_key = keys.loc_engaged()
+        self._doctor_prefix = keys.loc_doctor_prefix()
 
     async def get(self, doctor_id: str) -> DoctorState:
         """See :meth:`DoctorStates.get`."""
@@ -128,10 +145,28 @@ class RedisDoctorStates(DoctorStates):
             str(self._clock()),
         ]
         ok, st, cur_ref, since, ver = await self._cas_script(
-            keys=[self._keys.loc_doctor(doctor_id)], args=args
+            keys=[self._keys.loc_doctor(doctor_id), self._engaged_key], args=args
         )
         ref_text = _text(cur_ref)
         state = DoctorState(
             doctor_id, DoctorStatus(_text(st)), ref_text or None, int(_text(since)), int(_text(ver))
         )
         return CasResult(int(ok) == 1, state)
+
+    async def restore(self, entries: Sequence[Restore]) -> list[str]:
+        """See :meth:`DoctorStates.restore`: one script call per :data:`RESTORE_CHUNK` entries."""
+        check_restore(entries)
+        written: list[str] = []
+        now = str(self._clock())
+        for start in range(0, len(entries), RESTORE_CHUNK):
+            args = [self._doctor_prefix, self._avail_prefix, now]
+            for entry in entries[start : start + RESTORE_CHUNK]:
+                args += [entry.doctor_id, DoctorStatus(entry.status).value, entry.ref or ""]
+            reply = await self._restore_script(keys=[self._engaged_key], args=args)
+            written += [_text(doctor_id) for doctor_id in reply]
+        return written
+
+    async def engaged(self) -> list[DoctorState]:
+        """See :meth:`DoctorStates.engaged`: one script call over the engaged set."""
+        reply = await self._engaged_script(keys=[self._engaged_key], args=[self._doctor_prefix])
+        return [_unpack(_text(reply[i]), _text(reply[i + 1])) for i in range(0, len(reply), 2)]

@@ -180,23 +180,31 @@ class OfferLoop:
         committing a change and arming the next step (a new call, a drop) leaves no call behind."""
         await self.worker.run()
 
-    async def resume(self) -> None:
+    async def resume(self) -> dict[str, int]:
         """Make sure every call in dispatch has a step or offer entry, arming only the missing ones (an
         existing entry may be claimed by a live process right now). Needed at start-up (a memory engine
-        loses its entries with the process) and periodically (a process that died between a commit and
-        arming the next step). Planned calls whose time has not come are re-armed for their time by
-        the step itself."""
+        loses its entries with the process), after the engine was lost (dispatch/rebuild.py) and
+        periodically (a process that died between a commit and arming the next step; the repair sweep,
+        dispatch/repair_sweep.py). Planned calls whose time has not come are re-armed for their time by
+        the step itself; an offered call waits on its pending offers' entries, not on a step. Returns
+        how many entries it armed by kind (``{"step": n, "offer": m}``)."""
         async with self.sessions() as session:
             active = await call_repo.calls_in_status(
-                session, [CallStatus.CREATED.value, CallStatus.SEARCHING.value, CallStatus.OFFERED.value]
+                session, [CallStatus.CREATED.value, CallStatus.SEARCHING.value]
             )
+            offered = await call_repo.calls_in_status(session, [CallStatus.OFFERED.value])
             offers = await offer_repo.all_pending(session)
+        armed = {STEP: 0, OFFER: 0}
         for offer in offers:
             if await self.deadlines.get(offer_key(offer.id)) is None:
                 await self.deadlines.schedule(offer_key(offer.id), epoch_ms(offer.deadline_at) or 0)
-        for call_id in active:
+                armed[OFFER] += 1
+        waiting = {offer.call_id for offer in offers}
+        for call_id in [*active, *(c for c in offered if c not in waiting)]:
             if await self.deadlines.get(step_key(call_id)) is None:
                 await self.deadlines.schedule(step_key(call_id), self._now_ms())
+                armed[STEP] += 1
+        return armed
 
     async def wait_idle(self) -> None:
         """Wait until every step and deadline handler started in this process has finished (tests)."""

@@ -256,14 +256,18 @@ class SosService:
         :data:`REPEAT_PACING`). A failed repeat comes back after its lease."""
         await self.worker.run()
 
-    async def resume(self) -> None:
-        """At start-up: arm a repeat for every open alert that has none (the memory engine loses its
-        entries with the process; on Redis they are still there and this changes nothing)."""
+    async def resume(self) -> int:
+        """Arm a repeat for every open alert that has none (at start-up: the memory engine loses its
+        entries with the process; after the engine was lost; by the repair sweep). Returns how many it
+        armed (0 when every open alert had its entry)."""
         async with self.sessions() as session:
             open_ids = await sos_repo.open_alert_ids(session)
+        armed = 0
         for sos_id in open_ids:
             if await self.deadlines.get(repeat_key(sos_id)) is None:
                 await self.deadlines.schedule(repeat_key(sos_id), self._now_ms())
+                armed += 1
+        return armed
 
     # --- dispatchers (dispatch/sos_desk.py) -------------------------------------------------------
 

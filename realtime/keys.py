@@ -47,6 +47,9 @@ BROKER_HISTORY_SIZE = 100  # publications kept per channel
 BROKER_HISTORY_MAX_AGE_MS = 5 * 60 * 1000  # a publication older than this is not recoverable
 BROKER_META_TTL_MS = 24 * 3600 * 1000  # an idle channel keeps its offset and epoch this long
 
+# --- Engine life (dispatch/engine_epoch.py).
+ENGINE_REBUILD_LOCK_MS = 30 * 1000  # the rebuild lock's lease: a process that dies rebuilding lets go
+
 # --- Presence TTLs.
 PRESENCE_TTL_MS = 60 * 1000  # an entry not touched for this long is gone
 PRESENCE_KEY_SLACK_MS = 60 * 1000  # key TTL beyond the entry TTL (clock skew between processes)
@@ -106,6 +109,12 @@ class Keys:
         or all of them for ``None`` (LOC_ANY_SPECIALTY). Empty sets vanish; no TTL needed."""
         return f"{self.loc_available_prefix()}{cell}:{specialty or LOC_ANY_SPECIALTY}"
 
+    def loc_engaged(self) -> str:
+        """Set: ids of the doctors whose status is ``offered`` or ``busy``, kept by the DoctorStates
+        scripts (compare-and-set, restore) so that the repair sweep reads the engaged doctors without
+        scanning every record. No TTL (bounded by the roster, like the records)."""
+        return f"{self.prefix}{LOC_HASH_TAG}:engaged"
+
     # --- Deadlines (dispatch/) --------------------------------------------------------------------
     # One queue (e.g. "offers") is one hash tag, so the claim script touches a single Cluster slot.
     # All four keys carry a TTL of DEADLINES_IDLE_TTL_MS past the latest due time (extended, never
@@ -126,6 +135,23 @@ class Keys:
     def deadlines_seq(self, queue: str) -> str:
         """String counter: source of claim tokens (one INCR per schedule and per claim)."""
         return f"{self.prefix}dl:{{{queue}}}:seq"
+
+    # --- Engine life (dispatch/engine_epoch.py) --------------------------------------------------
+    # The marker of the live engine's life: written once when the engine is first seen empty, so that
+    # every process notices a Redis that came back empty (restarted without persistence, flushed) or
+    # another Redis answering, and the database's truth is rebuilt into it (dispatch/rebuild.py).
+    # Single-key commands only: no hash tag needed.
+
+    def engine_epoch(self) -> str:
+        """String: the engine's epoch (random hex), ``SET NX`` by the process that rebuilt the engine.
+        No TTL on purpose: it must live exactly as long as the engine's other keys (its loss *is* the
+        signal that they were lost)."""
+        return f"{self.prefix}engine:epoch"
+
+    def engine_rebuild_lock(self) -> str:
+        """String: the token of the process rebuilding an engine that has no epoch. TTL =
+        ENGINE_REBUILD_LOCK_MS (``SET NX PX``), so a process that dies rebuilding lets another take over."""
+        return f"{self.prefix}engine:rebuild"
 
     # --- Broker (realtime/) -----------------------------------------------------------------------
     # A channel's keys and its shard channel share the hash tag ``{<channel>}`` (the publish script

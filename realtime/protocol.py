@@ -39,6 +39,23 @@ class UnsubscribeReason(StrEnum):
     DOCTOR_CHANNEL_LEFT = "doctor_channel_left"  # every ``call:``, on a doctor's leaving ``doctor:<id>``
 
 
+class ReannounceReason(StrEnum):
+    """The ``reason`` of a ``reannounce`` frame: why the server asks a doctor's app to tell it again
+    what it knows (status and position)."""
+
+    ENGINE_RESET = "engine_reset"  # the live engine was lost and rebuilt from the database (a Redis restart)
+
+
+def reannounce_frame(reason: ReannounceReason = ReannounceReason.ENGINE_RESET) -> bytes:
+    """``{"op":"reannounce","reason":...}``, sent unasked to every doctor connection of a process
+    whose live engine changed (``dispatch/engine_watch.py``). The app answers with its current
+    ``doctor.status`` (a refusal such as "you are busy" is expected and harmless: the server already
+    holds that doctor for a call) and a fresh ``location`` fix; the server has restored what the
+    database knows, but positions live only in the engine. Other roles never get it; a client that
+    does not know the op ignores it (docs/protocol.md)."""
+    return encode({"op": "reannounce", "reason": reason.value})
+
+
 def unsubscribed_frame(channel: str, ref: Any = None, reason: UnsubscribeReason | None = None) -> bytes:
     """``{"op":"unsubscribed","ch":...,"ref"?:...,"reason"?:...}``: the answer to ``unsubscribe``
     (with its ``ref``), or the server's own end of a subscription (with a ``reason``)."""

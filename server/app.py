@@ -31,6 +31,7 @@ from models.db import make_engine, make_sessionmaker
 from realtime.map_feed import MapFeed
 from server.auth.tokens import TokenService
 from server.engine import open_engine
+from server.engine_care import EngineCare
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
 from server.routes import api
@@ -177,7 +178,11 @@ def create_app(settings: Settings) -> Starlette:
         ws_ops.register(gateway)
         app.state.gateway = gateway
         await gateway.start()
+        # The live engine is a cache of the database: rebuilt at start when empty (always for memory).
+        care = EngineCare(app.state.services, gateway)
+        await care.start()
         background = [
+            asyncio.create_task(care.run(), name="engine_care"),
             asyncio.create_task(dispatch.run(), name="dispatch"),
             asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),
@@ -187,11 +192,6 @@ def create_app(settings: Settings) -> Starlette:
                 name="map_feed",
             ),
         ]
-        try:
-            await dispatch.resume()
-            await sos.resume()
-        except Exception:  # an unmigrated database: /v1/health says so; dispatch resumes on restart
-            log.exception("could not resume dispatch")
         log.info("started", extra={"engine": engine.kind, "database": db.dialect.name, "zones": len(zones)})
         try:
             yield

@@ -70,7 +70,7 @@ class LiveEngine:
         await self.deadlines.aclose()
         await self.sos_deadlines.aclose()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)  # a pool passed in is not closed otherwise
 
 
 def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_clock_ms) -> LiveEngine:

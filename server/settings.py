@@ -79,6 +79,9 @@ class Settings:
     dispatch_step_retry_s: float = 10.0
     sos_radius_km: float = 3.0
     sos_repeat_s: float = 15.0
+    # The live engine as a cache of the database (server/engine_care.py).
+    engine_watch_interval_s: float = 0.5
+    repair_interval_s: float = 5.0
     # The dispatcher console (docs/console.md).
     map_feed_interval_ms: int = 1000
     console_tile_url: str = ""
@@ -276,6 +279,8 @@ def load_settings(
         dispatch_step_retry_s=_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
         sos_radius_km=_positive_float(config, "TOT_SOS_RADIUS_KM", 3.0),
         sos_repeat_s=_positive_float(config, "TOT_SOS_REPEAT", 15.0),
+        engine_watch_interval_s=_positive_float(config, "TOT_ENGINE_WATCH_INTERVAL", 0.5, minimum=0.01),
+        repair_interval_s=_positive_float(config, "TOT_REPAIR_INTERVAL", 5.0, minimum=0.1),
         map_feed_interval_ms=_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
         console_tile_url=_tile_url(config),
         console_tile_attribution=str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip(),

@@ -1,6 +1,7 @@
 -- Compare-and-set of one doctor's state; a change into or out of 'available' also adds the doctor to
 -- (or removes it from) the availability sets of its cells. Needs location_index_membership (geo).
 -- KEYS[1]: doctor record hash
+-- KEYS[2]: the set of engaged doctors (offered or busy)
 -- ARGV[1]: doctor id
 -- ARGV[2]: availability set prefix
 -- ARGV[3]: expected statuses, space-separated
@@ -25,5 +26,12 @@ redis.call('HSET', KEYS[1], 'st', new, 'since', now, 'ver', tostring(ver))
 if nref == '' then redis.call('HDEL', KEYS[1], 'ref') else redis.call('HSET', KEYS[1], 'ref', nref) end
 if (st == 'available') ~= (new == 'available') then
   membership(new == 'available' and 'SADD' or 'SREM', ARGV[1], ARGV[2], d[6], d[5])
+end
+-- Engaged doctors are listed for the repair sweep. SADD on every move into offered/busy (not only on
+-- a change) so that a record written before the set existed joins it at its next move.
+if new == 'offered' or new == 'busy' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+elseif st == 'offered' or st == 'busy' then
+  redis.call('SREM', KEYS[2], ARGV[1])
 end
 return {1, new, nref, now, tostring(ver)}

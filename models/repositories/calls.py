@@ -127,3 +127,34 @@ async def search_round_started(session: AsyncSession, call_id: uuid.UUID) -> dt.
     if result is not None and result.tzinfo is None:
         result = result.replace(tzinfo=dt.UTC)  # SQLite's max() returns the stored text, zone-less
     return result
+
+
+CALL_ID_CHUNK = 1000
+"""Ids per ``IN (...)`` list: SQLite caps the bound parameters of one statement."""
+
+
+async def doctors_on_calls(
+    session: AsyncSession, statuses: Sequence[str]
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``(doctor id, call id)`` of every call in any of ``statuses`` that has a doctor (the open
+    calls' doctors, to rebuild the live engine's ``busy`` states)."""
+    rows = await session.execute(
+        sa.select(Call.doctor_id, Call.id).where(Call.status.in_(list(statuses)), Call.doctor_id.is_not(None))
+    )
+    return [(doctor_id, call_id) for doctor_id, call_id in rows if doctor_id is not None]
+
+
+async def call_states(
+    session: AsyncSession, call_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, uuid.UUID | None]]:
+    """``call id -> (status, doctor id)`` of the calls of ``call_ids`` that exist (the repair sweep)."""
+    found: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {}
+    ids = list(dict.fromkeys(call_ids))
+    for start in range(0, len(ids), CALL_ID_CHUNK):
+        rows = await session.execute(
+            sa.select(Call.id, Call.status, Call.doctor_id).where(
+                Call.id.in_(ids[start : start + CALL_ID_CHUNK])
+            )
+        )
+        found.update((call_id, (status, doctor_id)) for call_id, status, doctor_id in rows)
+    return found

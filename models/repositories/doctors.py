@@ -115,3 +115,29 @@ async def add_rating(session: AsyncSession, doctor_id: uuid.UUID, score: int) ->
         )
         .execution_options(synchronize_session=False)
     )
+
+
+# --- the live engine's rebuild and repair sweep (dispatch/rebuild.py, dispatch/repair_sweep.py) ----
+
+ID_CHUNK = 1000
+"""Ids per ``IN (...)`` list: SQLite caps the bound parameters of one statement."""
+
+
+async def profiles_on_shift(session: AsyncSession) -> list[DoctorProfile]:
+    """Profiles whose doctor last chose to be on shift (``chosen_status`` other than ``offline``)."""
+    rows = await session.scalars(sa.select(DoctorProfile).where(DoctorProfile.chosen_status != "offline"))
+    return list(rows)
+
+
+async def profiles_by_user(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, DoctorProfile]:
+    """The profiles of ``user_ids`` that exist, by user id (queried :data:`ID_CHUNK` ids at a time)."""
+    found: dict[uuid.UUID, DoctorProfile] = {}
+    ids = list(dict.fromkeys(user_ids))
+    for start in range(0, len(ids), ID_CHUNK):
+        rows = await session.scalars(
+            sa.select(DoctorProfile).where(DoctorProfile.user_id.in_(ids[start : start + ID_CHUNK]))
+        )
+        found.update((profile.user_id, profile) for profile in rows)
+    return found

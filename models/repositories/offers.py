@@ -80,3 +80,19 @@ async def offers_of_call(session: AsyncSession, call_id: uuid.UUID) -> list[Offe
         sa.select(Offer).where(Offer.call_id == call_id).order_by(Offer.created_at, Offer.id)
     )
     return list(rows)
+
+
+OFFER_ID_CHUNK = 1000
+"""Ids per ``IN (...)`` list: SQLite caps the bound parameters of one statement."""
+
+
+async def offers_by_id(session: AsyncSession, offer_ids: list[uuid.UUID]) -> dict[uuid.UUID, Offer]:
+    """The offers of ``offer_ids`` that exist, by id (the repair sweep checks engaged doctors)."""
+    found: dict[uuid.UUID, Offer] = {}
+    ids = list(dict.fromkeys(offer_ids))
+    for start in range(0, len(ids), OFFER_ID_CHUNK):
+        rows = await session.scalars(
+            sa.select(Offer).where(Offer.id.in_(ids[start : start + OFFER_ID_CHUNK]))
+        )
+        found.update((offer.id, offer) for offer in rows)
+    return found

@@ -3,12 +3,14 @@ per channel (so that a reconnect recovers with neither gap nor duplicate)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
 
-from realtime.client.errors import ClientError
+from realtime.client.errors import ClientError, ConnectionLost
 from realtime.client.requests import Requests
 from realtime.client.values import Event, Position, RecoveryFailed, SubscriptionLost
 
@@ -40,6 +42,8 @@ class FrameHandler(Requests):
                 pending.future.set_result(frame)
         elif op == "hello":
             self.hello = frame
+        elif op == "reannounce":
+            self._on_reannounce()
         else:
             log.debug("unknown server frame op %r", op)
 
@@ -94,3 +98,34 @@ class FrameHandler(Requests):
             log.warning("server refused a frame: %s", error)
         elif not pending.future.done():
             pending.future.set_exception(error)
+
+    def _on_reannounce(self) -> None:
+        """``{"op":"reannounce","reason":...}``: the server lost its live state (docs/protocol.md).
+        Answered from a task (the answers are read by this very reader): the last fix again, stamped
+        now (where the phone last was is where it is, as far as this client knows), then the last
+        status. A refusal ("you are busy": the server already holds the doctor for a call) is expected."""
+        self.reannounced += 1
+        task = asyncio.get_running_loop().create_task(self._reannounce())
+        self._reannouncing = task  # a reference, so the task is not collected while it runs
+
+    async def _reannounce(self) -> None:
+        fix, status = self.last_fix, self.announced_status
+        try:
+            if fix is not None:
+                await self.send(
+                    "location", **{**fix, "ts": max(int(time.time() * 1000), int(fix.get("ts", 0)))}
+                )
+            if status is not None:
+                await self.request("doctor.status", status=status)
+        except ClientError as exc:
+            log.info("re-announced status refused: %s", exc)
+        except (ConnectionLost, TimeoutError):
+            pass  # a new connection starts from the app's own next frames
+
+    async def send(self, op: str, /, **fields: Any) -> None:
+        """See ``TotClient.send``."""
+        raise NotImplementedError
+
+    async def request(self, op: str, /, *, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
+        """See ``TotClient.request``."""
+        raise NotImplementedError

@@ -52,6 +52,13 @@ class ClientState:
         self.closed_code: int | None = None
         """Close code of the last connection that ended (1006 for a dropped TCP connection)."""
         self.closed_reason: str = ""
+        self.announced_status: str | None = None
+        """The last ``doctor.status`` this client sent (``send``) or had accepted (``request``)."""
+        self.last_fix: dict[str, Any] | None = None
+        """The fields of the last ``location`` this client sent."""
+        self.reannounced = 0
+        """``reannounce`` frames the server sent (each answered with the status and fix above)."""
+        self._reannouncing: asyncio.Task[None] | None = None
         self._token = token
         self._reconnect = reconnect
         self._backoff = backoff_s
@@ -95,6 +102,13 @@ class ClientState:
         if not self._ended:
             self._ended = True
             self._queue.put_nowait(None)
+
+    def _remember(self, op: str, fields: dict[str, Any]) -> None:
+        """Keep what a doctor app announced (its status, its last fix), to re-announce it."""
+        if op == "doctor.status" and isinstance(fields.get("status"), str):
+            self.announced_status = fields["status"]
+        elif op == "location":
+            self.last_fix = dict(fields)
 
     async def _put(self, item: ClientEvent) -> None:
         """Queue an item for ``events()``, waiting for room (this is where backpressure starts)."""

@@ -137,6 +137,7 @@ class TotClient(Connections):
         Raises :class:`ClientError`, :class:`ConnectionLost`, ``TimeoutError`` (after ``timeout_s``,
         default ``request_timeout_s``)."""
         reply = await self._call({"op": op, **fields}, timeout_s=timeout_s)
+        self._remember(op, fields)
         return {k: v for k, v in reply.items() if k not in ("op", "ref")}
 
     async def send(self, op: str, /, **fields: Any) -> None:
@@ -147,3 +148,4 @@ class TotClient(Connections):
             await ws.send(orjson.dumps({"op": op, **fields}).decode())
         except ConnectionClosed as exc:
             raise ConnectionLost(*close_of(exc)) from None
+        self._remember(op, fields)

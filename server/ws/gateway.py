@@ -32,6 +32,7 @@ from dispatch.call_feed import CallStatusFollower, follow
 from dispatch.location_ingest import LocationIngest
 from models.enums import Role
 from realtime.hub import Hub
+from realtime.protocol import ReannounceReason, reannounce_frame
 from server.services import Services
 from server.ws.connection import Connection, member
 from server.ws.intake import RATES, Intake, OpHandler
@@ -42,6 +43,8 @@ from server.ws.transport import Transport
 log = logging.getLogger("tot.ws")
 
 WS_PATH = "/v1/ws"
+SPECIALTIES_AT_ONCE = 100
+"""``set_specialties`` calls in flight at once when the engine changed (one Redis script each)."""
 
 
 class Gateway:
@@ -73,6 +76,8 @@ class Gateway:
         self.connections: dict[str, Connection] = {}
         self._doctor_connections: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.reannounce_requests = 0
+        """``reannounce`` frames sent since start (the metric ``tot_ws_reannounce_requests``)."""
         self.presence = Presence(engine.presence)
         self.subscriptions = Subscriptions(
             self.hub, services.sessions, self.presence, self.connections, settings.ws_max_subscriptions
@@ -124,6 +129,36 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.ingest.flush()
         await self.breadcrumbs.stop()
+
+    async def engine_changed(self, _epoch: str = "") -> int:
+        """The live engine was lost or replaced (a local step of ``dispatch/engine_watch.py``): this
+        process's doctors' specialties go back into the index (verified doctors only, as on connect),
+        every presence entry joins again, and every doctor connection gets ``reannounce`` (the app
+        re-sends its status and position, docs/protocol.md). Returns the frames sent. Engine errors
+        are logged (the frames go out regardless)."""
+        doctors = [
+            conn
+            for conn in list(self.connections.values())
+            if conn.principal.role is Role.DOCTOR and not conn.stopping
+        ]
+        frame = reannounce_frame(ReannounceReason.ENGINE_RESET).decode()
+        verified = {conn.user: conn.doctor_specialties for conn in doctors if conn.doctor_verified}
+        # The specialties first, each doctor's before its frame goes out: a re-announced "available"
+        # must find them in the index. The frames cost nothing; the specialties one script each.
+        listed = list(verified.items())
+        try:
+            for start in range(0, len(listed), SPECIALTIES_AT_ONCE):
+                chunk = listed[start : start + SPECIALTIES_AT_ONCE]
+                await asyncio.gather(*(self.availability.locations.set_specialties(u, s) for u, s in chunk))
+        except Exception:  # the re-announce is still worth asking for (the rebuild restored most)
+            log.exception("restoring this process's doctors' specialties failed")
+        for conn in doctors:
+            conn.session.send(frame)
+        self.reannounce_requests += len(doctors)
+        if doctors:
+            log.warning("asked this process's doctors to re-announce", extra={"connections": len(doctors)})
+        await self.presence.refresh_once()
+        return len(doctors)
 
     # --- one connection ---------------------------------------------------------------------------
 

@@ -60,21 +60,26 @@ class Presence:
     async def refresh(self) -> None:
         """Refresh this process's entries every :data:`PRESENCE_TOUCH_S` seconds, until cancelled; an
         entry that expired meanwhile joins again. A failure is logged and the next batch goes on."""
-        store = self.store
         while True:
             await asyncio.sleep(PRESENCE_TOUCH_S)
-            since_yield = 0
-            for channel, members in list(self._members.items()):
-                listed = list(members)
-                for start in range(0, len(listed), PRESENCE_TOUCH_BATCH):
-                    chunk = listed[start : start + PRESENCE_TOUCH_BATCH]
-                    try:
-                        missing = await store.touch(channel, chunk)
-                        for client_id in missing:  # expired while we were slow: join again
-                            await store.join(channel, client_id, {})
-                    except Exception:
-                        log.exception("presence touch failed", extra={"channel": channel})
-                    since_yield += len(chunk)
-                    if since_yield >= PRESENCE_TOUCH_BATCH:
-                        since_yield = 0
-                        await asyncio.sleep(0)
+            await self.refresh_once()
+
+    async def refresh_once(self) -> None:
+        """One pass of :meth:`refresh` (also right after the live engine was lost: every entry of this
+        process joins again at once instead of within :data:`PRESENCE_TOUCH_S`)."""
+        store = self.store
+        since_yield = 0
+        for channel, members in list(self._members.items()):
+            listed = list(members)
+            for start in range(0, len(listed), PRESENCE_TOUCH_BATCH):
+                chunk = listed[start : start + PRESENCE_TOUCH_BATCH]
+                try:
+                    missing = await store.touch(channel, chunk)
+                    for client_id in missing:  # expired while we were slow: join again
+                        await store.join(channel, client_id, {})
+                except Exception:
+                    log.exception("presence touch failed", extra={"channel": channel})
+                since_yield += len(chunk)
+                if since_yield >= PRESENCE_TOUCH_BATCH:
+                    since_yield = 0
+                    await asyncio.sleep(0)

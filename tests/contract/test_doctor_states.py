@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from dispatch.doctor_states import CasResult, DoctorStates
+from dispatch.doctor_states import CasResult, DoctorStates, Restore
 from dispatch.doctor_states_redis import RedisDoctorStates
 from geo.location_index import DoctorPosition
 from models.enums import DoctorStatus
@@ -239,3 +239,88 @@ async def test_redis_record_layout(live: Live) -> None:
     record = await live.redis.hgetall(live.keys.loc_doctor("d1"))
     assert record[b"st"] == b"offered" and record[b"ref"] == b"o1" and record[b"ver"] == b"2"
     assert await live.redis.pttl(live.keys.loc_doctor("d1")) == -1
+
+
+# --- restore and engaged (the rebuild after a lost engine, the repair sweep) -------------------------
+
+
+async def test_restore_writes_only_doctors_without_a_state(live: Live) -> None:
+    """Restored doctors get the database's state at version 1; a doctor changed since the engine came
+    back (here d2, who re-announced) keeps the newer state."""
+    await _go_available(live, "d2")
+    live.clock.advance(7)
+    written = await live.states.restore(
+        [
+            Restore("d1", S.BUSY, "call-1"),
+            Restore("d2", S.PAUSED),
+            Restore("d3", S.OFFERED, "offer-3"),
+            Restore("d4", S.AVAILABLE),
+        ]
+    )
+    assert written == ["d1", "d3", "d4"]
+    states = await live.states.get_many(["d1", "d2", "d3", "d4"])
+    assert [(s.status, s.ref, s.version) for s in states.values()] == [
+        (S.BUSY, "call-1", 1),
+        (S.AVAILABLE, None, 1),
+        (S.OFFERED, "offer-3", 1),
+        (S.AVAILABLE, None, 1),
+    ]
+    assert states["d1"].since_ms == START_MS + 7
+    assert await live.states.restore([Restore("d1", S.AVAILABLE)]) == []  # idempotent: a second run
+    assert (await live.states.get("d1")).status == S.BUSY
+    # The restored offer is a real one: it is decided by the usual compare-and-set.
+    freed = await live.states.compare_and_set(
+        "d3", expected=S.OFFERED, expected_ref="offer-3", new=S.AVAILABLE
+    )
+    assert freed.ok and freed.state.version == 2
+
+
+async def test_restored_availability_reaches_the_location_index(live: Live) -> None:
+    """A doctor whose position came back before the rebuild is a candidate once restored available."""
+    await live.index.upsert(DoctorPosition("d1", 55.75, 37.62, 5.0, live.clock()))
+    await live.index.upsert(DoctorPosition("d2", 55.75, 37.621, 5.0, live.clock()))
+    assert await live.index.nearest_available(55.751, 37.62, radius_m=1_000) == []
+    await live.states.restore([Restore("d1", S.AVAILABLE), Restore("d2", S.BUSY, "c2")])
+    hits = await live.index.nearest_available(55.751, 37.62, radius_m=1_000)
+    assert [h.doctor_id for h in hits] == ["d1"]
+
+
+async def test_restore_refuses_bad_entries_before_writing_any(live: Live) -> None:
+    bad = [
+        [Restore("d1", S.AVAILABLE), Restore("d2", S.BUSY)],  # busy without its call
+        [Restore("d1", S.AVAILABLE), Restore("bad id", S.AVAILABLE)],
+        [Restore("d1", S.AVAILABLE), Restore("d1", S.PAUSED)],  # one doctor twice
+        [Restore("d1", S.AVAILABLE), Restore("d2", "sleeping")],  # type: ignore[arg-type]
+    ]
+    for entries in bad:
+        with pytest.raises(ValueError):
+            await live.states.restore(entries)
+    assert (await live.states.get("d1")).version == 0
+
+
+async def test_engaged_lists_offered_and_busy_doctors(live: Live) -> None:
+    for doctor in ("d1", "d2", "d3", "d4"):
+        await _go_available(live, doctor)
+    await live.states.compare_and_set("d1", expected=S.AVAILABLE, new=S.OFFERED, ref="o1")
+    await live.states.compare_and_set("d2", expected=S.AVAILABLE, new=S.BUSY, ref="c2")
+    await live.states.compare_and_set("d3", expected=S.AVAILABLE, new=S.OFFERED, ref="o3")
+    await live.states.compare_and_set("d3", expected=S.OFFERED, new=S.AVAILABLE)  # declined: not engaged
+    await live.states.restore([Restore("d5", S.BUSY, "c5")])
+    engaged = {s.doctor_id: (s.status, s.ref) for s in await live.states.engaged()}
+    assert engaged == {"d1": (S.OFFERED, "o1"), "d2": (S.BUSY, "c2"), "d5": (S.BUSY, "c5")}
+    assert {s.doctor_id: s for s in await live.states.engaged()} == await live.states.get_many(engaged)
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_engaged_set_heals_records_written_before_it(live: Live) -> None:
+    """A busy record from before the engaged set existed (no member) joins it at a restore; a member
+    whose record was changed outside the scripts leaves it on the next read."""
+    assert live.redis is not None and live.keys is not None
+    await live.redis.hset(
+        live.keys.loc_doctor("old"), mapping={"st": "busy", "ref": "c0", "since": 1, "ver": 3}
+    )
+    await live.redis.sadd(live.keys.loc_engaged(), "gone")
+    assert await live.states.engaged() == []
+    assert await live.states.restore([Restore("old", S.AVAILABLE)]) == []
+    assert [(s.doctor_id, s.status, s.version) for s in await live.states.engaged()] == [("old", S.BUSY, 3)]
+    assert await live.redis.smembers(live.keys.loc_engaged()) == {b"old"}

@@ -378,13 +378,17 @@ async def open_world(
     settings: DispatchSettings | None = None,
     sos_settings: SosSettings | None = None,
     clock: ManualClock | None = None,
+    engine: LiveEngine | None = None,
+    seq_start: int = 0,
 ) -> AsyncIterator[World]:
-    """The dispatch core on ``database_url`` (a migrated SQLite file) and a new memory engine, wired
-    as ``server/app.py`` wires them, every part on one manual clock."""
+    """The dispatch core on ``database_url`` (a migrated SQLite file) and a new memory engine (or
+    ``engine``, built on ``clock``, whose broker must be a memory one), wired as ``server/app.py``
+    wires them, every part on one manual clock. ``seq_start``: where the numbering of seeded people
+    starts (a second world on the same database file needs other e-mails and licences)."""
     clock = clock or ManualClock()
     db = make_engine(database_url)
     sessions = make_sessionmaker(db)
-    engine = open_engine("memory://", clock=clock)
+    engine = engine or open_engine("memory://", clock=clock)
     zones = ZoneIndex(sessions)
     await zones.reload()
     calls = CallService(sessions, engine.broker, zones, now=clock.utcnow)
@@ -407,6 +411,7 @@ async def open_world(
         now=clock.utcnow,
     )
     world = World(clock, db, sessions, engine, calls, loop, sos, Who(uuid.uuid4(), Role.DISPATCHER))
+    world._seq = seq_start
     try:
         world.dispatcher = await world._user(Role.DISPATCHER)
         await world.listen("dispatch")

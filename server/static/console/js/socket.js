@@ -117,6 +117,10 @@ export class Socket {
       case "error":
         if (frame.ref === undefined) console.warn("server refused a frame", frame);
         break;
+      case "reannounce":
+        // Sent to doctors' apps after the server's live state was rebuilt (docs/protocol.md); a
+        // dispatcher has no status or position to announce, and its channels recover on their own.
+        return;
       default:
         break;
     }
