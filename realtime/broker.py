@@ -127,11 +127,12 @@ class StreamPosition:
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One event of a ``Broker.publish_many`` batch: ``data`` (anything orjson encodes) as an event of
-    ``type`` on ``channel``."""
+    ``type`` on ``channel``; ``key``: the publication's idempotency key (``Broker.publish``), or None."""
 
     channel: str
     type: str
     data: Any
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
