@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass
 
 from dispatch.outbox_settings import OutboxSettings
-from dispatch.publisher import EventPublisher, outgoing
+from dispatch.publisher import EventPublisher
 from models.outbox import OutboxEvent
 from models.repositories import outbox as outbox_repo
 from realtime.clock import Clock
@@ -148,7 +148,7 @@ class OutboxRelay:
         try:
             async with asyncio.timeout(timeout_s):
                 try:
-                    await self.publisher.broker.publish_many([outgoing(row) for row in rows])
+                    await self.publisher.publish_rows(rows)
                 except (ValueError, TypeError):
                     # Refused before anything was published: find the rows at fault, one by one.
                     refused = await self._publish_singly(rows)
@@ -172,7 +172,7 @@ class OutboxRelay:
         refused: list[OutboxEvent] = []
         for row in rows:
             try:
-                await self.publisher.broker.publish_many([outgoing(row)])
+                await self.publisher.publish_rows([row])
             except (ValueError, TypeError) as exc:
                 refused.append(row)
                 log.error(

@@ -286,6 +286,13 @@ class EventPublisher:
             return False
         return True
 
+    async def publish_rows(self, rows: Sequence[OutboxEvent]) -> list[Publication]:
+        """Publish stored rows in order as one batch, each with its key (the relay's publish: the
+        payloads are the stored JSON, passed through without decoding). Raises what
+        ``Broker.publish_many`` raises: ``ValueError``/``TypeError`` before anything is published,
+        broker errors (an unknown part may then have been published)."""
+        return await self.broker.publish_many([outgoing(row) for row in rows])
+
     def broker_recovered(self) -> None:
         """The relay published again: committers may publish their rows at once again."""
         self._skip_until_ms = 0
