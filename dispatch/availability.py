@@ -4,14 +4,21 @@ makes between ``available``, ``paused`` and ``offline`` (the socket's ``doctor.s
 ``offered`` and ``busy`` belong to the dispatch loop (``dispatch/offer_loop.py``); a doctor in one of
 them cannot change status here until the loop lets go. Every device of the doctor follows a change on
 the doctor's channel (``doctor:<id>``, event ``doctor.status``).
+
+The live engine's compare-and-set decides whether a move is allowed; once it has, the choice is
+persisted (``doctor_profiles.chosen_status``, from which a lost engine is rebuilt) with its
+``doctor.status`` event in one transaction (the outbox, ``dispatch/publisher.py``). An engine that
+cannot be reached refuses the move with ``unavailable`` (retry), nothing changed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.doctor_states import DoctorState, DoctorStates
@@ -20,6 +27,7 @@ from dispatch.publisher import EventPublisher, as_publisher
 from geo.location_index import LocationIndex
 from models.enums import DoctorStatus
 from models.repositories import doctors as doctor_repo
+from models.types import utcnow
 from realtime.broker import Broker
 from realtime.errors import ErrorCode
 from realtime.event_types import EventType
@@ -31,6 +39,9 @@ TRANSITIONS: dict[str, frozenset[DoctorStatus]] = {
 }
 """The status a doctor asks for -> the statuses they may ask it from (asking for the current one is a
 no-op that still answers; ``offered`` and ``busy`` are absent: the dispatch loop holds those)."""
+
+ENGINE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+"""What the live engine raises when it cannot be reached (Redis down, failing over, too slow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +59,8 @@ class Availability:
     ``sessions``: the database. ``states``: the doctors' live states. ``locations``: the live index
     (which holds each verified doctor's specialties for the search). ``publisher``: where changes are
     announced (a bare broker is wrapped in one). ``on_change``: called with the doctor id (``str``)
-    after a status change, synchronously (the location ingest drops its cached state of the doctor)."""
+    after a status change, synchronously (the location ingest drops its cached state of the doctor).
+    ``now``: the clock of ``chosen_status_at``."""
 
     def __init__(
         self,
@@ -57,12 +69,15 @@ class Availability:
         locations: LocationIndex,
         publisher: EventPublisher | Broker,
         on_change: Callable[[str], None],
+        *,
+        now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
         self.states = states
         self.locations = locations
-        self.publisher = as_publisher(publisher)
+        self.publisher = as_publisher(publisher, sessions)
         self.on_change = on_change
+        self.now = now
 
     async def admit(self, doctor_id: uuid.UUID) -> Admission | None:
         """A doctor connects: their profile (None without one); a verified doctor's specialties go to
@@ -82,26 +97,35 @@ class Availability:
 
         Returns the new state. Raises :class:`DispatchError` ``invalid_input`` (field ``status``) for
         another value, ``forbidden`` for an unverified doctor asking for ``available`` or a doctor in
-        ``offered``/``busy``; engine errors pass through."""
+        ``offered``/``busy``, ``unavailable`` (retry) when the live engine cannot be reached (nothing
+        changed); database errors pass through."""
         if not isinstance(wanted, str) or wanted not in TRANSITIONS:
             raise DispatchError(
                 ErrorCode.INVALID_INPUT, "status must be available, paused or offline", field="status"
             )
         if wanted == "available" and not verified:
             raise DispatchError(ErrorCode.FORBIDDEN, "an admin has not verified you yet")
-        result = await self.states.compare_and_set(
-            doctor_id, expected=TRANSITIONS[wanted], new=DoctorStatus(wanted)
-        )
+        try:
+            result = await self.states.compare_and_set(
+                doctor_id, expected=TRANSITIONS[wanted], new=DoctorStatus(wanted)
+            )
+        except ENGINE_ERRORS:
+            raise DispatchError(
+                ErrorCode.UNAVAILABLE, "the live engine cannot be reached; nothing changed, retry"
+            ) from None
         if not result.ok:
             raise DispatchError(
                 ErrorCode.FORBIDDEN, f"you are {result.state.status.value}; finish that first"
             )
         self.on_change(doctor_id)
         state = result.state
-        # Every device of the doctor (and, later, the console) follows the change on the doctor's channel.
-        await self.publisher.publish_doctor(
-            doctor_id,
-            EventType.DOCTOR_STATUS,
-            {"status": state.status.value, "version": state.version, "since": state.since_ms},
-        )
+        # The choice is the truth a lost engine is rebuilt from; every device of the doctor (and the
+        # console) follows it on the doctor's channel.
+        async with self.publisher.transaction() as tx:
+            await doctor_repo.set_chosen_status(tx.session, uuid.UUID(doctor_id), wanted, self.now())
+            tx.doctor(
+                doctor_id,
+                EventType.DOCTOR_STATUS,
+                {"status": state.status.value, "version": state.version, "since": state.since_ms},
+            )
         return state

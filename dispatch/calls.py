@@ -2,7 +2,8 @@
 
 Every status change goes through :meth:`CallService.apply` inside a database transaction: the life
 cycle is checked (``dispatch/lifecycle.py``), the row changes, its version increments and the event row
-is written in the same transaction; ``call.status`` is published after the commit.
+is written in the same transaction, and so is ``call.status``, staged in the outbox
+(``dispatch/publisher.py``) and published right after the commit.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from dispatch.errors import DispatchError, forbidden, not_found
 from dispatch.events import CallCreatedPayload
 from dispatch.lifecycle import Actor, TransitionError, check_transition
-from dispatch.publisher import EventPublisher, as_publisher
+from dispatch.publisher import EventPublisher, OutboxTransaction, as_publisher
 from dispatch.zones import ZoneIndex
 from models.calls import Call
 from models.enums import CallStatus, Role, Urgency
@@ -95,7 +96,7 @@ class CallService:
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
-        self.publisher = as_publisher(publisher)
+        self.publisher = as_publisher(publisher, sessions)
         self.zones = zones
         self.max_schedule_ahead = max_schedule_ahead
         self.now = now
@@ -116,7 +117,8 @@ class CallService:
             raise DispatchError(
                 ErrorCode.OUTSIDE_SERVICE_AREA, "this address is outside every service zone", field="lat"
             )
-        async with self.sessions.begin() as session:
+        async with self.publisher.transaction() as tx:
+            session = tx.session
             if idempotency_key is not None:
                 existing = await call_repo.find_by_idempotency_key(session, who.user_id, idempotency_key)
                 if existing is not None:
@@ -171,8 +173,9 @@ class CallService:
                 if existing is None:
                     raise
                 return existing, False
-        created: CallCreatedPayload = {"call": str(call.id), "urgency": call.urgency}
-        await self.publisher.publish_dispatch(EventType.CALL_CREATED, created)
+            # Staged after the flush: a lost idempotency race above rolled back and stages nothing.
+            created: CallCreatedPayload = {"call": str(call.id), "urgency": call.urgency}
+            tx.dispatch(EventType.CALL_CREATED, created)
         return call, True
 
     def _patient_of(self, who: Who, new: NewCall) -> uuid.UUID:
@@ -297,19 +300,23 @@ class CallService:
         reason: str | None = None,
         data: dict[str, Any] | None = None,
         change: Callable[[Call], None] | None = None,
+        also: Callable[[OutboxTransaction, Call], None] | None = None,
     ) -> Moved:
-        """One status change in its own transaction, then published. ``actor`` defaults to what ``who``
-        is for the call. Raises ``DispatchError`` (404, 409)."""
-        async with self.sessions.begin() as session:
+        """One status change in its own transaction, its ``call.status`` staged with it and published
+        after the commit. ``actor`` defaults to what ``who`` is for the call. ``also``: stages more
+        events of the change in the same transaction (called with the changed call, after its
+        ``call.status``). Raises ``DispatchError`` (404, 409)."""
+        async with self.publisher.transaction() as tx:
+            session = tx.session
             call = await call_repo.get_call(session, call_id, for_update=True)
             if call is None:
                 raise not_found("call")
             role = actor if actor is not None else self.actor_for(who, call)
             previous = await self.apply(session, call, to, role, who, reason=reason, data=data, change=change)
             name = await self.doctor_name(session, call)
-        await self.publisher.publish_status(
-            call, previous.value, actor=role.value, reason=reason, doctor_name=name
-        )
+            tx.status(call, previous.value, actor=role.value, reason=reason, doctor_name=name)
+            if also is not None:
+                also(tx, call)
         return Moved(call, previous, name)
 
     @staticmethod

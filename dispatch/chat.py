@@ -1,9 +1,11 @@
 """Chat on a call between its patient, its assigned doctor and dispatchers.
 
-Messages are stored first, then published as ``chat.message`` on ``call:<id>``. A client message id
+A message is stored with its ``chat.message`` event on ``call:<id>`` (one transaction, the event staged
+in the outbox and published after the commit). A client message id
 (chosen by the sender, unique per sender and call) makes a resend harmless: the second send returns
 the stored message and publishes nothing. Read receipts mark every message from others up to a given
-one as read and publish ``chat.read``. Writing is possible while the call is not final; reading always.
+one as read, with ``chat.read`` in the same transaction. Writing is possible while the call is not
+final; reading always.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class ChatService:
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
-        self.publisher = as_publisher(publisher)
+        self.publisher = as_publisher(publisher, sessions)
         self.now = now
 
     async def _party(self, session: AsyncSession, who: Who, call_id: uuid.UUID) -> CallStatus:
@@ -93,7 +95,8 @@ class ChatService:
             raise DispatchError(
                 ErrorCode.INVALID_INPUT, "client_msg_id: 1-64 of A-Z a-z 0-9 _ . : -", field="client_msg_id"
             )
-        async with self.sessions.begin() as session:
+        async with self.publisher.transaction() as tx:
+            session = tx.session
             status = await self._party(session, who, call_id)
             earlier = await chat_repo.find(session, call_id, who.user_id, client_msg_id)
             if earlier is not None:
@@ -123,8 +126,8 @@ class ChatService:
                 if stored is None:
                     raise
                 return Sent(message_json(stored, who.role.value), created=False)
-        data = message_json(message, who.role.value, None if sender is None else sender.full_name)
-        await self.publisher.publish(call_channel(call_id), EventType.CHAT_MESSAGE, data)
+            data = message_json(message, who.role.value, None if sender is None else sender.full_name)
+            tx.stage(call_channel(call_id), EventType.CHAT_MESSAGE, data)
         return Sent(data, created=True)
 
     async def history(
@@ -151,20 +154,20 @@ class ChatService:
         """Mark messages from others up to ``up_to`` as read; publishes ``chat.read``. Returns how many
         were newly marked."""
         now = self.now()
-        async with self.sessions.begin() as session:
-            await self._party(session, who, call_id)
-            message = await chat_repo.get(session, up_to)
+        async with self.publisher.transaction() as tx:
+            await self._party(tx.session, who, call_id)
+            message = await chat_repo.get(tx.session, up_to)
             if message is None or message.call_id != call_id:
                 raise DispatchError(
                     ErrorCode.INVALID_INPUT, "up_to: not a message of this call", field="up_to"
                 )
-            changed = await chat_repo.mark_read(session, call_id, who.user_id, message, now)
-        if changed:
-            receipt: ChatReadPayload = {
-                "call": str(call_id),
-                "reader": {"id": str(who.user_id), "role": who.role.value},
-                "up_to": str(up_to),
-                "at": epoch_ms(now),
-            }
-            await self.publisher.publish(call_channel(call_id), EventType.CHAT_READ, receipt)
+            changed = await chat_repo.mark_read(tx.session, call_id, who.user_id, message, now)
+            if changed:
+                receipt: ChatReadPayload = {
+                    "call": str(call_id),
+                    "reader": {"id": str(who.user_id), "role": who.role.value},
+                    "up_to": str(up_to),
+                    "at": epoch_ms(now),
+                }
+                tx.stage(call_channel(call_id), EventType.CHAT_READ, receipt)
         return changed

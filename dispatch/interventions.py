@@ -17,7 +17,8 @@ from dispatch.errors import DispatchError, not_found
 from dispatch.events import CALL_UNASSIGNED, call_summary
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
-from dispatch.reservations import free_doctor, withdraw
+from dispatch.publisher import OutboxTransaction
+from dispatch.reservations import free_busy, release_withdrawn, stage_freed, stage_withdrawn
 from models.calls import Call
 from models.enums import CallStatus, DoctorStatus, OfferOutcome
 from models.offers import Offer
@@ -72,8 +73,10 @@ class Interventions:
             )
         now = self.ctx.now()
         withdrawn: list[Offer] = []
+        made: OutboxTransaction | None = None
         try:
-            async with self.ctx.sessions.begin() as session:
+            async with self.ctx.publisher.transaction() as tx:
+                made, session = tx, tx.session
                 call = await call_repo.get_call(session, call_id, for_update=True)
                 if call is None:
                     raise not_found("call")
@@ -101,21 +104,23 @@ class Interventions:
                     change=assign,
                 )
                 name = await self.ctx.calls.doctor_name(session, call)
+                stage_withdrawn(tx, withdrawn, call, "assigned by a dispatcher")
+                if old_doctor is not None:
+                    stage_freed(tx, old_doctor, call, CALL_UNASSIGNED, "reassigned by a dispatcher")
+                tx.doctor(doctor_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "by_hand": True})
+                tx.status(call, previous.value, actor=Actor.STAFF.value, reason=reason, doctor_name=name)
         except BaseException:
-            await self.ctx.states.compare_and_set(
-                str(doctor_id), expected=DoctorStatus.BUSY, expected_ref=str(call_id), new=before.status
-            )
+            if made is None or not made.committed:  # a committed assignment keeps its doctor
+                await self.ctx.states.compare_and_set(
+                    str(doctor_id), expected=DoctorStatus.BUSY, expected_ref=str(call_id), new=before.status
+                )
             raise
-        await self.ctx.deadlines.cancel(step_key(call_id))
-        await withdraw(self.ctx, withdrawn, call, "assigned by a dispatcher")
+        # Committed: the live engine follows, never turning the assignment into an error.
+        follow_up = self.ctx.publisher.follow_up
+        await follow_up("drop an assigned call's step", self.ctx.deadlines.cancel(step_key(call_id)))
+        await follow_up("free withdrawn doctors", release_withdrawn(self.ctx, withdrawn))
         if old_doctor is not None:
-            await free_doctor(self.ctx, old_doctor, call, CALL_UNASSIGNED, "reassigned by a dispatcher")
-        await self.ctx.publisher.publish_doctor(
-            doctor_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "by_hand": True}
-        )
-        await self.ctx.publisher.publish_status(
-            call, previous.value, actor=Actor.STAFF.value, reason=reason, doctor_name=name
-        )
+            await follow_up("free a reassigned doctor", free_busy(self.ctx, old_doctor, call_id))
         return Moved(call, previous, name)
 
     async def drop(self, who: Who, call_id: uuid.UUID, reason: str | None = None) -> Moved:
@@ -127,12 +132,17 @@ class Interventions:
             c.doctor_id = None
             c.assigned_at = None
 
+        def unassigned(tx: OutboxTransaction, call: Call) -> None:
+            doctor = holder.get("doctor")
+            if doctor is not None:
+                stage_freed(tx, doctor, call, CALL_UNASSIGNED, reason or "dropped")
+
         moved = await self.ctx.calls.move(
-            who, call_id, CallStatus.SEARCHING, reason=reason or "dropped", change=unassign
+            who, call_id, CallStatus.SEARCHING, reason=reason or "dropped", change=unassign, also=unassigned
         )
         doctor = holder.get("doctor")
         if doctor is not None:
-            await free_doctor(self.ctx, doctor, moved.call, CALL_UNASSIGNED, reason or "dropped")
+            await self.ctx.publisher.follow_up("free a dropping doctor", free_busy(self.ctx, doctor, call_id))
         await self.step.trigger(call_id)
         return moved
 
@@ -147,7 +157,8 @@ class Interventions:
         """Cancel with a reason: open offers are withdrawn, an assigned doctor is freed and told."""
         now = self.ctx.now()
         withdrawn: list[Offer] = []
-        async with self.ctx.sessions.begin() as session:
+        async with self.ctx.publisher.transaction() as tx:
+            session = tx.session
             call = await call_repo.get_call(session, call_id, for_update=True)
             if call is None:
                 raise not_found("call")
@@ -163,11 +174,15 @@ class Interventions:
             for other in await offer_repo.pending_offers(session, call_id):
                 await offer_repo.decide(session, other.id, OfferOutcome.WITHDRAWN, now)
                 withdrawn.append(other)
-        await self.ctx.deadlines.cancel(step_key(call_id))
-        await withdraw(self.ctx, withdrawn, call, "call cancelled")
+            stage_withdrawn(tx, withdrawn, call, "call cancelled")
+            if doctor is not None:
+                stage_freed(tx, doctor, call, EventType.CALL_CANCELLED, reason)
+            tx.status(call, previous.value, actor=actor.value, reason=reason)
+        follow_up = self.ctx.publisher.follow_up
+        await follow_up("drop a cancelled call's step", self.ctx.deadlines.cancel(step_key(call_id)))
+        await follow_up("free withdrawn doctors", release_withdrawn(self.ctx, withdrawn))
         if doctor is not None:
-            await free_doctor(self.ctx, doctor, call, EventType.CALL_CANCELLED, reason)
-        await self.ctx.publisher.publish_status(call, previous.value, actor=actor.value, reason=reason)
+            await follow_up("free a cancelled call's doctor", free_busy(self.ctx, doctor, call_id))
         return Moved(call, previous)
 
     async def visit(self, who: Who, call_id: uuid.UUID, to: CallStatus, price_final: Any = None) -> Moved:
@@ -187,10 +202,9 @@ class Interventions:
 
         moved = await self.ctx.calls.move(who, call_id, to, change=progress)
         if to is CallStatus.COMPLETED and moved.call.doctor_id is not None:
-            await self.ctx.states.compare_and_set(
-                str(moved.call.doctor_id),
-                expected=DoctorStatus.BUSY,
-                expected_ref=str(call_id),
-                new=DoctorStatus.AVAILABLE,
+            # Committed: a failure to free the doctor is the repair sweep's (a doctor busy for a
+            # final call), never an error for the completed visit.
+            await self.ctx.publisher.follow_up(
+                "free a doctor after completion", free_busy(self.ctx, moved.call.doctor_id, call_id)
             )
         return moved

@@ -327,6 +327,7 @@ class LocationIngest:
         limit = now - self.settings.offline_after_ms
         silent = [d for d, seen in self._last_seen.items() if seen < limit]
         gone: list[str] = []
+        went: list[tuple[str, DoctorStatusPayload]] = []
         for doctor_id in silent:
             del self._last_seen[doctor_id]
             self.forget(doctor_id)
@@ -336,13 +337,19 @@ class LocationIngest:
             if result.ok:
                 gone.append(doctor_id)
                 state = result.state
-                went: DoctorStatusPayload = {
+                payload: DoctorStatusPayload = {
                     "status": state.status.value,
                     "version": state.version,
                     "since": state.since_ms,
                     "reason": "silent",
                 }
-                await self.publisher.publish_doctor(doctor_id, EventType.DOCTOR_STATUS, went)
+                went.append((doctor_id, payload))
+        if went:
+            # The change lives in the engine only; its events still take the outbox (a transaction of
+            # their own, one for the whole sweep), so that a broker outage does not lose them.
+            async with self.publisher.transaction() as tx:
+                for doctor_id, payload in went:
+                    tx.doctor(doctor_id, EventType.DOCTOR_STATUS, payload)
         return gone
 
     async def run(self) -> None:

@@ -19,7 +19,7 @@ from dispatch.errors import DispatchError, not_found
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
-from dispatch.reservations import back_to_searching, release, withdraw
+from dispatch.reservations import back_to_searching, release, release_withdrawn, stage_withdrawn
 from models.calls import Call
 from models.enums import CallStatus, DoctorStatus, OfferOutcome, Role
 from models.offers import Offer
@@ -43,7 +43,8 @@ class OfferAnswers:
         ctx = self.ctx
         now = ctx.now()
         withdrawn: list[Offer] = []
-        async with ctx.sessions.begin() as session:
+        async with ctx.publisher.transaction() as tx:
+            session = tx.session
             offer = await _own_offer(session, who, offer_id)
             if offer.outcome == OfferOutcome.ACCEPTED.value:
                 call = await call_repo.get_call(session, offer.call_id)
@@ -80,37 +81,45 @@ class OfferAnswers:
                 # Another doctor's accept (or a cancellation) changed the call first: this offer lost.
                 raise DispatchError(ErrorCode.OFFER_WITHDRAWN, "another doctor took this call") from None
             name = await ctx.calls.doctor_name(session, call)
-        await ctx.states.compare_and_set(
+            stage_withdrawn(tx, withdrawn, call, "another doctor accepted")
+            tx.doctor(
+                who.user_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "offer": str(offer.id)}
+            )
+            tx.status(call, previous.value, actor=Actor.DOCTOR.value, doctor_name=name, eta_s=offer.eta_s)
+        # Committed: the live engine follows. An engine failure here does not undo the accept; the
+        # offer's entry (kept when cancelling it fails) settles the doctor, the repair sweep the rest.
+        await ctx.publisher.follow_up("book the accepting doctor", self._book(who, call, offer))
+        await ctx.publisher.follow_up("free withdrawn doctors", release_withdrawn(ctx, withdrawn))
+        return Moved(call, previous, name)
+
+    async def _book(self, who: Who, call: Call, offer: Offer) -> None:
+        await self.ctx.states.compare_and_set(
             str(who.user_id),
             expected=frozenset(DoctorStatus) - {DoctorStatus.BUSY},
             new=DoctorStatus.BUSY,
             ref=str(call.id),
         )
-        await ctx.deadlines.cancel(offer_key(offer.id))
-        await withdraw(ctx, withdrawn, call, "another doctor accepted")
-        await ctx.publisher.publish_doctor(
-            who.user_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "offer": str(offer.id)}
-        )
-        await ctx.publisher.publish_status(
-            call, previous.value, actor=Actor.DOCTOR.value, doctor_name=name, eta_s=offer.eta_s
-        )
-        return Moved(call, previous, name)
+        await self.ctx.deadlines.cancel(offer_key(offer.id))
 
     async def decline(self, who: Who, offer_id: uuid.UUID, reason: str | None = None) -> None:
         """The offered doctor says no; the call goes to the next candidate. Raises ``DispatchError``
         as :meth:`accept` does (404, 409 ``offer_expired`` / ``offer_withdrawn`` / ``offer_accepted``)."""
         ctx = self.ctx
         now = ctx.now()
-        async with ctx.sessions.begin() as session:
-            offer = await _own_offer(session, who, offer_id)
+        async with ctx.publisher.transaction() as tx:
+            offer = await _own_offer(tx.session, who, offer_id)
             if offer.outcome == OfferOutcome.DECLINED.value:
                 return  # a retried decline
             _check_pending(offer, now)
-            await offer_repo.decide(session, offer.id, OfferOutcome.DECLINED, now)
-            back = await back_to_searching(ctx, session, offer.call_id, "declined")
-        await release(ctx, who.user_id, offer.id)
-        await ctx.deadlines.cancel(offer_key(offer.id))
-        await self._after_back(back, "declined")
+            await offer_repo.decide(tx.session, offer.id, OfferOutcome.DECLINED, now)
+            back = await back_to_searching(ctx, tx, offer.call_id, "declined")
+        await ctx.publisher.follow_up("free a declining doctor", self._free(who.user_id, offer.id))
+        if back is not None:
+            await self.step.trigger(back.id)
+
+    async def _free(self, doctor_id: object, offer_id: uuid.UUID) -> None:
+        await release(self.ctx, doctor_id, offer_id)
+        await self.ctx.deadlines.cancel(offer_key(offer_id))
 
     async def on_deadline(self, ident: str, claim: Claim) -> None:
         """The ``offer`` entry of the offer ``ident`` came due (a Deadlines claim): :meth:`expire`."""
@@ -125,37 +134,32 @@ class OfferAnswers:
         ctx = self.ctx
         now = ctx.now()
         pending = False
-        async with ctx.sessions.begin() as session:
-            offer = await offer_repo.get_offer(session, offer_id, for_update=True)
+        async with ctx.publisher.transaction() as tx:
+            offer = await offer_repo.get_offer(tx.session, offer_id, for_update=True)
             if offer is None:
                 pass
             elif offer.outcome != OfferOutcome.PENDING.value:
-                decided_call = await call_repo.get_call(session, offer.call_id)
+                decided_call = await call_repo.get_call(tx.session, offer.call_id)
             else:
                 pending = True
-                await offer_repo.decide(session, offer.id, OfferOutcome.EXPIRED, now)
-                back = await back_to_searching(ctx, session, offer.call_id, "offer expired")
+                await offer_repo.decide(tx.session, offer.id, OfferOutcome.EXPIRED, now)
+                tx.doctor(
+                    offer.doctor_id,
+                    EventType.OFFER_EXPIRED,
+                    {"offer": str(offer.id), "call": str(offer.call_id)},
+                )
+                back = await back_to_searching(ctx, tx, offer.call_id, "offer expired")
         if offer is None:
             await self._free_unmade(offer_id, reservation)
             return
         if not pending:
             await self._settle_doctor(offer, decided_call)
             return
+        # A deadline handler: an engine error here leaves the entry claimed, and it comes back after
+        # its lease to settle the doctor (the offer is decided by then): raising is the retry.
         await release(ctx, offer.doctor_id, offer.id)
-        await ctx.publisher.publish_doctor(
-            offer.doctor_id,
-            EventType.OFFER_EXPIRED,
-            {"offer": str(offer.id), "call": str(offer.call_id)},
-        )
-        await self._after_back(back, "offer expired")
-
-    async def _after_back(self, back: tuple[Call, CallStatus] | None, reason: str) -> None:
-        """Publish a call's return to searching and run its next step."""
-        if back is None:
-            return
-        call, previous = back
-        await self.ctx.publisher.publish_status(call, previous.value, actor=Actor.SYSTEM.value, reason=reason)
-        await self.step.trigger(call.id)
+        if back is not None:
+            await self.step.trigger(back.id)
 
     async def _free_unmade(self, offer_id: uuid.UUID, reservation: bytes) -> None:
         """A doctor reserved for an offer that was never committed: free them, under the call's row

@@ -18,7 +18,7 @@ from dispatch.dispatch_context import DispatchContext, offer_key, reservation
 from dispatch.errors import DispatchError
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
-from dispatch.publisher import Event
+from dispatch.publisher import Event, OutboxTransaction
 from dispatch.ranking import Candidate, Ranked, rank
 from dispatch.reservations import release_all
 from geo.location_index import MAX_K
@@ -134,8 +134,11 @@ async def make_offers(
     deadline_ms = 0
     expected = CallStatus.CREATED if first else CallStatus.SEARCHING
     started: tuple[CallStatus, int] | None = None
+    made: OutboxTransaction | None = None
     try:
-        async with ctx.sessions.begin() as session:
+        async with ctx.publisher.transaction() as tx:
+            made = tx
+            session = tx.session
             call = await call_repo.get_call(session, call_id, for_update=True)
             if call is None or call.status != expected.value:
                 abandoned = True
@@ -174,20 +177,35 @@ async def make_offers(
                 for r in reserved:
                     payload = reservation(call_id, r.ranked.candidate.doctor_id)
                     await ctx.deadlines.schedule(offer_key(r.offer_id), deadline_ms, payload)
+                _stage_offers(tx, call, reserved, deadline_ms, started)
+                tx.status(call, previous.value, actor=Actor.SYSTEM.value)
     except DispatchError as exc:
         await give_back(ctx, reserved)
         if exc.code in ("conflict", "invalid_transition"):
             return False  # another step or a person changed the call first
         raise
     except BaseException:
-        await give_back(ctx, reserved)
+        if made is None or not made.committed:  # a cancellation while publishing committed offers keeps them
+            await give_back(ctx, reserved)
         raise
     if abandoned or call is None:
         await give_back(ctx, reserved)
         return None if stale else False
+    return True
+
+
+def _stage_offers(
+    tx: OutboxTransaction,
+    call: Call,
+    reserved: list[Reserved],
+    deadline_ms: int,
+    started: tuple[CallStatus, int] | None,
+) -> None:
+    """In the offers' transaction: ``offer.created`` to each doctor (an emergency's K offers leave as
+    one batch with the rest: one Redis round trip, not K), then the start of the search when this
+    transaction made it (``as_of``: the call object holds its later ``offered``)."""
     summary = call_summary(call)
-    # An emergency's K offers go out as one batch (one Redis round trip, not K).
-    await ctx.publisher.publish_all(
+    tx.stage_all(
         [
             Event(
                 doctor_channel(r.ranked.candidate.doctor_id),
@@ -205,15 +223,13 @@ async def make_offers(
     )
     if started is not None:
         before, version = started
-        await ctx.publisher.publish_status(
+        tx.status(
             call,
             before.value,
             actor=Actor.SYSTEM.value,
             reason="search started",
             as_of=(CallStatus.SEARCHING.value, version),
         )
-    await ctx.publisher.publish_status(call, previous.value, actor=Actor.SYSTEM.value)
-    return True
 
 
 async def search_round(session: Any, call_id: uuid.UUID) -> Round:

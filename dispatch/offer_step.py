@@ -18,6 +18,7 @@ from dispatch.errors import DispatchError
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
 from dispatch.offer_making import candidates, make_offers, reserve
+from dispatch.publisher import OutboxTransaction
 from dispatch.reservations import arm_step, back_to_searching
 from models.calls import Call
 from models.enums import CallStatus, Urgency
@@ -44,18 +45,30 @@ class OfferStep:
         return None
 
     async def start(self, call: Call) -> None:
-        """Begin dispatching a new call: at once, or ``planned_lead_s`` before a planned call's time."""
+        """Begin dispatching a new call: at once, or ``planned_lead_s`` before a planned call's time.
+        Follows the call's commit, so it never raises an engine error: a lost entry is re-armed by
+        the periodic resume (``OfferLoop.resume``) or the repair sweep."""
         begin = self.dispatch_begins(call)
         if begin is not None and begin > self.ctx.now():
-            await self.ctx.deadlines.schedule(step_key(call.id), epoch_ms(begin) or 0)
+            await self.ctx.publisher.follow_up(
+                "schedule a planned call",
+                self.ctx.deadlines.schedule(step_key(call.id), epoch_ms(begin) or 0),
+            )
             return
         await self.trigger(call.id, call)
 
     async def trigger(self, call_id: uuid.UUID, call: Call | None = None) -> None:
         """Run the call's next step now in this process, with the safety-net entry behind it.
-        ``call``: the call as just committed, when the caller has it (saves the step a read)."""
-        armed_ms = await arm_step(self.ctx, call_id)
-        self.ctx.spawn(self._step_then_settle(call_id, armed_ms, call))
+        ``call``: the call as just committed, when the caller has it (saves the step a read). Follows
+        a commit, so an engine error arming the entry is logged and counted, not raised (the step
+        runs anyway; the periodic resume re-arms a call left without an entry)."""
+        armed: list[int] = []
+
+        async def arm() -> None:
+            armed.append(await arm_step(self.ctx, call_id))
+
+        await self.ctx.publisher.follow_up("arm a call's step", arm())
+        self.ctx.spawn(self._step_then_settle(call_id, armed[0] if armed else -1, call))
 
     async def _step_then_settle(self, call_id: uuid.UUID, armed_ms: int, call: Call | None) -> None:
         try:
@@ -148,16 +161,14 @@ class OfferStep:
         run of this step, or a person, may have moved it since it was read: from ``offered``, say, the
         same move would be a legal transition with the wrong meaning). Returns the status after (None:
         no such call)."""
-        async with self.ctx.sessions.begin() as session:
-            locked = await call_repo.get_call(session, call_id, for_update=True)
+        async with self.ctx.publisher.transaction() as tx:
+            locked = await call_repo.get_call(tx.session, call_id, for_update=True)
             if locked is None or locked.status != CallStatus.CREATED.value:
                 return None if locked is None else CallStatus(locked.status)
             previous = await self.ctx.calls.apply(
-                session, locked, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
+                tx.session, locked, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
             )
-        await self.ctx.publisher.publish_status(
-            locked, previous.value, actor=Actor.SYSTEM.value, reason="search started"
-        )
+            tx.status(locked, previous.value, actor=Actor.SYSTEM.value, reason="search started")
         return CallStatus.SEARCHING
 
     async def _repair_offered(self, call: Call) -> bool:
@@ -172,14 +183,10 @@ class OfferStep:
                 await self.ctx.deadlines.schedule(offer_key(offer.id), epoch_ms(offer.deadline_at) or 0)
         if pending:
             return True
-        async with self.ctx.sessions.begin() as session:
-            back = await back_to_searching(self.ctx, session, call.id, "no open offer")
+        async with self.ctx.publisher.transaction() as tx:
+            back = await back_to_searching(self.ctx, tx, call.id, "no open offer")
         if back is None:
             return True
-        moved, previous = back
-        await self.ctx.publisher.publish_status(
-            moved, previous.value, actor=Actor.SYSTEM.value, reason="no open offer"
-        )
         return await self._search(call.id)
 
     async def _search(self, call_id: uuid.UUID) -> bool:
@@ -222,12 +229,13 @@ class OfferStep:
 
     async def _escalate(self, call_id: uuid.UUID, reason: str) -> None:
         """Nobody took the call: ``escalated`` (a human acts), ``call.escalated`` on ``dispatch``."""
+
+        def escalated(tx: OutboxTransaction, call: Call) -> None:
+            tx.dispatch(EventType.CALL_ESCALATED, {"call": call_summary(call), "reason": reason})
+
         try:
-            moved = await self.ctx.calls.move(
-                SYSTEM, call_id, CallStatus.ESCALATED, actor=Actor.SYSTEM, reason=reason
+            await self.ctx.calls.move(
+                SYSTEM, call_id, CallStatus.ESCALATED, actor=Actor.SYSTEM, reason=reason, also=escalated
             )
         except DispatchError:
             return  # the call moved on meanwhile
-        await self.ctx.publisher.publish_dispatch(
-            EventType.CALL_ESCALATED, {"call": call_summary(moved.call), "reason": reason}
-        )

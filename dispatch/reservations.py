@@ -1,6 +1,10 @@
 """Reservation helpers shared by the offer loop's parts: give doctors back, withdraw offers, free an
 assigned doctor, send an offered call back to searching (with its next step armed before the commit).
 
+Events are staged in the transaction of the change (``stage_*``, on an ``OutboxTransaction``); the
+live engine follows after the commit (``release_withdrawn``, ``free_busy``), wrapped by the callers in
+``EventPublisher.follow_up`` so that an engine failure never turns a committed change into an error.
+
 Every helper is safe to repeat: a doctor's state changes only by compare-and-set on the exact
 reservation (``offered`` with ``ref`` = the offer id, ``busy`` with ``ref`` = the call id), so a helper
 running after the state moved on does nothing.
@@ -10,11 +14,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, step_key
 from dispatch.lifecycle import Actor
+from dispatch.publisher import OutboxTransaction
 from models.calls import Call
 from models.enums import CallStatus, DoctorStatus
 from models.offers import Offer
@@ -41,26 +45,39 @@ async def release_all(ctx: DispatchContext, reserved: Iterable[tuple[str, uuid.U
         await ctx.deadlines.cancel(offer_key(offer_id))
 
 
-async def withdraw(ctx: DispatchContext, offers: list[Offer], call: Call, reason: str) -> None:
-    """Tell doctors whose offers were withdrawn (already marked in the database), free them."""
+def stage_withdrawn(tx: OutboxTransaction, offers: list[Offer], call: Call, reason: str) -> None:
+    """In the transaction that withdrew ``offers`` (decided in the database): tell their doctors
+    (``offer.withdrawn`` on each ``doctor:<id>``)."""
     for offer in offers:
-        await release(ctx, offer.doctor_id, offer.id)
-        await ctx.deadlines.cancel(offer_key(offer.id))
-        await ctx.publisher.publish_doctor(
+        tx.doctor(
             offer.doctor_id,
             EventType.OFFER_WITHDRAWN,
             {"offer": str(offer.id), "call": str(call.id), "reason": reason},
         )
 
 
-async def free_doctor(
-    ctx: DispatchContext, doctor_id: uuid.UUID, call: Call, event: EventType, reason: str
+async def release_withdrawn(ctx: DispatchContext, offers: list[Offer]) -> None:
+    """After the commit that withdrew ``offers``: free their doctors and drop their deadline entries.
+    Raises engine errors (callers wrap it in ``EventPublisher.follow_up``)."""
+    for offer in offers:
+        await release(ctx, offer.doctor_id, offer.id)
+        await ctx.deadlines.cancel(offer_key(offer.id))
+
+
+def stage_freed(
+    tx: OutboxTransaction, doctor_id: uuid.UUID, call: Call, event: EventType, reason: str
 ) -> None:
-    """A doctor busy with ``call`` becomes available and is told (``event`` on ``doctor:<id>``)."""
+    """In the transaction that took ``call`` from its doctor: tell them (``event`` on ``doctor:<id>``)."""
+    tx.doctor(doctor_id, event, {"call": str(call.id), "reason": reason})
+
+
+async def free_busy(ctx: DispatchContext, doctor_id: uuid.UUID, call_id: uuid.UUID) -> None:
+    """After the commit: a doctor busy with ``call_id`` becomes available (no-op if the state moved
+    on). Raises engine errors (callers wrap it in ``EventPublisher.follow_up``; the repair sweep frees
+    a doctor left busy for a final call)."""
     await ctx.states.compare_and_set(
-        str(doctor_id), expected=DoctorStatus.BUSY, expected_ref=str(call.id), new=DoctorStatus.AVAILABLE
+        str(doctor_id), expected=DoctorStatus.BUSY, expected_ref=str(call_id), new=DoctorStatus.AVAILABLE
     )
-    await ctx.publisher.publish_doctor(doctor_id, event, {"call": str(call.id), "reason": reason})
 
 
 async def arm_step(ctx: DispatchContext, call_id: uuid.UUID) -> int:
@@ -74,11 +91,12 @@ async def arm_step(ctx: DispatchContext, call_id: uuid.UUID) -> int:
 
 
 async def back_to_searching(
-    ctx: DispatchContext, session: Any, call_id: uuid.UUID, reason: str
-) -> tuple[Call, CallStatus] | None:
+    ctx: DispatchContext, tx: OutboxTransaction, call_id: uuid.UUID, reason: str
+) -> Call | None:
     """In the offer's transaction: an offered call whose last pending offer just closed goes back
-    to searching (its next step armed before the commit). Returns ``(call, previous status)`` to
-    publish, or None (the call is not offered, or a broadcast still has open offers)."""
+    to searching (its next step armed before the commit, its ``call.status`` staged). Returns the
+    call, or None (the call is not offered, or a broadcast still has open offers)."""
+    session = tx.session
     call = await call_repo.get_call(session, call_id, for_update=True)
     if call is None or call.status != CallStatus.OFFERED.value:
         return None
@@ -86,4 +104,5 @@ async def back_to_searching(
         return None  # a broadcast still has open offers
     await arm_step(ctx, call_id)
     previous = await ctx.calls.apply(session, call, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason=reason)
-    return call, previous
+    tx.status(call, previous.value, actor=Actor.SYSTEM.value, reason=reason)
+    return call

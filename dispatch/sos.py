@@ -37,7 +37,7 @@ from dispatch.deadlines import Claim, Deadlines
 from dispatch.errors import DispatchError, forbidden, not_found
 from dispatch.lifecycle import FINAL
 from dispatch.publisher import EventPublisher, as_publisher
-from dispatch.sos_delivery import deliver
+from dispatch.sos_delivery import doctors_nearby, stage_nearby, stage_raised
 from dispatch.sos_desk import REPEAT, SOS_CHANNEL, SosDesk, alert_json, audit, repeat_key
 from geo.location_index import LocationIndex
 from models.enums import CallStatus, Role, SosKind, SosStatus, Urgency
@@ -89,7 +89,7 @@ class SosService:
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
-        self.publisher = as_publisher(publisher)
+        self.publisher = as_publisher(publisher, sessions)
         self.locations = locations
         self.deadlines = deadlines
         self.calls = calls
@@ -131,7 +131,8 @@ class SosService:
         if who.role not in (Role.DOCTOR, Role.PATIENT):
             raise forbidden("only doctors and patients raise an SOS")
         now = self.now()
-        async with self.sessions.begin() as session:
+        async with self.publisher.transaction() as tx:
+            session = tx.session
             if who.role is Role.PATIENT:
                 if call_id is None:
                     raise DispatchError(
@@ -166,12 +167,18 @@ class SosService:
             )
             sos_repo.add_alert(session, alert)
             audit(session, alert.id, "raised", who, {"kind": kind.value}, now)
+            # The dispatchers first: sos.raised commits with the alert.
+            data = stage_raised(tx, alert, 0)
             # Armed in the same breath as the row: a process dying right after the commit still leaves
-            # the repeat to another process.
-            await self._arm(alert.id)
-        delivered = await self._deliver(alert, repeat=0)
-        async with self.sessions.begin() as session:
-            audit(session, alert.id, "delivered", None, delivered, self.now())
+            # the repeat to another process. An engine that cannot be reached does not refuse an SOS:
+            # the alert commits (its events wait in the outbox) and the resume re-arms it.
+            await self.publisher.follow_up("arm an SOS repeat", self._arm(alert.id))
+        try:
+            delivered = await self._deliver(alert, data, "delivered")
+        except Exception as exc:  # committed: the repeat delivers it to the doctors nearby
+            self.publisher.stats.followup_failures += 1
+            log.warning("SOS delivery to doctors nearby failed", extra={"error": type(exc).__name__})
+            delivered = {"repeat": 0, "doctors": []}
         if who.role is Role.PATIENT and call_id is not None:
             await self._make_emergency(call_id)
         return {**alert_json(alert), "delivered": delivered}
@@ -216,15 +223,17 @@ class SosService:
             )
         return call.status
 
-    async def _deliver(self, alert: SosAlert, repeat: int) -> dict[str, Any]:
-        return await deliver(
-            self.publisher,
-            self.locations,
-            alert,
-            repeat,
-            radius_m=self.settings.radius_m,
-            position_max_age_s=self.settings.position_max_age_s,
+    async def _deliver(self, alert: SosAlert, data: dict[str, Any], action: str) -> dict[str, Any]:
+        """Find the doctors nearby (the live index, with no session open: a session holds the embedded
+        database, models/sqlite_driver.py), then stage their ``sos.nearby`` with the audit row
+        ``action`` in one transaction. Returns the audit's data. Raises engine and database errors."""
+        nearby = await doctors_nearby(
+            self.locations, alert, self.settings.radius_m, self.settings.position_max_age_s
         )
+        async with self.publisher.transaction() as tx:
+            delivered = stage_nearby(tx, data, nearby)
+            audit(tx.session, alert.id, action, None, delivered, self.now())
+        return delivered
 
     # --- repeating --------------------------------------------------------------------------------
 
@@ -237,9 +246,9 @@ class SosService:
         await self.repeat(uuid.UUID(ident))
 
     async def repeat(self, sos_id: uuid.UUID) -> None:
-        """Re-send an alert nobody acknowledged yet, and arm the next repeat. Delivered with no
-        session open (a session holds the embedded database, models/sqlite_driver.py; the delivery
-        can be hundreds of publishes); a crash before the audit row loses only that row."""
+        """Re-send an alert nobody acknowledged yet, and arm the next repeat. The doctors nearby are
+        found with no session open (a session holds the embedded database, models/sqlite_driver.py);
+        the re-send's events and its audit row then commit together."""
         async with self.sessions() as session:
             alert = await sos_repo.get_alert(session, sos_id)
             if alert is None or alert.status != SosStatus.OPEN.value:
@@ -247,9 +256,13 @@ class SosService:
             count = await sos_repo.count_events(session, sos_id, "repeated")
         repeat = count + 1
         await self._arm(sos_id)
-        delivered = await self._deliver(alert, repeat)
-        async with self.sessions.begin() as session:
-            audit(session, sos_id, "repeated", None, delivered, self.now())
+        nearby = await doctors_nearby(
+            self.locations, alert, self.settings.radius_m, self.settings.position_max_age_s
+        )
+        async with self.publisher.transaction() as tx:
+            data = stage_raised(tx, alert, repeat)
+            delivered = stage_nearby(tx, data, nearby)
+            audit(tx.session, sos_id, "repeated", None, delivered, self.now())
 
     async def run(self) -> None:
         """Claim due repeats and run them, until cancelled (one worker per process; see

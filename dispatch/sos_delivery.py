@@ -1,7 +1,8 @@
 """Who gets an SOS: every online dispatcher (the ``sos`` channel) and the doctors nearby.
 
-An alert goes to the ``sos`` channel first, on its own, then as one batch of ``sos.nearby`` events to
-the private channel of every doctor with a fresh position within the radius (not the raiser).
+An alert goes to the ``sos`` channel first, then as one batch of ``sos.nearby`` events to the private
+channel of every doctor with a fresh position within the radius (not the raiser). Both are staged in
+the outbox by the caller's transaction (``dispatch/sos.py``) and published after its commit.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dispatch.publisher import Event, EventPublisher
+from dispatch.publisher import Event, OutboxTransaction
 from dispatch.sos_desk import SOS_CHANNEL, alert_json
 from geo.distance import haversine_m, metres_per_degree_lat
 from geo.location_index import LocationIndex
@@ -21,29 +22,28 @@ NEARBY_LIMIT = 500
 """Most doctors one alert reaches directly (the nearest first); dispatchers see it regardless."""
 
 
-async def deliver(
-    publisher: EventPublisher,
-    locations: LocationIndex,
-    alert: SosAlert,
-    repeat: int,
-    *,
-    radius_m: float,
-    position_max_age_s: int,
-) -> dict[str, Any]:
-    """Send the alert (``repeat``: 0 when raised, then how many re-sends). Returns what the audit
-    keeps: ``{"repeat": n, "doctors": [doctor id, ...]}`` (the doctors reached, nearest first)."""
+def stage_raised(tx: OutboxTransaction, alert: SosAlert, repeat: int) -> dict[str, Any]:
+    """Stage ``sos.raised`` for the dispatchers (``repeat``: 0 when raised, then how many re-sends);
+    returns its data (the base of the doctors' ``sos.nearby``)."""
     data = {**alert_json(alert), "repeat": repeat}
-    await publisher.publish(SOS_CHANNEL, EventType.SOS_RAISED, data)  # the dispatchers first, on their own
-    nearby = await doctors_nearby(locations, alert, radius_m, position_max_age_s)
-    # One batch: a few hundred doctors' channels in one Redis round trip, not one each (measured:
-    # loadtests/bench_sos.py, docs/benchmarks.md).
-    await publisher.publish_all(
+    tx.stage(SOS_CHANNEL, EventType.SOS_RAISED, data)
+    return data
+
+
+def stage_nearby(
+    tx: OutboxTransaction, data: dict[str, Any], nearby: list[tuple[str, float]]
+) -> dict[str, Any]:
+    """Stage ``sos.nearby`` to every doctor of ``nearby`` (:func:`doctors_nearby`), all in one batch: a
+    few hundred doctors' channels in one INSERT and one Redis round trip, not one each (measured:
+    loadtests/bench_sos.py, docs/benchmarks.md). Returns what the audit keeps:
+    ``{"repeat": n, "doctors": [doctor id, ...]}`` (the doctors reached, nearest first)."""
+    tx.stage_all(
         [
             Event(doctor_channel(doctor_id), EventType.SOS_NEARBY, {**data, "distance_m": round(distance)})
             for doctor_id, distance in nearby
         ]
     )
-    return {"repeat": repeat, "doctors": [d for d, _ in nearby]}
+    return {"repeat": data["repeat"], "doctors": [d for d, _ in nearby]}
 
 
 async def doctors_nearby(

@@ -88,7 +88,7 @@ class SosDesk:
         now: Callable[[], dt.datetime],
     ) -> None:
         self.sessions = sessions
-        self.publisher = as_publisher(publisher)
+        self.publisher = as_publisher(publisher, sessions)
         self.deadlines = deadlines
         self.now = now
 
@@ -108,7 +108,8 @@ class SosDesk:
         if not who.staff:
             raise forbidden("only dispatchers acknowledge and resolve SOS alerts")
         now = self.now()
-        async with self.sessions.begin() as session:
+        async with self.publisher.transaction() as tx:
+            session = tx.session
             alert = await sos_repo.get_alert(session, sos_id, for_update=True)
             if alert is None:
                 raise not_found("sos")
@@ -128,16 +129,17 @@ class SosDesk:
                 alert.status = SosStatus.RESOLVED.value
                 alert.resolved_at, alert.resolved_by, alert.resolution_note = now, who.user_id, note
                 audit(session, sos_id, "resolved", who, {"note": note}, now)
-        await self.deadlines.cancel(repeat_key(sos_id))
-        data = alert_json(alert)
-        event = EventType.SOS_RESOLVED if action == "resolved" else EventType.SOS_ACKNOWLEDGED
-        await self.publisher.publish(SOS_CHANNEL, event, data)
-        raiser = (
-            call_channel(alert.call_id)
-            if alert.call_id is not None and alert.kind == SosKind.EMERGENCY.value
-            else doctor_channel(alert.raised_by)
-        )
-        await self.publisher.publish(raiser, event, data)
+            data = alert_json(alert)
+            event = EventType.SOS_RESOLVED if action == "resolved" else EventType.SOS_ACKNOWLEDGED
+            tx.stage(SOS_CHANNEL, event, data)
+            raiser = (
+                call_channel(alert.call_id)
+                if alert.call_id is not None and alert.kind == SosKind.EMERGENCY.value
+                else doctor_channel(alert.raised_by)
+            )
+            tx.stage(raiser, event, data)
+        # Committed: a repeat left armed by an engine failure finds the alert acknowledged and ends.
+        await self.publisher.follow_up("cancel an SOS repeat", self.deadlines.cancel(repeat_key(sos_id)))
         return data
 
     async def get(self, who: Who, sos_id: uuid.UUID) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from models.clinics import Clinic
 from models.doctor_zones import DoctorZone
 from models.doctors import DoctorProfile
 from models.offers import Offer
+from models.outbox import OutboxEvent, OutboxRelayLease
 from models.ratings import Rating
 from models.sos import SosAlert, SosEvent
 from models.track import TrackPoint
@@ -25,6 +26,8 @@ __all__ = [
     "DoctorProfile",
     "DoctorZone",
     "Offer",
+    "OutboxEvent",
+    "OutboxRelayLease",
     "Rating",
     "SosAlert",
     "SosEvent",

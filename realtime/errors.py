@@ -105,6 +105,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUTSIDE_SERVICE_AREA: 422,
     ErrorCode.TOO_MANY_CELLS: 422,
     ErrorCode.UNKNOWN_ZONE: 422,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.BUSY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }

@@ -23,6 +23,7 @@ from dispatch.calls import CallService
 from dispatch.chat import ChatService
 from dispatch.location_ingest import IngestSettings, LocationIngest
 from dispatch.offer_loop import OfferLoop
+from dispatch.outbox_relay import OutboxRelay
 from dispatch.publisher import EventPublisher
 from dispatch.ratings import RatingService
 from dispatch.sos import SosService, SosSettings
@@ -144,8 +145,11 @@ def create_app(settings: Settings) -> Starlette:
         sessions = make_sessionmaker(db)
         engine = open_engine(settings.engine_url, prefix=settings.engine_prefix)
         zones = await _load_zones(sessions)
-        # The one door for domain events (dispatch/publisher.py); every service publishes through it.
-        publisher = EventPublisher(engine.broker)
+        # The one door for domain events (dispatch/publisher.py), the outbox writer; its relay publishes
+        # what a committer could not (dispatch/outbox_relay.py), one active across processes.
+        publisher = EventPublisher(engine.broker, sessions, settings=settings.outbox())
+        relay = OutboxRelay(publisher)
+        metrics.watch_outbox(publisher.stats)
         calls = CallService(sessions, publisher, zones)
         dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
         sos = SosService(
@@ -186,6 +190,7 @@ def create_app(settings: Settings) -> Starlette:
             asyncio.create_task(dispatch.run(), name="dispatch"),
             asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),
+            asyncio.create_task(relay.run(), name="outbox_relay"),
             # The console's map: per-cell batches to this process's own map subscribers.
             asyncio.create_task(
                 MapFeed(engine.locations, gateway.hub, interval_s=settings.map_feed_interval_ms / 1000).run(),
@@ -199,6 +204,8 @@ def create_app(settings: Settings) -> Starlette:
             await _stop_tasks(background)
             await dispatch.stop()
             await gateway.stop()
+            await relay.stop()
+            await publisher.aclose()
             await engine.close()
             await db.dispose()
             log.info("stopped")

@@ -7,10 +7,14 @@ do not collide. Later subsystems register their metrics on ``Metrics.registry``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatch.publisher import OutboxStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Request latency buckets in seconds: REST calls are expected in single-digit milliseconds.
@@ -68,9 +72,26 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_outbox(self, stats: OutboxStats) -> None:
+        """Expose the outbox's counters (``dispatch/publisher.py`` ``OutboxStats``), read when scraped:
+        ``tot_outbox_<counter>`` (rows staged, published by their committer, left to the relay after a
+        failed publish, relayed, pruned...; ``tot_outbox_relay_active`` is 1 in the process holding
+        the relay lease)."""
+        for counter in fields(stats):
+            gauge = Gauge(
+                f"tot_outbox_{counter.name}",
+                f"Outbox: {counter.name.replace('_', ' ')} since start (dispatch/publisher.py OutboxStats).",
+                registry=self.registry,
+            )
+            gauge.set_function(_reader(stats, counter.name))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def _reader(stats: OutboxStats, name: str) -> Callable[[], float]:
+    return lambda: float(getattr(stats, name))
 
 
 class MetricsMiddleware:

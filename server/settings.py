@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from starlette.config import Config
 
+from dispatch.outbox_settings import OutboxSettings
 from dispatch.ranking import RankingSettings
 from dispatch.settings import DispatchSettings
 
@@ -82,6 +83,13 @@ class Settings:
     # The live engine as a cache of the database (server/engine_care.py).
     engine_watch_interval_s: float = 0.5
     repair_interval_s: float = 5.0
+    # The transactional outbox (dispatch/publisher.py, dispatch/outbox_relay.py).
+    outbox_publish_timeout_ms: int = 500
+    outbox_commit_lease_ms: int = 5_000
+    outbox_relay_interval_ms: int = 500
+    outbox_relay_lease_ms: int = 5_000
+    outbox_relay_batch: int = 200
+    outbox_retention_s: int = 3_600
     # The dispatcher console (docs/console.md).
     map_feed_interval_ms: int = 1000
     console_tile_url: str = ""
@@ -104,6 +112,17 @@ class Settings:
             planned_lead_s=self.planned_lead_s,
             step_retry_s=self.dispatch_step_retry_s,
             ranking=RankingSettings(road_factor=self.road_factor, speed_mps=self.eta_speed_kmh / 3.6),
+        )
+
+    def outbox(self) -> OutboxSettings:
+        """The outbox's tunables (the others keep their defaults)."""
+        return OutboxSettings(
+            publish_timeout_ms=self.outbox_publish_timeout_ms,
+            commit_lease_ms=self.outbox_commit_lease_ms,
+            relay_interval_ms=self.outbox_relay_interval_ms,
+            relay_lease_ms=self.outbox_relay_lease_ms,
+            relay_batch=self.outbox_relay_batch,
+            retention_s=self.outbox_retention_s,
         )
 
     @property
@@ -281,6 +300,12 @@ def load_settings(
         sos_repeat_s=_positive_float(config, "TOT_SOS_REPEAT", 15.0),
         engine_watch_interval_s=_positive_float(config, "TOT_ENGINE_WATCH_INTERVAL", 0.5, minimum=0.01),
         repair_interval_s=_positive_float(config, "TOT_REPAIR_INTERVAL", 5.0, minimum=0.1),
+        outbox_publish_timeout_ms=_positive_int(config, "TOT_OUTBOX_PUBLISH_TIMEOUT_MS", 500),
+        outbox_commit_lease_ms=_positive_int(config, "TOT_OUTBOX_COMMIT_LEASE_MS", 5_000),
+        outbox_relay_interval_ms=_positive_int(config, "TOT_OUTBOX_RELAY_INTERVAL_MS", 500),
+        outbox_relay_lease_ms=_positive_int(config, "TOT_OUTBOX_RELAY_LEASE_MS", 5_000),
+        outbox_relay_batch=_positive_int(config, "TOT_OUTBOX_RELAY_BATCH", 200),
+        outbox_retention_s=_positive_int(config, "TOT_OUTBOX_RETENTION", 3_600),
         map_feed_interval_ms=_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
         console_tile_url=_tile_url(config),
         console_tile_attribution=str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip(),

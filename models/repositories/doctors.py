@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -60,6 +61,18 @@ async def set_verified(
     profile.verified_by = by if verified else None
     await session.flush()
     return profile
+
+
+async def set_chosen_status(session: AsyncSession, user_id: uuid.UUID, status: str, at: dt.datetime) -> bool:
+    """Record the availability the doctor ``user_id`` chose (``available``, ``paused`` or ``offline``)
+    at ``at``, in one UPDATE. Returns whether a profile was there to change."""
+    result = await session.execute(
+        sa.update(DoctorProfile)
+        .where(DoctorProfile.user_id == user_id)
+        .values(chosen_status=status, chosen_status_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def list_profiles(

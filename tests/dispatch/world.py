@@ -38,6 +38,7 @@ from dispatch.calls import CallService, NewCall, Who
 from dispatch.deadline_worker import DeadlineWorker
 from dispatch.doctor_states import DoctorState
 from dispatch.offer_loop import OfferLoop
+from dispatch.publisher import EventPublisher
 from dispatch.settings import DispatchSettings
 from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex
@@ -367,6 +368,7 @@ class World:
                 await self._recorder
         await self.loop.stop()
         await self.sos.worker.stop()
+        await self.calls.publisher.aclose()
         await self.engine.close()
         await self.db.dispose()
 
@@ -391,7 +393,9 @@ async def open_world(
     engine = engine or open_engine("memory://", clock=clock)
     zones = ZoneIndex(sessions)
     await zones.reload()
-    calls = CallService(sessions, engine.broker, zones, now=clock.utcnow)
+    # The one door, its outbox on the world's database and clock (as server/app.py builds it).
+    publisher = EventPublisher(engine.broker, sessions, clock=clock)
+    calls = CallService(sessions, publisher, zones, now=clock.utcnow)
     loop = OfferLoop(
         calls,
         engine.locations,
@@ -402,7 +406,7 @@ async def open_world(
     )
     sos = SosService(
         sessions,
-        engine.broker,
+        publisher,
         engine.locations,
         engine.sos_deadlines,
         calls,

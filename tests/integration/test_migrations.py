@@ -30,6 +30,8 @@ EXPECTED_TABLES = {
     "ratings",
     "sos_events",
     "track_points",
+    "outbox",
+    "outbox_relay_lease",
 }
 
 

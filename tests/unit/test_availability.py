@@ -1,18 +1,29 @@
 """The doctor-availability rules (``dispatch/availability.py``) and the call feed as a plain hub
-subscriber (``dispatch/call_feed.py``), on the memory engine."""
+subscriber (``dispatch/call_feed.py``), on the memory engine and the session's SQLite database (a change
+persists the doctor's choice with its outbox row)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.availability import Availability
 from dispatch.call_feed import CallStatusFollower
 from dispatch.doctor_states_memory import MemoryDoctorStates
 from dispatch.errors import DispatchError
+from dispatch.publisher import EventPublisher
 from geo.location_index_memory import MemoryLocationIndex
-from models.enums import DoctorStatus
+from models.db import make_engine, make_sessionmaker
+from models.enums import DoctorStatus, Role
+from models.outbox import OutboxEvent
+from models.repositories import doctors as doctor_repo
+from models.repositories import users as user_repo
 from realtime.broker import Publication
 from realtime.broker_memory import MemoryBroker
 from realtime.errors import ErrorCode
@@ -21,15 +32,92 @@ from realtime.hub import Hub
 DOCTOR = "00000000-0000-0000-0000-000000000001"
 
 
-def availability(changed: list[str]) -> tuple[Availability, MemoryDoctorStates, MemoryBroker]:
+@pytest.fixture
+async def sessions(sqlite_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The session's migrated SQLite database (the outbox and doctor profiles live there)."""
+    db = make_engine(sqlite_database_url)
+    yield make_sessionmaker(db)
+    await db.dispose()
+
+
+def availability(
+    changed: list[str], sessions: async_sessionmaker[AsyncSession]
+) -> tuple[Availability, MemoryDoctorStates, MemoryBroker]:
     states, broker = MemoryDoctorStates(), MemoryBroker()
-    rules = Availability(None, states, MemoryLocationIndex(), broker, changed.append)  # type: ignore[arg-type]
+    rules = Availability(
+        sessions, states, MemoryLocationIndex(), EventPublisher(broker, sessions), changed.append
+    )
     return rules, states, broker
 
 
-async def test_a_verified_doctor_becomes_available_and_every_device_hears_of_it() -> None:
+async def _doctor(sessions: async_sessionmaker[AsyncSession]) -> str:
+    async with sessions.begin() as session:
+        user = await user_repo.create_user(
+            session,
+            email=f"{uuid.uuid4().hex[:12]}@availability.test",
+            phone=None,
+            password_hash="not-a-hash",
+            full_name="Doctor Availability",
+            role=Role.DOCTOR,
+        )
+        await doctor_repo.create_profile(
+            session,
+            user_id=user.id,
+            licence_number=f"LIC-{uuid.uuid4().hex[:10]}",
+            specialties=(),
+            clinic_id=None,
+        )
+    return str(user.id)
+
+
+async def _rows(sessions: async_sessionmaker[AsyncSession], channel: str) -> list[OutboxEvent]:
+    async with sessions() as session:
+        return list(await session.scalars(sa.select(OutboxEvent).where(OutboxEvent.channel == channel)))
+
+
+async def test_a_change_persists_the_choice_with_its_event_in_one_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    doctor = await _doctor(sessions)
+    rules, _, _ = availability([], sessions)
+    await rules.set_status(doctor, "paused", verified=True)
+    async with sessions() as session:
+        profile = await doctor_repo.get_profile(session, uuid.UUID(doctor))
+    assert profile is not None and profile.chosen_status == "paused" and profile.chosen_status_at is not None
+    (row,) = await _rows(sessions, f"doctor:{doctor}")
+    assert row.type == "doctor.status" and '"status":"paused"' in row.payload
+
+
+class _Unreachable(MemoryDoctorStates):
+    """Doctor states whose engine cannot be reached (Redis down)."""
+
+    async def compare_and_set(self, *args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("connection refused")
+
+
+async def test_an_unreachable_engine_answers_unavailable_and_commits_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    doctor = await _doctor(sessions)
+    broker = MemoryBroker()
     changed: list[str] = []
-    rules, states, broker = availability(changed)
+    rules = Availability(
+        sessions, _Unreachable(), MemoryLocationIndex(), EventPublisher(broker, sessions), changed.append
+    )
+    with pytest.raises(DispatchError) as refused:
+        await rules.set_status(doctor, "available", verified=True)
+    assert refused.value.code is ErrorCode.UNAVAILABLE and refused.value.http_status == 503
+    async with sessions() as session:
+        profile = await doctor_repo.get_profile(session, uuid.UUID(doctor))
+    assert profile is not None and profile.chosen_status == "offline"
+    assert await _rows(sessions, f"doctor:{doctor}") == [] and changed == []
+
+
+async def test_a_verified_doctor_becomes_available_and_every_device_hears_of_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    changed: list[str] = []
+    rules, states, broker = availability(changed, sessions)
     await broker.subscribe(f"doctor:{DOCTOR}")
     state = await rules.set_status(DOCTOR, "available", verified=True)
     assert state.status is DoctorStatus.AVAILABLE
@@ -50,10 +138,14 @@ async def test_a_verified_doctor_becomes_available_and_every_device_hears_of_it(
     ],
 )
 async def test_refused_moves_change_nothing(
-    wanted: Any, verified: bool, code: ErrorCode, field: str | None
+    wanted: Any,
+    verified: bool,
+    code: ErrorCode,
+    field: str | None,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     changed: list[str] = []
-    rules, states, _ = availability(changed)
+    rules, states, _ = availability(changed, sessions)
     with pytest.raises(DispatchError) as refused:
         await rules.set_status(DOCTOR, wanted, verified=verified)
     assert (refused.value.code, refused.value.field) == (code, field)

@@ -1,14 +1,17 @@
-"""One path for every domain event: dispatch/ and server/ publish only through ``EventPublisher``
-(``dispatch/publisher.py``) and name events only by ``EventType`` (``realtime/event_types.py``).
+"""One path for every domain event: dispatch/ and server/ stage events through ``EventPublisher``
+(``dispatch/publisher.py``, the transactional outbox writer) and name events only by ``EventType``
+(``realtime/event_types.py``).
 
 The walk is static (AST), so it also covers code no test reaches. What it fails on, outside
 ``dispatch/publisher.py``:
 
-- a call of ``.publish_many(...)`` on anything (the publisher's batch is ``publish_all``);
-- a call of ``.publish(...)`` or ``.publish_ephemeral(...)`` whose receiver is not named ``publisher``
-  (``self.publisher.publish``, ``services.publisher.publish`` pass; ``self.broker.publish``,
-  ``engine.broker.publish`` fail): the next issue turns the publisher into the outbox writer, and an
-  event that bypasses it would bypass the outbox;
+- a call of ``.publish(...)`` or ``.publish_many(...)`` on anything: a domain event is staged in the
+  transaction of its change (``async with publisher.transaction() as tx: tx.stage(...)``), never
+  published directly, or a crash between the commit and the publish would lose it;
+- a call of ``.publish_ephemeral(...)`` whose receiver is not named ``publisher`` (positions: live only,
+  still through the door);
+- a call of ``.publish_rows(...)`` or ``.publish_committed(...)`` (the publisher's own publishing of
+  outbox rows) outside ``dispatch/outbox_relay.py``;
 - a string literal equal to an ``EventType`` value. Excluded: string statements (docstrings, attribute
   docstrings: they describe, they publish nothing) and the op name of ``register_op(...)`` (ops are
   client requests; ``chat.read`` and ``doctor.status`` are both an op and an event).
@@ -18,13 +21,16 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.events import CALL_UNASSIGNED
-from dispatch.publisher import Event, EventPublisher, as_publisher
+from dispatch.publisher import Event, EventPublisher
+from models.db import make_engine, make_sessionmaker
 from realtime.broker import Outgoing, Publication, encode_ephemeral, encode_event
 from realtime.broker_memory import MemoryBroker
 from realtime.event_types import EventType
@@ -32,8 +38,10 @@ from realtime.event_types import EventType
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("dispatch", "server")
 THE_DOOR = "dispatch/publisher.py"
-PUBLISH_METHODS = frozenset({"publish", "publish_ephemeral"})
-FORBIDDEN_METHODS = frozenset({"publish_many"})
+THE_RELAY = "dispatch/outbox_relay.py"
+PUBLISH_METHODS = frozenset({"publish_ephemeral"})
+FORBIDDEN_METHODS = frozenset({"publish", "publish_many"})
+ROW_METHODS = frozenset({"publish_rows", "publish_committed"})
 OP_REGISTRATION = "register_op"
 
 EVENT_NAMES = frozenset(e.value for e in EventType)
@@ -57,9 +65,9 @@ def _receiver(node: ast.expr) -> str:
     return ""
 
 
-def violations(source: str) -> list[str]:
+def violations(source: str, *, relay: bool = False) -> list[str]:
     """What in ``source`` (one module of dispatch/ or server/) bypasses the event path, as
-    ``"<line>: <what>"`` strings."""
+    ``"<line>: <what>"`` strings. ``relay``: the module is the outbox relay (it publishes rows)."""
     tree = ast.parse(source)
     found: list[str] = []
     described: set[int] = set()  # ids of string constants that are statements (docstrings) or op names
@@ -71,7 +79,9 @@ def violations(source: str) -> list[str]:
             if isinstance(func, ast.Attribute) and func.attr == OP_REGISTRATION and node.args:
                 described.add(id(node.args[0]))
             if isinstance(func, ast.Attribute) and func.attr in FORBIDDEN_METHODS:
-                found.append(f"{node.lineno}: .{func.attr}() (use EventPublisher.publish_all)")
+                found.append(f"{node.lineno}: .{func.attr}() (stage it: publisher.transaction(), tx.stage)")
+            elif isinstance(func, ast.Attribute) and func.attr in ROW_METHODS and not relay:
+                found.append(f"{node.lineno}: .{func.attr}() outside the relay (stage it instead)")
             elif (
                 isinstance(func, ast.Attribute)
                 and func.attr in PUBLISH_METHODS
@@ -95,7 +105,7 @@ def test_dispatch_and_server_publish_only_through_the_publisher() -> None:
     bad = {
         rel: found
         for rel, path in modules.items()
-        if rel != THE_DOOR and (found := violations(path.read_text()))
+        if rel != THE_DOOR and (found := violations(path.read_text(), relay=rel == THE_RELAY))
     }
     assert not bad, f"events that bypass dispatch/publisher.py or EventType: {bad}"
 
@@ -103,11 +113,14 @@ def test_dispatch_and_server_publish_only_through_the_publisher() -> None:
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
-        ("await self.broker.publish(ch, EventType.CHAT_READ, d)", "not the publisher"),
+        ("await self.broker.publish(ch, EventType.CHAT_READ, d)", "stage it"),
+        ("await self.publisher.publish(ch, EventType.CHAT_READ, d)", "stage it"),
         ("await engine.broker.publish_ephemeral(ch, t, d)", "not the publisher"),
-        ("await self.publisher.publish_many([])", "publish_all"),
-        ("await make().publish(ch, t, d)", "not the publisher"),
-        ('await self.publisher.publish(ch, "call.status", d)', "EventType.CALL_STATUS"),
+        ("await self.publisher.publish_many([])", "stage it"),
+        ("await make().publish_ephemeral(ch, t, d)", "not the publisher"),
+        ("await self.publisher.publish_rows(rows)", "outside the relay"),
+        ("await publisher.publish_committed(staged)", "outside the relay"),
+        ('tx.stage(ch, "call.status", d)', "EventType.CALL_STATUS"),
         ('X = {"sos.raised": 1}', "EventType.SOS_RAISED"),
     ],
 )
@@ -124,13 +137,15 @@ X = 1
 """``chat.read`` on ``call:<id>``."""
 async def f(self, services, gateway):
     """``doctor.position``"""
-    await self.publisher.publish(ch, EventType.CHAT_READ, d)
+    async with self.publisher.transaction() as tx:
+        tx.stage(ch, EventType.CHAT_READ, d)
+        tx.doctor(doctor_id, EventType.OFFER_EXPIRED, d)
     await services.publisher.publish_ephemeral(ch, EventType.DOCTOR_POSITION, d)
-    await publisher.publish_all([])
     gateway.register_op("doctor.status", handler, roles)
     log.info("call.status: %s", x)
 '''
     assert violations(source) == []
+    assert violations("async def f(self):\n    await self.publisher.publish_rows(rows)\n", relay=True) == []
 
 
 def test_every_event_type_is_documented() -> None:
@@ -156,56 +171,71 @@ class _Recorder:
     """A broker stand-in recording what reaches it."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str, object]] = []
-
-    async def publish(self, channel: str, event_type: str, data: object) -> None:
-        self.calls.append(("publish", channel, event_type, data))
+        self.calls: list[tuple[str, str, str, object, str | None]] = []
 
     async def publish_many(self, events: list[Outgoing]) -> None:
-        self.calls.extend(("publish_many", e.channel, e.type, e.data) for e in events)
+        self.calls.extend(("publish_many", e.channel, e.type, e.data, e.key) for e in events)
 
     async def publish_ephemeral(self, channel: str, event_type: str, data: object) -> None:
-        self.calls.append(("publish_ephemeral", channel, event_type, data))
+        self.calls.append(("publish_ephemeral", channel, event_type, data, None))
 
 
-async def test_the_broker_gets_plain_strings() -> None:
+@pytest.fixture
+async def sessions(sqlite_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    db = make_engine(sqlite_database_url)
+    yield make_sessionmaker(db)
+    await db.dispose()
+
+
+async def test_the_broker_gets_plain_strings_and_keys(sessions: async_sessionmaker[AsyncSession]) -> None:
     broker = _Recorder()
-    publisher = EventPublisher(broker)  # type: ignore[arg-type]
-    await publisher.publish("call:1", EventType.CHAT_MESSAGE, {"a": 1})
-    await publisher.publish_all([Event("doctor:2", EventType.SOS_NEARBY, {"b": 2})])
+    publisher = EventPublisher(broker, sessions)  # type: ignore[arg-type]
+    async with publisher.transaction() as tx:
+        tx.stage("call:1", EventType.CHAT_MESSAGE, {"a": 1})
+        tx.stage_all([Event("doctor:2", EventType.SOS_NEARBY, {"b": 2})])
+        tx.doctor("2", EventType.OFFER_EXPIRED, {"d": 4})
+        tx.dispatch(EventType.CALL_CREATED, {"e": 5})
     await publisher.publish_ephemeral("call:1", EventType.DOCTOR_POSITION, {"c": 3})
-    await publisher.publish_doctor("2", EventType.OFFER_EXPIRED, {"d": 4})
-    await publisher.publish_dispatch(EventType.CALL_CREATED, {"e": 5})
+    ids = [row.id for row, _ in tx.rows]
+    keys = [f"outbox:{row.id}:{row.created_ms}" for row, _ in tx.rows]
     assert broker.calls == [
-        ("publish", "call:1", "chat.message", {"a": 1}),
-        ("publish_many", "doctor:2", "sos.nearby", {"b": 2}),
-        ("publish_ephemeral", "call:1", "doctor.position", {"c": 3}),
-        ("publish", "doctor:2", "offer.expired", {"d": 4}),
-        ("publish", "dispatch", "call.created", {"e": 5}),
+        ("publish_many", "call:1", "chat.message", {"a": 1}, keys[0]),
+        ("publish_many", "doctor:2", "sos.nearby", {"b": 2}, keys[1]),
+        ("publish_many", "doctor:2", "offer.expired", {"d": 4}, keys[2]),
+        ("publish_many", "dispatch", "call.created", {"e": 5}, keys[3]),
+        ("publish_ephemeral", "call:1", "doctor.position", {"c": 3}, None),
     ]
-    assert all(type(t) is str for _, _, t, _ in broker.calls)
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    assert all(type(t) is str for _, _, t, _, _ in broker.calls)
+    await publisher.aclose()
 
 
-async def test_frames_are_the_bytes_of_the_literal_path() -> None:
-    """The same event through the publisher and through the broker with a literal: the same frame."""
+async def test_frames_are_the_bytes_of_the_literal_path(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The same event staged through the publisher, relayed from its stored row, and published through
+    the broker with a literal: the same frame."""
     direct, door = MemoryBroker(clock=lambda: 1), MemoryBroker(clock=lambda: 1)
-    publisher = as_publisher(door)
+    publisher = EventPublisher(door, sessions)
     data = {"call": "c1", "status": "searching", "from": None, "eta_s": 12, "deadline": 1732200000123}
-    pairs: list[tuple[Publication, Publication]] = [
-        (
-            await direct.publish("call:c1", "call.status", data),
-            await publisher.publish("call:c1", EventType.CALL_STATUS, data),
-        ),
+    await door.subscribe("call:c1")
+    async with publisher.transaction() as tx:
+        tx.stage("call:c1", EventType.CALL_STATUS, data)
+    ((row, _),) = tx.rows
+    staged = await door.receive()
+    elsewhere = MemoryBroker(clock=lambda: 1)  # as a relay in another process would publish it
+    (relayed,) = await EventPublisher(elsewhere, sessions).publish_rows([row])
+    literal = await direct.publish("call:c1", "call.status", data)
+    pairs = [(literal, staged), (literal, relayed)]
+    pairs.append(
         (
             await direct.publish_ephemeral("call:c1", "doctor.position", data),
             await publisher.publish_ephemeral("call:c1", EventType.DOCTOR_POSITION, data),
-        ),
-    ]
-    (batched,) = await publisher.publish_all([Event("dispatch", EventType.CALL_STATUS, data)])
-    (literal,) = await direct.publish_many([Outgoing("dispatch", "call.status", data)])
-    pairs.append((literal, batched))
+        )
+    )
     for a, b in pairs:
+        assert isinstance(b, Publication)
         assert a.frame.replace(a.epoch.encode(), b"E") == b.frame.replace(b.epoch.encode(), b"E")
         assert type(b.type) is str
+    await publisher.aclose()
     await direct.aclose()
     await door.aclose()
+    await elsewhere.aclose()
