@@ -57,6 +57,9 @@ class DispatchContext:
     settings: DispatchSettings
     now: Callable[[], dt.datetime]
     worker: DeadlineWorker
+    settling: Callable[[], bool] = lambda: False
+    """True while the live engine is being rebuilt after a loss and doctors re-announce
+    (``EngineWatch.settling``): a search that finds nobody then looks again instead of escalating."""
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:

@@ -40,6 +40,11 @@ WATCH_INTERVAL_S = 0.5
 """Seconds between two checks of the epoch: a lost engine is noticed within a second by every process."""
 UNREACHABLE_RETRY_S = 0.1
 """Seconds between checks while the engine does not answer: a Redis coming back is seen at once."""
+SETTLE_S = 5.0
+"""Seconds after this process saw the engine lost and rebuilt during which it is *settling*: doctors'
+positions are not in the database, so until the connected apps have answered the re-announce frame a
+search finds nobody. The offer step does not escalate a call for want of candidates then; it looks
+again shortly (``dispatch/offer_step.py``)."""
 REBUILD_BACKOFF_S = (1.0, 30.0)
 """First and longest wait (seconds) before trying a failed rebuild again (the database may be down)."""
 
@@ -72,12 +77,19 @@ class EngineWatch:
         *,
         clock: Clock | None = None,
         interval_s: float = WATCH_INTERVAL_S,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self.epoch = epoch
         self.rebuild = rebuild
         self.on_change = list(on_change)
         self.clock: Clock = clock or wall_clock_ms
         self.interval_s = interval_s
+        self.settle_ms = int(settle_s * 1000)
+        self.lost_at_ms: int | None = None
+        """When this process last found the engine lost (epoch missing or changed) after it had known
+        one (epoch ms); None if never. A process's own start (the memory engine's first rebuild, a
+        fresh Redis) is not a loss: nobody was connected to re-announce."""
+        self._missing = False
         self.known: str | None = None
         """The epoch this process last knew (None before the first successful check)."""
         self.totals: Counter[str] = Counter()
@@ -101,12 +113,17 @@ class EngineWatch:
             self._unreachable = False
             log.info("live engine reachable again", extra={"epoch_known": current == self.known})
         if current is None:
+            if self.known is not None and not self._missing:
+                self.lost_at_ms = self.clock()
+            self._missing = self.known is not None
             return self._count(await self._rebuild())
+        self._missing = False
         if current == self.known:
             return Outcome.SAME
         first = self.known is None
         if not first:
             log.warning("live engine epoch changed", extra={"epoch": current, "was": self.known})
+            self.lost_at_ms = self.clock()
         self.known = current
         await self._local_steps(current)
         return self._count(Outcome.FIRST if first else Outcome.CHANGED)
@@ -138,9 +155,19 @@ class EngineWatch:
             return Outcome.FAILED
         self._failures = 0
         await self._unlock(token)
+        if self.known is not None:
+            self.lost_at_ms = self.clock()  # the re-announce window starts when the states are back
+        self._missing = False
         self.known = current
         await self._local_steps(current)
         return Outcome.REBUILT
+
+    def settling(self) -> bool:
+        """True while the engine is known lost and not yet rebuilt, or for ``settle_s`` after this
+        process saw it rebuilt (see :data:`SETTLE_S`): doctors are still re-announcing."""
+        if self._missing:
+            return True
+        return self.lost_at_ms is not None and self.clock() - self.lost_at_ms < self.settle_ms
 
     async def _unlock(self, token: str) -> None:
         try:

@@ -99,7 +99,11 @@ class OfferLoop:
             resume_every_s=REARM_INTERVAL_S,
             logger=log,
         )
-        ctx = DispatchContext(calls, locations, states, deadlines, settings, now, self.worker)
+        self.settling: Callable[[], bool] = lambda: False
+        """Set by the engine watcher's owner (server/engine_care.py): is the engine settling?"""
+        ctx = DispatchContext(
+            calls, locations, states, deadlines, settings, now, self.worker, lambda: self.settling()
+        )
         self.steps = OfferStep(ctx)
         self.answers = OfferAnswers(ctx, self.steps)
         self.interventions = Interventions(ctx, self.steps)

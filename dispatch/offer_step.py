@@ -28,6 +28,8 @@ from realtime.event_types import EventType
 
 log = logging.getLogger("tot.dispatch")
 
+SETTLING_RETRY_MS = 250
+"""How soon (ms) a search that found nobody while the engine settles looks again."""
 SEARCH_ATTEMPTS = 3
 """Searches one step makes when concurrent runs of the step keep changing the round under it."""
 
@@ -224,6 +226,13 @@ class OfferStep:
             if offered is None:
                 return None  # our view of the round is stale: search again
             return True  # offered, or the call changed under us (cancelled, assigned): nothing to do
+        if self.ctx.settling():
+            # The engine was just rebuilt: doctors' positions come back as their apps re-announce, so
+            # "nobody near" is not yet known. Look again shortly rather than escalate a call that the
+            # fleet can take (issue 16: calls after a Redis restart escalated at once, 18 of 18).
+            await self.ctx.deadlines.schedule(step_key(call_id), self.ctx.now_ms() + SETTLING_RETRY_MS)
+            log.info("no candidate while the engine settles; searching again", extra={"call": str(call_id)})
+            return True
         await self._escalate(call_id, f"no available doctor within {settings.rings_m[-1] / 1000:g} km")
         return True
 

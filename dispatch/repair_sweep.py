@@ -226,11 +226,18 @@ class RepairSweep:
             done[kind] += 1
             log.warning("repair: doctor state", extra={"kind": kind, "ref": state.ref, "to": target.value})
             if to is None:
-                await self.publisher.publish_doctor(
-                    state.doctor_id,
-                    EventType.DOCTOR_STATUS,
-                    {"status": target.value, "version": result.state.version, "since": result.state.since_ms},
-                )
+                # The doctor is told through the outbox like every other doctor.status (a transaction
+                # of its own: the repair changed the live engine only).
+                async with self.publisher.transaction() as tx:
+                    tx.doctor(
+                        state.doctor_id,
+                        EventType.DOCTOR_STATUS,
+                        {
+                            "status": target.value,
+                            "version": result.state.version,
+                            "since": result.state.since_ms,
+                        },
+                    )
         return done
 
     async def _on_calls(self) -> Counter[str]:

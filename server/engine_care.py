@@ -69,6 +69,7 @@ class EngineCare:
             [gateway.engine_changed, self.sweep.ensure_armed],
             interval_s=settings.engine_watch_interval_s,
         )
+        services.dispatch.settling = self.watch.settling
         services.metrics.registry.register(EngineCareMetrics(self))
 
     async def start(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dispatch.engine_watch import Outcome
+from dispatch.engine_watch import SETTLE_S, Outcome
 from dispatch.settings import DispatchSettings
 from models.enums import CallStatus, DoctorStatus, OfferOutcome, SosKind
 from tests.dispatch.live_engines import (  # noqa: F401 - fixtures register by import
@@ -132,3 +132,32 @@ async def test_a_failed_rebuild_is_retried_after_a_backoff(engines: Engines) -> 
         proc.world.clock.advance_s(1)
         assert await proc.watch.check() is Outcome.REBUILT
         assert proc.changes == [proc.watch.known]
+
+
+@pytest.mark.parametrize("engines", ["redis"], indirect=True)
+async def test_a_call_while_doctors_re_announce_waits_for_them(engines: Engines) -> None:
+    """Right after a rebuild no doctor has a position yet: a new call is not escalated for want of
+    candidates but searched again until the doctor re-announces; once the settling window has passed,
+    a call nobody can take escalates as before."""
+    async with engines.process() as proc:
+        world = proc.world
+        assert await proc.watch.check() is Outcome.REBUILT  # a fresh engine: not a loss
+        assert not proc.watch.settling()
+        doctor = await world.doctor(north_m=100)
+        await choose(world, doctor, D.AVAILABLE)
+        await engines.flush()
+        assert await proc.watch.check() is Outcome.REBUILT
+        assert proc.watch.settling()
+
+        call = await world.new_call(await world.patient())
+        assert await world.call_status(call) is S.SEARCHING  # nobody has re-announced: not escalated
+        await world.advance_s(1)
+        assert await world.call_status(call) is S.SEARCHING
+        await world.place(doctor, 100)  # the app answers the re-announce frame
+        await world.advance_s(0.5)
+        await world.pending_offer(call, doctor)
+
+        await world.advance_s(SETTLE_S)
+        assert not proc.watch.settling()
+        far = await world.new_call(await world.patient(), north_m=-50_000)
+        assert await world.call_status(far) is S.ESCALATED
