@@ -57,15 +57,21 @@ class RunningServer:
 
 @contextlib.contextmanager
 def run_server(
-    args: Sequence[str], env: dict[str, str], cwd: Path, *, health_status: int = 200
+    args: Sequence[str],
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    health_status: int = 200,
+    port: int | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``tot-dispatch ARGS --port <free>`` and wait until ``/v1/health`` answers.
 
-    Raises ``RuntimeError`` with the process output when it exits or does not answer in time.
+    ``port``: listen there instead (a server restarted where its clients reconnect). Raises
+    ``RuntimeError`` with the process output when it exits or does not answer in time.
     """
-    port = free_port()
+    port = port or free_port()
     log = cwd / f"server-{port}.log"
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:  # a restart on the same port appends to the same log
         process = subprocess.Popen(
             [sys.executable, "-m", "server", *args, "--port", str(port)],
             env={**os.environ, **env},
@@ -96,3 +102,10 @@ def run_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def kill_hard(server: RunningServer) -> None:
+    """``kill -9`` the server and reap it: no shutdown hook runs, nothing is flushed, its sockets drop."""
+    if server.process.poll() is None:
+        server.process.kill()
+    server.process.wait(timeout=10)
