@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from websockets.asyncio.client import ClientConnection
 
 from dispatch.doctor_states import DoctorState
 from dispatch.doctor_states_redis import RedisDoctorStates
@@ -220,10 +221,13 @@ class RecordingClient(TotClient):
         self.on_unknown = on_unknown
         self.hellos: list[float] = []
 
+    async def _open(self) -> ClientConnection:
+        ws = await super()._open()  # reads ``hello`` itself, before any frame reaches ``_dispatch``
+        self.hellos.append(time.time())
+        return ws
+
     async def _dispatch(self, op: str, frame: dict[str, Any]) -> None:
-        if op == "hello":
-            self.hellos.append(time.time())
-        elif op not in KNOWN_OPS:
+        if op not in KNOWN_OPS:
             self.on_unknown(frame)
         await super()._dispatch(op, frame)
 
@@ -396,6 +400,15 @@ def _call_id(data: dict[str, Any]) -> str:
     """An event's call id: ``call`` is the call (a dict) in most events, its bare id in some."""
     call = data.get("call")
     return str(call["id"] if isinstance(call, dict) else call)
+
+
+def summary(tag: str, what: str, items: list[str], of: int | None = None, show: int = 3) -> list[str]:
+    """One problem line for many alike: ``[tag] 24 of 24 <what>: a; b; c; ...`` (no line when none)."""
+    if not items:
+        return []
+    count = f"{len(items)} of {of}" if of is not None else str(len(items))
+    more = "; ..." if len(items) > show else ""
+    return [f"{tag} {count} {what}: " + "; ".join(items[:show]) + more]
 
 
 # --- waiting ------------------------------------------------------------------------------------------
