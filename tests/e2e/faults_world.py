@@ -36,7 +36,15 @@ from dispatch.doctor_states_redis import RedisDoctorStates
 from models.db import make_engine
 from models.doctors import DoctorProfile
 from models.enums import Role
-from realtime.client import ClientError, ConnectionLost, Event, RecoveryFailed, SubscriptionLost, TotClient
+from realtime.client import (
+    ClientError,
+    ConnectionLost,
+    Event,
+    RecoveryFailed,
+    SubscriptionLost,
+    TotClient,
+    ws_url,
+)
 from realtime.keys import Keys
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.e2e.dispatch_world import SECRET, City, Person, create_people
@@ -99,9 +107,11 @@ class Deployment:
     def of_role(self, role: Role) -> list[Person]:
         return self.city.of_role(role)
 
-    def start_server(self, *, port: int | None = None) -> RunningServer:
-        """One more server process (on ``port`` when given); stopped at the end of the deployment."""
-        server = self.stack.enter_context(run_server(["serve"], self.env, self.cwd, port=port))
+    def start_server(self, *, port: int | None = None, env: dict[str, str] | None = None) -> RunningServer:
+        """One more server process (on ``port`` when given, with ``env`` added to the deployment's);
+        stopped at the end of the deployment."""
+        environ = {**self.env, **(env or {})}
+        server = self.stack.enter_context(run_server(["serve"], environ, self.cwd, port=port))
         return server
 
     def kill9(self, index: int) -> RunningServer:
@@ -110,11 +120,11 @@ class Deployment:
         kill_hard(server)
         return server
 
-    def restart_server(self, index: int) -> RunningServer:
+    def restart_server(self, index: int, env: dict[str, str] | None = None) -> RunningServer:
         """Start server ``index`` again on its port (its clients reconnect to the same URL)."""
         old = self.servers[index]
         assert old.process.poll() is not None, "restart_server: kill or stop it first"
-        self.servers[index] = self.start_server(port=old.port)
+        self.servers[index] = self.start_server(port=old.port, env=env)
         return self.servers[index]
 
     def doctor_app(self, person: Person, lat: float, lon: float, server: int, seed: int = 0) -> DoctorApp:
@@ -409,6 +419,76 @@ def summary(tag: str, what: str, items: list[str], of: int | None = None, show: 
     count = f"{len(items)} of {of}" if of is not None else str(len(items))
     more = "; ..." if len(items) > show else ""
     return [f"{tag} {count} {what}: " + "; ".join(items[:show]) + more]
+
+
+@dataclass
+class Listener:
+    """A client that follows channels (a patient's ``call:<id>``, a dispatcher's ``dispatch``) and keeps
+    everything it is handed: events, failed recoveries, lost subscriptions, in order."""
+
+    url: str
+    token: str
+    client: TotClient = field(init=False)
+    events: list[Event] = field(default_factory=list)
+    failures: list[RecoveryFailed] = field(default_factory=list)
+    lost: list[SubscriptionLost] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.client = TotClient(
+            self.url, self.token, ping_interval_s=5, request_timeout_s=15, backoff_s=(0.1, 1)
+        )
+
+    async def start(self) -> None:
+        await self.client.connect()
+        self._reader = asyncio.create_task(self._read())
+
+    def move_to(self, url: str) -> None:
+        """Reconnect to ``url`` from the next (re)connection on, as a load balancer would route."""
+        self.url = url
+        self.client.url = ws_url(url)
+
+    async def _read(self) -> None:
+        async for item in self.client.events():
+            if isinstance(item, Event):
+                self.events.append(item)
+            elif isinstance(item, RecoveryFailed):
+                self.failures.append(item)
+            elif isinstance(item, SubscriptionLost):
+                self.lost.append(item)
+            self._changed.set()
+
+    def of(self, channel: str, event_type: str, **match: Any) -> list[Event]:
+        """The events of ``event_type`` on ``channel`` whose data has every ``match`` item."""
+        return [
+            e
+            for e in self.events
+            if e.channel == channel
+            and e.type == event_type
+            and isinstance(e.data, dict)
+            and all(e.data.get(k) == v for k, v in match.items())
+        ]
+
+    async def wait_for(self, channel: str, event_type: str, timeout: float, **match: Any) -> Event:
+        """The first such event (already received or next). Raises ``AssertionError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.of(channel, event_type, **match)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                got = [(e.channel, e.type, e.offset) for e in self.events if e.offset is not None]
+                raise AssertionError(f"no {event_type} {match} on {channel} after {timeout:g} s; got {got}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return found[0]
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        await self.client.close()
 
 
 # --- waiting ------------------------------------------------------------------------------------------
