@@ -16,6 +16,16 @@ from pathlib import Path
 import httpx
 
 STARTUP_TIMEOUT_S = 30.0
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The checkout these tests belong to: its packages run in the child processes (below)."""
+
+
+def child_environ(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment, ``env`` added, and the checkout first on ``PYTHONPATH``: a child runs
+    from a scratch folder, where an editable install would otherwise import the packages of whichever
+    checkout was installed (another worktree), not the code under test."""
+    path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **env}
 
 
 def free_port() -> int:
@@ -31,7 +41,7 @@ def cli(
     """Run ``tot-dispatch ARGS`` to completion and return its result (never raises on exit status)."""
     return subprocess.run(
         [sys.executable, "-m", "server", *args],
-        env={**os.environ, **env},
+        env=child_environ(env),
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -74,7 +84,7 @@ def run_server(
     with log.open("ab") as sink:  # a restart on the same port appends to the same log
         process = subprocess.Popen(
             [sys.executable, "-m", "server", *args, "--port", str(port)],
-            env={**os.environ, **env},
+            env=child_environ(env),
             cwd=cwd,
             stdout=sink,
             stderr=subprocess.STDOUT,
