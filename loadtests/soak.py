@@ -11,8 +11,8 @@ Every ``--sample-s`` seconds it reads, per target (``memory``: SQLite and the me
 - the server's resident memory (``/proc/<pid>/status`` VmRSS), open file descriptors and threads;
 - the server's asyncio task count, from ``/metrics`` when the server exports a gauge with ``tasks`` in
   its name (e.g. ``tot_asyncio_tasks``), else ``-``;
-- the rows of the ``outbox`` table (``SELECT count(*) FROM outbox``; ``-`` while the table does not
-  exist), through the target's database;
+- the rows of the ``outbox`` table, all and not yet published (``SELECT count(*) ... FROM outbox``;
+  ``-`` while the table does not exist), through the target's database;
 - calls created, offered, refused so far.
 
 The first ``--warmup-minutes`` (default: a tenth of the run, at least one minute) are warm-up: caches
@@ -66,6 +66,7 @@ class Sample:
     threads: int
     tasks: int | None
     outbox_rows: int | None
+    outbox_unpublished: int | None
     calls: int
     offered: int
     errors: int
@@ -140,14 +141,16 @@ async def task_count(http: httpx.AsyncClient) -> int | None:
     return int(sum(float(value) for _, value in found)) if found else None
 
 
-async def outbox_rows(engine: AsyncEngine) -> int | None:
-    """``SELECT count(*) FROM outbox``, or None while the table does not exist (before issue 16's
-    outbox lands) or the database does not answer."""
+async def outbox_rows(engine: AsyncEngine) -> tuple[int | None, int | None]:
+    """(rows, rows not yet published) of the ``outbox`` table; (None, None) while the table does not
+    exist (before issue 16's outbox) or the database does not answer."""
+    query = "SELECT count(*), count(*) - count(published_ms) FROM outbox"
     try:
         async with engine.connect() as conn:
-            return int(await conn.scalar(sa.text("SELECT count(*) FROM outbox")) or 0)
+            total, unpublished = (await conn.execute(sa.text(query))).one()
     except sa.exc.DBAPIError:
-        return None
+        return None, None
+    return int(total), int(unpublished)
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -171,13 +174,15 @@ async def soak_target(
 
         async def sample() -> None:
             fds, threads = process_counts(server.pid)
+            rows, unpublished = await outbox_rows(engine)
             reading = Sample(
                 t=round(loop.time() - begin, 1),
                 rss_kib=rss_kb(server.pid),
                 fds=fds,
                 threads=threads,
                 tasks=await task_count(http),
-                outbox_rows=await outbox_rows(engine),
+                outbox_rows=rows,
+                outbox_unpublished=unpublished,
                 calls=len(state.calls),
                 offered=len(state.offers),
                 errors=sum(1 for c in state.calls if c.error) + sum(state.refused.values()),
@@ -212,10 +217,11 @@ async def soak_target(
 
 def format_sample(s: Sample) -> str:
     tasks = "-" if s.tasks is None else str(s.tasks)
-    rows = "-" if s.outbox_rows is None else str(s.outbox_rows)
+    rows = "-" if s.outbox_rows is None else f"{s.outbox_rows}/{s.outbox_unpublished}"
     return (
         f"t={s.t:>7.0f}s rss={s.rss_kib / 1024:>7.1f} MiB fds={s.fds:>6} threads={s.threads:>3} "
-        f"tasks={tasks:>6} outbox={rows:>7} calls={s.calls:>6} offered={s.offered:>6} errors={s.errors}"
+        f"tasks={tasks:>6} outbox(all/unpublished)={rows:>11} calls={s.calls:>6} "
+        f"offered={s.offered:>6} errors={s.errors}"
     )
 
 

@@ -29,7 +29,9 @@ from models.enums import Role
 from realtime.client import Position
 from tests.e2e.dispatch_world import CENTRE, offset
 from tests.e2e.faults_world import (
+    OUTBOX_COMMIT_LEASE_S,
     OUTBOX_RELAY_INTERVAL_S,
+    OUTBOX_RELAY_LEASE_S,
     REPAIR_INTERVAL_S,
     Deployment,
     DoctorApp,
@@ -43,9 +45,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 VICTIM, SURVIVOR = 0, 1
 COMMIT_SEEN_WITHIN_S = 15.0
-# The survivor's relay takes over rows left unpublished by a dead process after its lease (or grace
-# period): TOT_OUTBOX_LEASE in faults_world.FAULT_SETTINGS, 2 s. Slack for two loaded cores.
-RELAY_WITHIN_S = 2.0 + 2 * OUTBOX_RELAY_INTERVAL_S + 8.0
+# The survivor's relay publishes rows a dead process left once their commit lease has passed and, when
+# the dead process held the relay lease, once that has too (faults_world.FAULT_SETTINGS); the rest is
+# slack for two loaded cores.
+RELAY_WITHIN_S = OUTBOX_COMMIT_LEASE_S + OUTBOX_RELAY_LEASE_S + 2 * OUTBOX_RELAY_INTERVAL_S + 8.0
 SWEEP_SLACK_S = 2.0  # "within one sweep interval": the interval, plus this for a busy two-core machine
 SERVER_STEP_S = 15.0
 
