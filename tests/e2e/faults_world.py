@@ -52,7 +52,7 @@ from tests.e2e.process import RunningServer, cli, kill_hard, run_server
 from tests.e2e.redis_proc import RedisServer
 
 REPAIR_INTERVAL_S = 1.0
-"""The repair sweep's period in these tests (``TOT_REPAIR_INTERVAL``, helper "rebuild": name guessed)."""
+"""The repair sweep's period in these tests (``TOT_REPAIR_INTERVAL``; 5 s by default)."""
 OUTBOX_COMMIT_LEASE_S = 1.0
 """How long a committing process keeps its own outbox rows before any relay may publish them."""
 OUTBOX_RELAY_LEASE_S = 2.0
@@ -71,16 +71,14 @@ FAULT_SETTINGS: dict[str, str] = {
     "TOT_OUTBOX_COMMIT_LEASE_MS": str(int(OUTBOX_COMMIT_LEASE_S * 1000)),
     "TOT_OUTBOX_RELAY_LEASE_MS": str(int(OUTBOX_RELAY_LEASE_S * 1000)),
     "TOT_OUTBOX_RELAY_INTERVAL_MS": str(int(OUTBOX_RELAY_INTERVAL_S * 1000)),
-    # The engine rebuild and repair sweep (helper "rebuild"): names guessed before it landed; adjust
-    # here, and only here. A setting the server does not know is ignored.
+    # The engine watcher and repair sweep (helper "rebuild").
     "TOT_REPAIR_INTERVAL": f"{REPAIR_INTERVAL_S:g}",  # repair sweep period, s
-    "TOT_ENGINE_EPOCH_CHECK_INTERVAL": "0.5",  # how often the engine's epoch key is read, s
+    "TOT_ENGINE_WATCH_INTERVAL": "0.5",  # how often the engine's epoch key is read, s
 }
 
-REANNOUNCE_OPS = frozenset({"reannounce", "doctor.reannounce", "announce"})
-"""Server frames (``op``) asking a doctor app to re-send its status and position after the engine lost
-them (helper "rebuild"). Pin the one documented name in docs/protocol.md when it lands."""
-KNOWN_OPS = frozenset({"event", "subscribed", "error", "unsubscribed", "ack", "pong", "hello"})
+REANNOUNCE_OP = "reannounce"
+"""The server frame asking a doctor app to re-send its status and position after the engine lost them
+(docs/protocol.md, helper "rebuild"); the Python client answers it itself."""
 
 
 def now_ms() -> int:
@@ -229,13 +227,15 @@ def deployment(
 
 
 class RecordingClient(TotClient):
-    """A :class:`TotClient` that also records every frame's ``op`` the library does not know (the
-    re-announce frame among them) and the time of every ``hello`` (a new connection)."""
+    """A :class:`TotClient` that also records, with their ``time.time()``, the ``reannounce`` frames it
+    receives, the ``hello`` of every connection and every op it sends (``send`` and ``request``, the
+    client's own answers to ``reannounce`` included)."""
 
-    def __init__(self, *args: Any, on_unknown: Callable[[dict[str, Any]], None], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.on_unknown = on_unknown
         self.hellos: list[float] = []
+        self.reannounce_frames: list[float] = []
+        self.sent: list[tuple[float, str]] = []
 
     async def _open(self) -> ClientConnection:
         ws = await super()._open()  # reads ``hello`` itself, before any frame reaches ``_dispatch``
@@ -243,15 +243,28 @@ class RecordingClient(TotClient):
         return ws
 
     async def _dispatch(self, op: str, frame: dict[str, Any]) -> None:
-        if op not in KNOWN_OPS:
-            self.on_unknown(frame)
+        if op == REANNOUNCE_OP:
+            self.reannounce_frames.append(time.time())
         await super()._dispatch(op, frame)
+
+    async def send(self, op: str, /, **fields: Any) -> None:
+        self.sent.append((time.time(), op))
+        await super().send(op, **fields)
+
+    async def request(self, op: str, /, *, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
+        self.sent.append((time.time(), op))
+        return await super().request(op, timeout_s=timeout_s, **fields)
+
+    def sent_since(self, op: str, since: float) -> list[float]:
+        """When ``op`` was sent at or after ``since`` (``time.time()``)."""
+        return [t for t, sent in self.sent if sent == op and t >= since]
 
 
 @dataclass
 class DoctorApp:
     """A doctor's phone. ``mode``: ``accept`` (accepts an offer after 0.05-0.3 s when free) or ``ignore``
-    (lets offers expire). ``chosen``: the availability the doctor chose (re-sent on re-announce)."""
+    (lets offers expire). ``chosen``: the availability the doctor chose. A ``reannounce`` frame is
+    answered by the client library itself (recorded by :class:`RecordingClient`)."""
 
     person: Person
     url: str
@@ -266,9 +279,6 @@ class DoctorApp:
     offer_times: dict[str, float] = field(default_factory=dict)  # offer id -> time.time() received
     accepted: list[str] = field(default_factory=list)  # call ids
     events: list[Event] = field(default_factory=list)
-    reannounce_frames: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    unknown_frames: list[dict[str, Any]] = field(default_factory=list)
-    reannounced: list[float] = field(default_factory=list)  # time.time() when status + position re-sent
     recovery_failures: list[RecoveryFailed] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -276,9 +286,7 @@ class DoctorApp:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.client = RecordingClient(
-            self.url, self.person.token, ping_interval_s=5, request_timeout_s=15, on_unknown=self._unknown
-        )
+        self.client = RecordingClient(self.url, self.person.token, ping_interval_s=5, request_timeout_s=15)
 
     @property
     def id(self) -> str:
@@ -321,9 +329,6 @@ class DoctorApp:
                     self.recovery_failures.append(item)
                 elif isinstance(item, SubscriptionLost):
                     self.problems.append(f"lost {item.channel}: {item.code}")
-                else:  # a client-level re-announce request, should the library surface one this way
-                    self.reannounce_frames.append((time.time(), {"item": repr(item)}))
-                    self._spawn(self.reannounce())
         except Exception as exc:  # the client stopped for good: a failure of the test's world
             self.problems.append(f"client stopped: {exc!r}")
 
@@ -339,12 +344,6 @@ class DoctorApp:
             self.busy_with = str(data["call"]["id"])
         elif event.type in ("call.cancelled", "call.unassigned") and self.busy_with == _call_id(data):
             self.busy_with = None
-
-    def _unknown(self, frame: dict[str, Any]) -> None:
-        self.unknown_frames.append(frame)
-        if frame.get("op") in REANNOUNCE_OPS:
-            self.reannounce_frames.append((time.time(), frame))
-            self._spawn(self.reannounce())
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -366,17 +365,6 @@ class DoctorApp:
             return
         self.busy_with = call_id
         self.accepted.append(call_id)
-
-    async def reannounce(self) -> None:
-        """Send the position and the chosen availability again (what the server asked for)."""
-        try:
-            await self.client.request("location", lat=self.lat, lon=self.lon, acc=5, ts=now_ms())
-            if self.chosen != "offline" and self.busy_with is None:
-                with contextlib.suppress(ClientError):  # refused while offered or busy: the server knows
-                    await self.client.request("doctor.status", status=self.chosen)
-            self.reannounced.append(time.time())
-        except (ConnectionLost, TimeoutError) as exc:
-            self.problems.append(f"re-announce failed: {exc!r}")
 
     async def set_status(self, status: str) -> str:
         """``doctor.status``; returns ``ok`` or the error code (never raises for a refusal)."""
