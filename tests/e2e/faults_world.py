@@ -231,8 +231,9 @@ class RecordingClient(TotClient):
     receives, the ``hello`` of every connection and every op it sends (``send`` and ``request``, the
     client's own answers to ``reannounce`` included)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_reconnect: Callable[[], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.on_reconnect = on_reconnect
         self.hellos: list[float] = []
         self.reannounce_frames: list[float] = []
         self.sent: list[tuple[float, str]] = []
@@ -240,6 +241,8 @@ class RecordingClient(TotClient):
     async def _open(self) -> ClientConnection:
         ws = await super()._open()  # reads ``hello`` itself, before any frame reaches ``_dispatch``
         self.hellos.append(time.time())
+        if len(self.hellos) > 1 and self.on_reconnect is not None:
+            self.on_reconnect()
         return ws
 
     async def _dispatch(self, op: str, frame: dict[str, Any]) -> None:
@@ -264,7 +267,8 @@ class RecordingClient(TotClient):
 class DoctorApp:
     """A doctor's phone. ``mode``: ``accept`` (accepts an offer after 0.05-0.3 s when free) or ``ignore``
     (lets offers expire). ``chosen``: the availability the doctor chose. A ``reannounce`` frame is
-    answered by the client library itself (recorded by :class:`RecordingClient`)."""
+    answered by the client library itself (recorded by :class:`RecordingClient`); on every new
+    connection the app sends its position at once, as a phone app does."""
 
     person: Person
     url: str
@@ -286,7 +290,13 @@ class DoctorApp:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.client = RecordingClient(self.url, self.person.token, ping_interval_s=5, request_timeout_s=15)
+        self.client = RecordingClient(
+            self.url,
+            self.person.token,
+            ping_interval_s=5,
+            request_timeout_s=15,
+            on_reconnect=self._reconnected,
+        )
 
     @property
     def id(self) -> str:
@@ -344,6 +354,16 @@ class DoctorApp:
             self.busy_with = str(data["call"]["id"])
         elif event.type in ("call.cancelled", "call.unassigned") and self.busy_with == _call_id(data):
             self.busy_with = None
+
+    def _reconnected(self) -> None:
+        """A phone on a new connection says where it is at once (not at its next 1 Hz tick): a server
+        that restarted knows no position until then."""
+
+        async def fix() -> None:
+            with contextlib.suppress(ConnectionLost):
+                await self.client.send("location", lat=self.lat, lon=self.lon, acc=5, ts=now_ms())
+
+        self._spawn(fix())
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

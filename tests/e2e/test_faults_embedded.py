@@ -16,6 +16,7 @@ reconnects by itself). Then:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -121,8 +122,14 @@ async def _scenario(world: Deployment, crash_file: Path) -> None:
         try:
             await until(lambda: _is(world, call_a, "assigned"), OFFER_TIMEOUT_S + STEP_S, "assignment")
         except AssertionError:
+            history = [
+                f"{e['to_status']} {e['reason'] or ''} at {_ms(e['at']) - restarted_ms:+d} ms"
+                for e in await world.history(call_a)
+            ]
+            reconnected = [int(t * 1000) - restarted_ms for t in next_one.client.hellos[1:]]
             problems.append(
-                f"[rebuild] A (offered at the kill) is {await _status(world, call_a)}, not assigned"
+                f"[rebuild] A (offered at the kill) is {await _status(world, call_a)}, not assigned; its "
+                f"history (ms after the restart): {history}; the next doctor reconnected at {reconnected}"
             )
         offers = await world.offers(call_a)
         print(f"A's offers: {[(o['outcome'], o['doctor_id'][:8]) for o in offers]}")
@@ -153,6 +160,13 @@ async def _scenario(world: Deployment, crash_file: Path) -> None:
         disarm(str(crash_file))
         await follower.stop()
         await asyncio.gather(*(app.stop() for app in apps), return_exceptions=True)
+
+
+def _ms(at: str | int) -> int:
+    """An event's ``at`` (ISO 8601 or epoch ms) as epoch ms."""
+    if isinstance(at, int):
+        return at
+    return int(dt.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _dead(process: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:
