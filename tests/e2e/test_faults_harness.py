@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from models.enums import Role
 from tests.e2e.faults_world import deployment
@@ -61,7 +63,14 @@ def test_a_write_of_a_client_that_disconnects_during_the_pause_never_runs(tmp_pa
     dropped with its connection, not run when the pause ends."""
     with redis_server(tmp_path / "redis") as server:
         with server.writes_paused():
-            victim = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.5, client_name="doomed")
+            # One attempt: redis-py retries a timed-out command by default, on new connections.
+            victim = redis.Redis(
+                host="127.0.0.1",
+                port=server.port,
+                socket_timeout=0.5,
+                client_name="doomed",
+                retry=Retry(NoBackoff(), 0),
+            )
             with pytest.raises(redis.TimeoutError):
                 victim.set("from-the-dead", "1")
             victim.close()  # the socket closes, as the kernel does for a killed process
