@@ -16,10 +16,12 @@ nothing to do). Never set ``TOT_FAULT_CRASH_FILE`` in production.
 
 Points (the name says where; add one with a line here):
 
-- ``outbox.committed``: a change and its outbox rows are committed; the committing process has not
-  published them yet (the relay of a surviving or restarted process must).
-- ``visit.completed``: a call is ``completed`` in the database; the doctor is not freed in the live
-  engine yet (the repair sweep must).
+- ``outbox.committed`` (``dispatch/publisher.py``, ``EventPublisher.transaction``, right after the
+  commit): a change and its outbox rows are committed; the committing process has not published them
+  yet (the relay of a surviving or restarted process must). Used by tests/e2e/test_faults_embedded.py.
+
+Faults on Redis need no point: the tests hold Redis writes with ``CLIENT PAUSE`` instead
+(tests/e2e/redis_proc.py).
 
 This is a base-like module: it imports nothing of ours, so every layer from ``realtime`` on may call it.
 """
