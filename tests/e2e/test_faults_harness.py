@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +20,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from models.enums import Role
+from realtime.faults import CRASH_FILE_ENV, arm, disarm
 from tests.e2e.faults_world import deployment
+from tests.e2e.process import child_environ
 from tests.e2e.redis_proc import redis_server
 
 pytestmark = pytest.mark.faults
@@ -119,3 +124,23 @@ def test_an_embedded_server_killed_and_restarted_on_the_same_sqlite_file(tmp_pat
         assert world.servers[0].port == port
         call = asyncio.run(world.city.call(created.json()["id"]))
         assert call["id"] == created.json()["id"]
+
+
+def test_a_crash_point_kills_its_process_only_once_armed(tmp_path: Path) -> None:
+    armed = tmp_path / "crash-at"
+    script = "from realtime.faults import crash_point\ncrash_point('outbox.committed')\nprint('alive')"
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script], env=child_environ(env), capture_output=True, text=True, timeout=30
+        )
+
+    assert run({}).stdout == "alive\n"  # off by default
+    assert run({CRASH_FILE_ENV: str(armed)}).stdout == "alive\n"  # no file: nothing armed
+    arm(str(armed), "another.point")
+    assert run({CRASH_FILE_ENV: str(armed)}).stdout == "alive\n"
+    arm(str(armed), "another.point", "outbox.committed")
+    died = run({CRASH_FILE_ENV: str(armed)})
+    assert (died.returncode, died.stdout) == (-signal.SIGKILL, "")
+    disarm(str(armed))
+    assert run({CRASH_FILE_ENV: str(armed)}).stdout == "alive\n"
