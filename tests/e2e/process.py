@@ -16,6 +16,16 @@ from pathlib import Path
 import httpx
 
 STARTUP_TIMEOUT_S = 30.0
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The checkout these tests belong to: its packages run in the child processes (below)."""
+
+
+def child_environ(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment, ``env`` added, and the checkout first on ``PYTHONPATH``: a child runs
+    from a scratch folder, where an editable install would otherwise import the packages of whichever
+    checkout was installed (another worktree), not the code under test."""
+    path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **env}
 
 
 def free_port() -> int:
@@ -31,7 +41,7 @@ def cli(
     """Run ``tot-dispatch ARGS`` to completion and return its result (never raises on exit status)."""
     return subprocess.run(
         [sys.executable, "-m", "server", *args],
-        env={**os.environ, **env},
+        env=child_environ(env),
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -57,18 +67,24 @@ class RunningServer:
 
 @contextlib.contextmanager
 def run_server(
-    args: Sequence[str], env: dict[str, str], cwd: Path, *, health_status: int = 200
+    args: Sequence[str],
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    health_status: int = 200,
+    port: int | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``tot-dispatch ARGS --port <free>`` and wait until ``/v1/health`` answers.
 
-    Raises ``RuntimeError`` with the process output when it exits or does not answer in time.
+    ``port``: listen there instead (a server restarted where its clients reconnect). Raises
+    ``RuntimeError`` with the process output when it exits or does not answer in time.
     """
-    port = free_port()
+    port = port or free_port()
     log = cwd / f"server-{port}.log"
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:  # a restart on the same port appends to the same log
         process = subprocess.Popen(
             [sys.executable, "-m", "server", *args, "--port", str(port)],
-            env={**os.environ, **env},
+            env=child_environ(env),
             cwd=cwd,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -96,3 +112,10 @@ def run_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def kill_hard(server: RunningServer) -> None:
+    """``kill -9`` the server and reap it: no shutdown hook runs, nothing is flushed, its sockets drop."""
+    if server.process.poll() is None:
+        server.process.kill()
+    server.process.wait(timeout=10)
