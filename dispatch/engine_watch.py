@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 
 from dispatch.engine_epoch import EngineEpoch, new_epoch
+from dispatch.rebuild import RebuildReport
 from realtime.clock import Clock, wall_clock_ms
 
 log = logging.getLogger("tot.engine")
@@ -47,6 +48,13 @@ search finds nobody. The offer step does not escalate a call for want of candida
 again shortly (``dispatch/offer_step.py``)."""
 REBUILD_BACKOFF_S = (1.0, 30.0)
 """First and longest wait (seconds) before trying a failed rebuild again (the database may be down)."""
+
+
+def _had_a_fleet(report: object) -> bool:
+    """Whether a rebuild restored doctors who were on shift (available, offered or busy)."""
+    if not isinstance(report, RebuildReport):
+        return False
+    return any(report.doctors.get(status, 0) for status in ("available", "offered", "busy"))
 
 
 class Outcome(StrEnum):
@@ -87,8 +95,8 @@ class EngineWatch:
         self.settle_ms = int(settle_s * 1000)
         self.lost_at_ms: int | None = None
         """When this process last found the engine lost (epoch missing or changed) after it had known
-        one (epoch ms); None if never. A process's own start (the memory engine's first rebuild, a
-        fresh Redis) is not a loss: nobody was connected to re-announce."""
+        one, or rebuilt it at its own start with doctors on shift in the database (epoch ms); None if
+        never. A fresh deployment's start is not a loss: nobody is connected to re-announce."""
         self._missing = False
         self.known: str | None = None
         """The epoch this process last knew (None before the first successful check)."""
@@ -141,7 +149,7 @@ class EngineWatch:
             self._unreachable = True
             return Outcome.UNREACHABLE
         try:
-            await self.rebuild()
+            report = await self.rebuild()
             current = await self.epoch.settle(new_epoch())
         except asyncio.CancelledError:
             raise
@@ -155,8 +163,11 @@ class EngineWatch:
             return Outcome.FAILED
         self._failures = 0
         await self._unlock(token)
-        if self.known is not None:
-            self.lost_at_ms = self.clock()  # the re-announce window starts when the states are back
+        if self.known is not None or _had_a_fleet(report):
+            # The re-announce window starts when the states are back. At a process's own start it
+            # opens only when the database shows doctors on shift (an embedded server restarted on
+            # its file): their apps are reconnecting. A fresh deployment has nobody to wait for.
+            self.lost_at_ms = self.clock()
         self._missing = False
         self.known = current
         await self._local_steps(current)

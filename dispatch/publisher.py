@@ -53,6 +53,7 @@ from realtime.broker import Broker, Outgoing, Publication, validate_channel
 from realtime.channels import call_channel, doctor_channel
 from realtime.clock import Clock, wall_clock_ms
 from realtime.event_types import EventType
+from realtime.faults import crash_point
 
 log = logging.getLogger("tot.outbox")
 
@@ -238,6 +239,7 @@ class EventPublisher:
             tx = OutboxTransaction(session, self, now, lease)
             yield tx
         tx.committed = True
+        crash_point("outbox.committed")  # tests only: die between the commit and the publish
         staged = tx.rows
         if not staged:
             return
