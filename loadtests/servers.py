@@ -145,6 +145,19 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+"""The checkout these benchmarks belong to."""
+
+
+def child_environ(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment, ``env`` added, and this checkout first on ``PYTHONPATH``: a server
+    child runs from a scratch folder, where an editable install would import the packages of whichever
+    checkout was installed, not the code being measured (a before/after comparison from two checkouts
+    would measure one of them twice)."""
+    path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **env}
+
+
 def start_server(name: str, env: dict[str, str], workdir: Path, cpu: int | None) -> Server:
     """Start the target ``name`` on a free port, pinned to ``cpu``, with the open-file limit raised,
     and wait until it answers (raises ``RuntimeError`` if it exits or stays silent for
@@ -166,7 +179,7 @@ def start_server(name: str, env: dict[str, str], workdir: Path, cpu: int | None)
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
-            env={**os.environ, **env},
+            env=child_environ(env),
             stdout=sink,
             stderr=subprocess.STDOUT,
             preexec_fn=prepare_child,

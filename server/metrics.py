@@ -6,6 +6,7 @@ do not collide. Later subsystems register their metrics on ``Metrics.registry``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -44,6 +45,11 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Tasks alive on the server's loop: a leak of tasks (one per connection, deadline or publish
+        # left behind) shows here first (loadtests/soak.py reads it). O(tasks) per scrape.
+        Gauge(
+            "tot_asyncio_tasks", "asyncio tasks alive on the server's event loop.", registry=self.registry
+        ).set_function(_task_count)
         self.ws_connections = Gauge(
             "tot_ws_connections", "Open WebSocket connections, by role.", ("role",), registry=self.registry
         )
@@ -88,6 +94,14 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    """The running loop's live tasks (0 outside a loop: a scrape is always inside the server's)."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
 
 
 def _reader(stats: OutboxStats, name: str) -> Callable[[], float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import httpx
@@ -63,6 +64,9 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert 'tot_http_requests_total{method="GET",route="/v1/doctors/{doctor_id}",status="401"}' in text
     assert "tot_http_request_duration_seconds_bucket" in text
     assert "00000000-0000-4000-8000-000000000001" not in text
+    # The loop's live tasks (the app's background loops at least: relay, engine watch, workers).
+    tasks = re.search(r"^tot_asyncio_tasks ([0-9.e+]+)$", text, re.MULTILINE)
+    assert tasks is not None and float(tasks.group(1)) >= 3
 
 
 async def test_unknown_route_and_method_use_the_error_shape(client: httpx.AsyncClient) -> None:
