@@ -147,7 +147,7 @@ class OutboxTransaction:
         self._staged.append((row, payload))
 
     def stage_all(self, events: Sequence[Event]) -> None:
-        """Stage ``events`` in order (one INSERT at the flush; published as one batch)."""
+        """Stage ``events`` in order (one INSERT for the transaction's rows; published as one batch)."""
         for event in events:
             self.stage(event.channel, event.type, event.payload)
 
@@ -238,6 +238,7 @@ class EventPublisher:
         async with self.sessions.begin() as session:
             tx = OutboxTransaction(session, self, now, lease)
             yield tx
+            await outbox_repo.insert_staged(session, [row for row, _ in tx.rows])
         tx.committed = True
         crash_point("outbox.committed")  # tests only: die between the commit and the publish
         staged = tx.rows

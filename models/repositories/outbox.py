@@ -7,6 +7,7 @@ transaction; none commits.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,10 +19,12 @@ from models.outbox import OutboxEvent, OutboxRelayLease
 def stage(
     session: AsyncSession, channel: str, event_type: str, payload: str, now_ms: int, lease_until_ms: int
 ) -> OutboxEvent:
-    """Add one event row to ``session`` (inserted with the transaction's next flush: rows staged
-    together are one INSERT; its ``id`` is known after the flush). ``payload``: the JSON text of the
-    event's data."""
-    row = OutboxEvent(
+    """A new event row for ``session``'s transaction, kept aside until :func:`insert_staged` writes
+    every row staged in it with one statement (its ``id`` is known then). ``payload``: the JSON text of
+    the event's data. The row is not added to the session: the ORM's unit of work would cost several
+    times the INSERT itself per row (loadtests/bench_outbox.py)."""
+    del session  # the rows join the transaction in insert_staged
+    return OutboxEvent(
         channel=channel,
         type=event_type,
         payload=payload,
@@ -29,8 +32,35 @@ def stage(
         lease_until_ms=lease_until_ms,
         published_ms=None,
     )
-    session.add(row)
-    return row
+
+
+async def insert_staged(session: AsyncSession, rows: Sequence[OutboxEvent]) -> None:
+    """Insert ``rows`` (from :func:`stage`) in ``session``'s transaction with one multi-row
+    ``INSERT ... RETURNING id`` and give each row its id, in staging order (ids grow in that order, so
+    the relay's id order is the staging order). No-op for no rows."""
+    if not rows:
+        return
+    table = cast(sa.Table, OutboxEvent.__table__)
+    # One multi-row INSERT. Not sort_by_parameter_order: SQLite cannot promise RETURNING's order, so
+    # SQLAlchemy would fall back to a statement per row there. Both databases give one statement's
+    # rows increasing ids in VALUES order (SQLite's rowid counter, PostgreSQL's nextval per row), so
+    # the sorted ids are the rows' in staging order.
+    result = await session.execute(
+        sa.insert(table).returning(table.c.id),
+        [
+            {
+                "channel": row.channel,
+                "type": row.type,
+                "payload": row.payload,
+                "created_ms": row.created_ms,
+                "lease_until_ms": row.lease_until_ms,
+                "published_ms": None,
+            }
+            for row in rows
+        ],
+    )
+    for row, row_id in zip(rows, sorted(result.scalars()), strict=True):
+        row.id = row_id
 
 
 async def claimable(session: AsyncSession, now_ms: int, limit: int) -> list[OutboxEvent]:

@@ -116,10 +116,8 @@ async def test_rows_commit_with_the_change_and_a_rollback_leaves_none(
     async with publisher.transaction() as tx:
         tx.stage("call:a", EventType.CHAT_MESSAGE, {"n": 1})
         tx.stage("call:a", EventType.CHAT_READ, {"n": 2})
-    # PostgreSQL: one INSERT ... RETURNING for both rows (one round trip). SQLite: one INSERT per row
-    # (SQLAlchemy cannot match a batch's RETURNING rows to its objects there), each an in-process
-    # statement of microseconds on the loop (models/sqlite_driver.py).
-    assert statements.count("INSERT") == (2 if db.dialect.name == "sqlite" else 1), statements
+    # One multi-row INSERT ... RETURNING for the transaction's rows, on both databases.
+    assert statements.count("INSERT") == 1, statements
     first, second = await _received(broker, 2)
     assert (first.type, first.offset, second.type, second.offset) == ("chat.message", 1, "chat.read", 2)
     rows = await _rows(sessions)
