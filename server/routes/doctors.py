@@ -18,7 +18,7 @@ from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
 from server.routes.pages import PageQuery
-from server.schemas import SPECIALTY_PATTERN, UserOut, user_json
+from server.schemas import SPECIALTY_PATTERN, Input, UserOut, user_json
 from server.services import services
 
 STAFF = (Role.ADMIN, Role.DISPATCHER, Role.CLINIC_ADMIN)
@@ -39,7 +39,7 @@ class DoctorList(BaseModel):
     offset: int
 
 
-class ProfileUpdateIn(BaseModel):
+class ProfileUpdateIn(Input):
     """Fields a doctor may change. A new licence number sends the profile back to unverified."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -51,7 +51,7 @@ class ProfileUpdateIn(BaseModel):
     licence_number: str | None = Field(default=None, min_length=3, max_length=64)
 
 
-class VerifyIn(BaseModel):
+class VerifyIn(Input):
     """``verified: false`` revokes a verification."""
 
     model_config = ConfigDict(extra="forbid")
