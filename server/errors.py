@@ -63,12 +63,16 @@ def _headers(exc: Refusal, headers: dict[str, str] | None = None) -> dict[str, s
 
 
 def allowed_methods(request: Request) -> str:
-    """The ``Allow`` header of a 405: every method some route serves at this path. Starlette's own
-    header names only the first route whose path matched, and the API mounts one route per method."""
-    methods: set[str] = set()
+    """The ``Allow`` header of a 405: every method served at this path by its most specific routes (those
+    matching it with the fewest path parameters, so ``/v1/doctors/me`` is its own resource rather than
+    ``/v1/doctors/{doctor_id}`` given "me", which answers 422). Starlette's own header names only the
+    first route whose path matched, and the API mounts one route per method."""
+    matches: list[tuple[int, set[str]]] = []
     for route in request.app.routes:
         if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
-            methods |= route.methods
+            matches.append((len(route.param_convertors), route.methods))
+    fewest = min((params for params, _ in matches), default=0)
+    methods = set().union(*(m for params, m in matches if params == fewest))
     return ", ".join(sorted(methods))
 
 

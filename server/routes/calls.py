@@ -200,6 +200,7 @@ def _id(request: Request, name: str) -> uuid.UUID:
     roles=(Role.PATIENT, Role.DISPATCHER, Role.ADMIN),
     errors=(409,),
     extra_headers=("Idempotency-Key",),
+    alternate=(200,),
 )
 async def create_call(request: Request) -> Response:
     """A patient calls a doctor home; a dispatcher files a call for a patient who phoned in

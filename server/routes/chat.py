@@ -113,6 +113,7 @@ async def chat_history(request: Request) -> Response:
     response=MessageOut,
     status=201,
     errors=(404, 409),
+    alternate=(200,),
 )
 async def chat_send(request: Request) -> Response:
     """Stored, then delivered live as ``chat.message`` on ``call:<id>``. A resend with the same
