@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from models.enums import Role
 from realtime.errors import ErrorCode
+from server.schemas import Input
 
 Handler = Callable[[Request], Awaitable[Response]]
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
@@ -47,6 +48,12 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     response_media_type: str = "application/json"
     extra_headers: tuple[str, ...] = field(default_factory=tuple)
+    alternate: tuple[int, ...] = ()
+    path_params: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+UUID_PARAM: dict[str, Any] = {"type": "string", "format": "uuid"}
+"""A path parameter: the routes parse ids with ``uuid.UUID`` and refuse anything else with 422."""
 
 
 class ErrorDetail(BaseModel):
@@ -84,8 +91,14 @@ class Api:
         errors: Sequence[int] = (),
         response_media_type: str = "application/json",
         extra_headers: Sequence[str] = (),
+        alternate: Sequence[int] = (),
+        path_params: dict[str, dict[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Decorator that registers ``handler`` for ``method path``."""
+        """Decorator that registers ``handler`` for ``method path``. Raises ``TypeError`` when ``body``
+        or ``query`` is not an :class:`~server.schemas.Input` (the model that holds the text rule)."""
+        for model in (body, query):
+            if model is not None and not issubclass(model, Input):
+                raise TypeError(f"{model.__name__} must subclass server.schemas.Input (the text rule)")
 
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -103,6 +116,8 @@ class Api:
                     errors=tuple(errors),
                     response_media_type=response_media_type,
                     extra_headers=tuple(extra_headers),
+                    alternate=tuple(alternate),
+                    path_params=tuple((path_params or {}).items()),
                 )
             )
             return handler
@@ -164,6 +179,56 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def _query_parameters(model: type[BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
+    """The query parameters of ``model``: its field schemas with their ``$defs`` moved to the components,
+    without the ``null`` branch of optional fields (an absent parameter is the null), and lists as one
+    comma-separated value (``style: form, explode: false``, as the routes split them)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    params = []
+    for name, f in model.model_fields.items():
+        alias = f.alias or name
+        prop = dict(schema["properties"][alias])
+        branches = [b for b in prop.pop("anyOf", ()) if b.get("type") != "null"]
+        if len(branches) == 1:
+            prop.update(branches[0])
+        elif branches:
+            prop["anyOf"] = branches
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param: dict[str, Any] = {
+            "name": alias,
+            "in": "query",
+            "required": f.is_required(),
+            "schema": prop,
+            "description": f.description or "",
+        }
+        if prop.get("type") == "array":
+            param.update(style="form", explode=False)
+        params.append(param)
+    return params
+
+
+def _error_statuses(e: Endpoint) -> set[int]:
+    """Every error status ``e`` can answer: its own ``errors``; 400/413/415/422 with a body (bad JSON,
+    too large, not JSON, a field refused); 422 with a query or an id in the path, and 404 with an id;
+    401 signed in, 403 with roles; 500 (a bug) and 503 (``busy``: no database connection came free)
+    anywhere."""
+    statuses = set(e.errors) | {500, 503}
+    if e.body is not None:
+        statuses |= {400, 413, 415, 422}
+    if e.query is not None:
+        statuses.add(422)
+    if _PATH_PARAM.search(e.path):
+        statuses |= {404, 422}
+    if e.roles is not None:
+        statuses.add(401)
+        if e.roles:
+            statuses.add(403)
+    return statuses
+
+
 def _operation(e: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
     doc = inspect.getdoc(e.handler) or ""
     roles = "public" if e.roles is None else ", ".join(r.value for r in e.roles) or "any authenticated user"
@@ -174,20 +239,13 @@ def _operation(e: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
         "tags": [e.tag],
         "parameters": [],
     }
+    path_schemas = dict(e.path_params)
     for name in _PATH_PARAM.findall(e.path):
-        op["parameters"].append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
+        op["parameters"].append(
+            {"name": name, "in": "path", "required": True, "schema": path_schemas.get(name, UUID_PARAM)}
+        )
     if e.query is not None:
-        for name, f in e.query.model_fields.items():
-            param_schema = e.query.model_json_schema()["properties"][name]
-            op["parameters"].append(
-                {
-                    "name": f.alias or name,
-                    "in": "query",
-                    "required": f.is_required(),
-                    "schema": param_schema,
-                    "description": f.description or "",
-                }
-            )
+        op["parameters"].extend(_query_parameters(e.query, components))
     for header in e.extra_headers:
         op["parameters"].append(
             {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}
@@ -203,18 +261,16 @@ def _operation(e: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
     elif e.response_media_type != "application/json":
         success["content"] = {e.response_media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(e.status): success}
-    error_statuses = set(e.errors)
-    if e.body is not None or e.query is not None:
-        error_statuses |= {400, 422}
+    for status in e.alternate:
+        responses[str(status)] = {**success, "description": "see the description"}
     if e.roles is not None:
-        error_statuses.add(401)
-        if e.roles:
-            error_statuses.add(403)
         op["security"] = [{"bearer": []}]
-    for status in sorted(error_statuses):
+    for status in sorted(_error_statuses(e) - set(e.alternate)):
         responses[str(status)] = {
             "description": "error",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
         }
-    op["responses"] = responses
+    if 401 in _error_statuses(e):
+        responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    op["responses"] = dict(sorted(responses.items()))
     return op

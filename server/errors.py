@@ -2,7 +2,8 @@
 
 Every 4xx/5xx response body is ``{"error": {"code": str, "message": str, "field"?: str, ...}}``. ``code``
 is stable (clients branch on it; docs/api.md lists them); ``message`` is for humans; ``field`` names the
-offending input field when there is one. Errors are logged once, here.
+offending input field when there is one. Errors are logged once, here, by code and field name: never
+a request body, a message or a value (docs/api.md, "Text fields").
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import sqlalchemy.exc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from realtime.errors import CODE_OF_STATUS, ErrorCode, Refusal
+from server.logs import field_name
 
 log = logging.getLogger("tot.http")
 
@@ -32,9 +35,8 @@ def error_response(err: Refusal, headers: dict[str, str] | None = None) -> Respo
     )
 
 
-async def handle_refusal(request: Request, exc: Exception) -> Response:
-    """Starlette exception handler for every :class:`~realtime.errors.Refusal` (API and dispatch)."""
-    assert isinstance(exc, Refusal)
+def _log_refusal(request: Request, exc: Refusal) -> None:
+    # The code and the field's name, never the message or the value: a message may quote input.
     log.info(
         "request refused",
         extra={
@@ -42,19 +44,50 @@ async def handle_refusal(request: Request, exc: Exception) -> Response:
             "path": request.url.path,
             "status": exc.http_status,
             "code": exc.code.value,
+            "field": field_name(exc.field),
         },
     )
-    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-    return error_response(exc, headers)
+
+
+async def handle_refusal(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler for every :class:`~realtime.errors.Refusal` (API and dispatch)."""
+    assert isinstance(exc, Refusal)
+    _log_refusal(request, exc)
+    return error_response(exc, _headers(exc))
+
+
+def _headers(exc: Refusal, headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    if exc.http_status == 401:
+        return {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return headers
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: every method served at this path by its most specific routes (those
+    matching it with the fewest path parameters, so ``/v1/doctors/me`` is its own resource rather than
+    ``/v1/doctors/{doctor_id}`` given "me", which answers 422). Starlette's own header names only the
+    first route whose path matched, and the API mounts one route per method."""
+    matches: list[tuple[int, set[str]]] = []
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            matches.append((len(route.param_convertors), route.methods))
+    fewest = min((params for params, _ in matches), default=0)
+    methods = set().union(*(m for params, m in matches if params == fewest))
+    return ", ".join(sorted(methods))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405/... in our error shape."""
+    """Starlette's own 404/405/... in our error shape; a 405 carries ``Allow`` (RFC 9110, 15.5.6)."""
     assert isinstance(exc, HTTPException)
     code = CODE_OF_STATUS.get(exc.status_code, ErrorCode.HTTP_ERROR)
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else code.value.replace("_", " ")
     status = exc.status_code if code is ErrorCode.HTTP_ERROR else None
-    return await handle_refusal(request, ApiError(code, message, http_status=status))
+    err = ApiError(code, message, http_status=status)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    _log_refusal(request, err)
+    return error_response(err, _headers(err, headers))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

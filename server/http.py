@@ -47,8 +47,11 @@ async def read_json(request: Request) -> Any:
 
 
 def validation_error(exc: ValidationError) -> Exception:
-    """The first pydantic error as an ``ApiError`` 422 ``invalid_input`` naming the field."""
-    first = exc.errors()[0]
+    """The first pydantic error as an ``ApiError`` 422 ``invalid_input`` naming the field; a refused control
+    character (server/schemas.py ``Input``) comes first, wherever it is, so the answer names it even when
+    other fields are wrong too. The message never quotes the value (refusals are logged)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = next((e for e in errors if e["type"] == "control_character"), errors[0])
     field = ".".join(str(part) for part in first.get("loc", ())) or None
     message = first.get("msg", "invalid input")
     if first.get("type") == "extra_forbidden":
@@ -57,7 +60,7 @@ def validation_error(exc: ValidationError) -> Exception:
         ErrorCode.INVALID_INPUT,
         f"{field}: {message}" if field else message,
         field=field,
-        errors=len(exc.errors()),
+        errors=len(errors),
     )
 
 

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 
+import sqlalchemy.exc
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,6 +37,33 @@ class RedactTokens(logging.Filter):
         return True
 
 
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def field_name(name: str | None) -> str | None:
+    """``name`` as a log field: an input field's name comes from the client (an unknown key of a body
+    or a frame is named in its error), so anything but a short plain name is logged as ``(unprintable)``
+    rather than copied into the log."""
+    if name is None or _FIELD_NAME.match(name):
+        return name
+    return "(unprintable)"
+
+
+class HideSqlParameters(logging.Filter):
+    """Drops the bound parameters from a logged SQLAlchemy error (its message lists them by default):
+    they are the request's values (addresses, chat text, symptoms), which are never logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if isinstance(exc, sqlalchemy.exc.StatementError):
+                exc.hide_parameters = True
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """The text line plus the record's ``extra`` fields as ``key=value`` pairs, still one line."""
 
@@ -57,6 +85,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     else:
         handler.setFormatter(TextFormatter(TEXT_FORMAT))
     handler.addFilter(RedactTokens())
+    handler.addFilter(HideSqlParameters())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +25,7 @@ from server.schemas import (
     PHONE_PATTERN,
     SPECIALTY_PATTERN,
     AuthOut,
+    Input,
     TokensOut,
     UserOut,
     user_json,
@@ -34,7 +35,7 @@ from server.services import services
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 
 
-class RegisterIn(BaseModel):
+class RegisterIn(Input):
     """Self-registration. ``role`` may only be ``patient`` or ``doctor``; doctors also give a licence
     number and their specialties and start unverified."""
 
@@ -58,7 +59,7 @@ class RegisterIn(BaseModel):
         return self
 
 
-class LoginIn(BaseModel):
+class LoginIn(Input):
     """``login`` is the account's email or its phone number (E.164)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -67,7 +68,7 @@ class LoginIn(BaseModel):
     password: str = Field(min_length=1, max_length=PASSWORD_MAX)
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(Input):
     """A refresh token from login, registration or an earlier refresh."""
 
     model_config = ConfigDict(extra="forbid")

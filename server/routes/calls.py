@@ -20,17 +20,18 @@ from models.enums import CallStatus, Role, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
 from realtime.errors import ErrorCode
+from realtime.messages import control_character
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
 from server.routes.pages import PageQuery
-from server.schemas import SPECIALTY_PATTERN
+from server.schemas import SPECIALTY_PATTERN, Input, Text
 from server.services import Services, services
 
 STAFF = (Role.DISPATCHER, Role.ADMIN)
 
 
-class CallIn(BaseModel):
+class CallIn(Input):
     """A new call. ``scheduled_at`` (ISO-8601 with a zone) only for planned calls; ``patient_id`` only
     when a dispatcher files a call for a patient who phoned in."""
 
@@ -41,7 +42,7 @@ class CallIn(BaseModel):
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
     urgency: Urgency
     specialty: str = Field(pattern=SPECIALTY_PATTERN)
-    symptoms: str | None = Field(default=None, max_length=2000)
+    symptoms: Text | None = Field(default=None, max_length=2000)
     scheduled_at: dt.datetime | None = None
     patient_id: uuid.UUID | None = None
     price_estimate: Decimal | None = Field(default=None, ge=0, max_digits=10, decimal_places=2)
@@ -66,14 +67,14 @@ class CallOut(BaseModel):
     lon: float
     h3_cell: str
     zone_id: uuid.UUID | None
-    symptoms: str | None
+    symptoms: Text | None
     scheduled_at: int | None
     patient_id: uuid.UUID
     doctor_id: uuid.UUID | None
     created_at: int | None
     assigned_at: int | None
     completed_at: int | None
-    cancel_reason: str | None
+    cancel_reason: Text | None
     price_final: str | None
     version: int
 
@@ -87,10 +88,16 @@ class CallList(BaseModel):
 
 
 class CallListQuery(PageQuery):
-    """Filters: ``status`` is a comma-separated list of statuses."""
+    """Filters: ``status`` is a comma-separated list of statuses (``?status=offered,accepted``)."""
 
-    status: str | None = Field(default=None, description="comma-separated statuses")
+    status: list[CallStatus] | None = Field(default=None, description="comma-separated statuses")
     urgency: Urgency | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        # One query parameter, split here; the document says so (style form, explode false).
+        return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
 
 
 class EventOut(BaseModel):
@@ -101,7 +108,7 @@ class EventOut(BaseModel):
     to_status: CallStatus
     actor_id: uuid.UUID | None
     actor_role: str | None
-    reason: str | None
+    reason: Text | None
     data: dict[str, Any] | None
     at: int
 
@@ -133,23 +140,23 @@ class OfferList(BaseModel):
     items: list[OfferOut]
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(Input):
     """Why (required to cancel)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text = Field(min_length=1, max_length=500)
 
 
-class OptionalReasonIn(BaseModel):
+class OptionalReasonIn(Input):
     """Why, optionally."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)
 
 
-class VisitIn(BaseModel):
+class VisitIn(Input):
     """The doctor's progress. ``price_final`` only with ``completed``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -158,13 +165,13 @@ class VisitIn(BaseModel):
     price_final: Decimal | None = Field(default=None, ge=0, max_digits=10, decimal_places=2)
 
 
-class AssignIn(BaseModel):
+class AssignIn(Input):
     """A dispatcher's assignment (or reassignment) to a doctor."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     doctor_id: uuid.UUID
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)
 
 
 IDEMPOTENCY_MAX = 128
@@ -193,6 +200,7 @@ def _id(request: Request, name: str) -> uuid.UUID:
     roles=(Role.PATIENT, Role.DISPATCHER, Role.ADMIN),
     errors=(409,),
     extra_headers=("Idempotency-Key",),
+    alternate=(200,),
 )
 async def create_call(request: Request) -> Response:
     """A patient calls a doctor home; a dispatcher files a call for a patient who phoned in
@@ -206,6 +214,13 @@ async def create_call(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= IDEMPOTENCY_MAX:
         raise ApiError(ErrorCode.INVALID_INPUT, "Idempotency-Key: 1-128 characters", field="Idempotency-Key")
+    if key is not None and (code_point := control_character(key)) is not None:
+        # The one text input outside a body or query (it is stored with the call): the same rule.
+        raise ApiError(
+            ErrorCode.INVALID_INPUT,
+            f"Idempotency-Key: control character {code_point} is not allowed here",
+            field="Idempotency-Key",
+        )
     new = NewCall(
         address=body.address,
         lat=body.lat,
@@ -230,15 +245,7 @@ async def list_calls(request: Request) -> Response:
     svc = services(request)
     who = _who(svc, request)
     query = parse_query(request, CallListQuery)
-    statuses: list[str] = []
-    if query.status:
-        for part in query.status.split(","):
-            try:
-                statuses.append(CallStatus(part.strip()).value)
-            except ValueError:
-                raise ApiError(
-                    ErrorCode.INVALID_INPUT, f"status: unknown status {part.strip()!r}", field="status"
-                ) from None
+    statuses = [s.value for s in query.status or ()]
     filters: dict[str, Any] = {}
     if who.role is Role.PATIENT:
         filters["patient_id"] = who.user_id

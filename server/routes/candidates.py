@@ -17,12 +17,13 @@ from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_query
 from server.routes import api
+from server.schemas import Input
 from server.services import services
 
 STAFF = (Role.DISPATCHER, Role.ADMIN)
 
 
-class CandidatesQuery(BaseModel):
+class CandidatesQuery(Input):
     """``limit`` doctors (1-50, default 10) within ``radius_km`` (default 50); ``any_specialty=true``
     lists doctors of every specialty."""
 

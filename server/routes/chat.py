@@ -14,16 +14,17 @@ from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
+from server.schemas import Input, Text
 from server.services import services
 
 
-class MessageIn(BaseModel):
+class MessageIn(Input):
     """A chat line. ``client_msg_id`` is the sender's own id for it: sending it again is harmless."""
 
     model_config = ConfigDict(extra="forbid")
 
     client_msg_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    text: Text = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class Sender(BaseModel):
@@ -53,7 +54,7 @@ class MessagePage(BaseModel):
     next: str | None
 
 
-class HistoryQuery(BaseModel):
+class HistoryQuery(Input):
     """``after``: the last message id of the previous page; ``limit``: 1-200."""
 
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +63,7 @@ class HistoryQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
 
 
-class ReadIn(BaseModel):
+class ReadIn(Input):
     """Everything from others up to and including ``up_to`` has been read."""
 
     model_config = ConfigDict(extra="forbid")
@@ -112,6 +113,7 @@ async def chat_history(request: Request) -> Response:
     response=MessageOut,
     status=201,
     errors=(404, 409),
+    alternate=(200,),
 )
 async def chat_send(request: Request) -> Response:
     """Stored, then delivered live as ``chat.message`` on ``call:<id>``. A resend with the same

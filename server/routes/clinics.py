@@ -16,11 +16,11 @@ from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
 from server.routes.pages import PageQuery
-from server.schemas import PHONE_PATTERN
+from server.schemas import PHONE_PATTERN, Input
 from server.services import services
 
 
-class ClinicIn(BaseModel):
+class ClinicIn(Input):
     """A new clinic."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -23,6 +23,7 @@ from server.errors import ApiError
 from server.http import json_response, parse_query
 from server.routes import api
 from server.routes.zones import parse_bbox
+from server.schemas import Input
 from server.services import services
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "static" / "console"
@@ -68,7 +69,7 @@ fetches {packages} from the npm registry and checks its hash.</p>"""
     tag="console",
     roles=None,
     response_media_type="text/html",
-    errors=(503,),
+    alternate=(503,),
 )
 async def console_page(request: Request) -> Response:
     """The page itself is public; it signs in with ``POST /v1/auth/login`` and works only for
@@ -84,7 +85,7 @@ async def console_page(request: Request) -> Response:
     )
 
 
-class CellsQuery(BaseModel):
+class CellsQuery(Input):
     """``bbox=west,south,east,north`` (degrees, as GeoJSON orders a bbox)."""
 
     model_config = ConfigDict(extra="forbid")

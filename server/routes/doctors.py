@@ -18,7 +18,7 @@ from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
 from server.routes.pages import PageQuery
-from server.schemas import SPECIALTY_PATTERN, UserOut, user_json
+from server.schemas import SPECIALTY_PATTERN, Input, UserOut, user_json
 from server.services import services
 
 STAFF = (Role.ADMIN, Role.DISPATCHER, Role.CLINIC_ADMIN)
@@ -39,7 +39,7 @@ class DoctorList(BaseModel):
     offset: int
 
 
-class ProfileUpdateIn(BaseModel):
+class ProfileUpdateIn(Input):
     """Fields a doctor may change. A new licence number sends the profile back to unverified."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -51,7 +51,7 @@ class ProfileUpdateIn(BaseModel):
     licence_number: str | None = Field(default=None, min_length=3, max_length=64)
 
 
-class VerifyIn(BaseModel):
+class VerifyIn(Input):
     """``verified: false`` revokes a verification."""
 
     model_config = ConfigDict(extra="forbid")
@@ -95,15 +95,9 @@ async def list_doctors(request: Request) -> Response:
     )
 
 
-@api.route(
-    "GET", "/v1/doctors/{doctor_id}", summary="One doctor", tag="doctors", response=UserOut, errors=(404,)
-)
-async def get_doctor(request: Request) -> Response:
-    """Any authenticated user may read a doctor's name and profile (a patient sees who is coming);
-    contact details are shown only to the doctor and to staff."""
+async def _doctor(request: Request, doctor_id: uuid.UUID) -> Response:
     svc = services(request)
     principal = svc.principal(request)
-    doctor_id = _parse_id(request.path_params["doctor_id"])
     async with svc.sessions() as session:
         user = await user_repo.get_user(session, doctor_id)
         profile = await doctor_repo.get_profile(session, doctor_id) if user else None
@@ -113,6 +107,30 @@ async def get_doctor(request: Request) -> Response:
     if principal.user_id != doctor_id and principal.role not in STAFF:
         data["email"] = data["phone"] = None
     return json_response(data)
+
+
+# Before /v1/doctors/{doctor_id}: the first route whose path matches serves the request.
+@api.route(
+    "GET",
+    "/v1/doctors/me",
+    summary="Your doctor profile",
+    tag="doctors",
+    response=UserOut,
+    roles=(Role.DOCTOR,),
+    errors=(404,),
+)
+async def get_own_doctor(request: Request) -> Response:
+    """The signed-in doctor's account and profile (``PATCH`` on the same path updates it)."""
+    return await _doctor(request, services(request).principal(request).user_id)
+
+
+@api.route(
+    "GET", "/v1/doctors/{doctor_id}", summary="One doctor", tag="doctors", response=UserOut, errors=(404,)
+)
+async def get_doctor(request: Request) -> Response:
+    """Any authenticated user may read a doctor's name and profile (a patient sees who is coming);
+    contact details are shown only to the doctor and to staff."""
+    return await _doctor(request, _parse_id(request.path_params["doctor_id"]))
 
 
 @api.route(

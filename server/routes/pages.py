@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from server.schemas import Input
 
 MAX_PAGE = 200
 
 
-class PageQuery(BaseModel):
+class PageQuery(Input):
     """``limit`` (1-200, default 50) items starting at ``offset``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -15,16 +15,17 @@ from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body
 from server.routes import api
+from server.schemas import Input, Text
 from server.services import services
 
 
-class RatingIn(BaseModel):
+class RatingIn(Input):
     """A score from 1 to 5 and an optional comment."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     score: int = Field(ge=1, le=5, strict=True)
-    comment: str | None = Field(default=None, max_length=MAX_COMMENT)
+    comment: Text | None = Field(default=None, max_length=MAX_COMMENT)
 
 
 class RatingOut(BaseModel):

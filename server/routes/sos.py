@@ -17,12 +17,13 @@ from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
+from server.schemas import Input, Text
 from server.services import services
 
 STAFF = (Role.DISPATCHER, Role.ADMIN)
 
 
-class SosIn(BaseModel):
+class SosIn(Input):
     """Doctors: ``danger`` or ``complex_call``, with their position (else the last one the server has).
     Patients: ``emergency`` with their ``call``."""
 
@@ -32,15 +33,15 @@ class SosIn(BaseModel):
     lat: float | None = Field(default=None, ge=-MAX_LAT, le=MAX_LAT, allow_inf_nan=False)
     lon: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
     call: uuid.UUID | None = None
-    message: str | None = Field(default=None, max_length=1000)
+    message: Text | None = Field(default=None, max_length=1000)
 
 
-class ResolveIn(BaseModel):
+class ResolveIn(Input):
     """How it ended."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    note: str = Field(min_length=1, max_length=2000)
+    note: Text = Field(min_length=1, max_length=2000)
 
 
 class SosOut(BaseModel):
@@ -70,7 +71,7 @@ class SosList(BaseModel):
     items: list[SosOut]
 
 
-class SosQuery(BaseModel):
+class SosQuery(Input):
     """``all=true`` includes resolved alerts."""
 
     model_config = ConfigDict(extra="forbid")

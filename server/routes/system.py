@@ -62,7 +62,7 @@ async def _database_health(request: Request) -> dict[str, Any]:
     tag="system",
     response=HealthOut,
     roles=None,
-    errors=(503,),
+    alternate=(503,),
 )
 async def health(request: Request) -> Response:
     """Checks the database (reachable, migrated to head) and the live engine (reachable). Public, for

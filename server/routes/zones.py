@@ -22,6 +22,7 @@ from realtime.errors import ErrorCode
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
 from server.routes import api
+from server.schemas import Input
 from server.services import services
 
 ZONE_EDITORS = (Role.ADMIN, Role.CLINIC_ADMIN)
@@ -29,7 +30,7 @@ ZONE_READERS = (Role.ADMIN, Role.DISPATCHER, Role.CLINIC_ADMIN, Role.DOCTOR)
 MAX_DOCTOR_ZONES = 500
 
 
-class ZoneQuery(BaseModel):
+class ZoneQuery(Input):
     """``bbox=west,south,east,north`` (degrees, as GeoJSON orders a bbox): only zones touching it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -93,7 +94,7 @@ class ZoneRefOut(BaseModel):
     name: str
 
 
-class DoctorZonesIn(BaseModel):
+class DoctorZonesIn(Input):
     """The complete set of zones the doctor serves; an empty list means every zone."""
 
     model_config = ConfigDict(extra="forbid")
@@ -126,6 +127,10 @@ def _doctor_zones_json(doctor_id: uuid.UUID, zones: list[Zone]) -> dict[str, Any
         serves_everywhere=not zones,
         zones=[ZoneRefOut.model_validate(z) for z in zones],
     ).model_dump(mode="json")
+
+
+DOCTOR_ID_OR_ME: dict[str, Any] = {"anyOf": [{"type": "string", "format": "uuid"}, {"const": "me"}]}
+"""A doctor's id, or ``me`` for the signed-in doctor."""
 
 
 def _doctor_id(request: Request, me: uuid.UUID) -> uuid.UUID:
@@ -161,6 +166,7 @@ async def list_zones(request: Request) -> Response:
     response=DoctorZonesOut,
     roles=ZONE_READERS,
     errors=(404,),
+    path_params={"doctor_id": DOCTOR_ID_OR_ME},
 )
 async def get_doctor_zones(request: Request) -> Response:
     """Staff read any doctor's zones; a doctor reads their own (``/v1/doctors/me/zones`` works too).
@@ -188,6 +194,7 @@ async def get_doctor_zones(request: Request) -> Response:
     response=DoctorZonesOut,
     roles=ZONE_EDITORS,
     errors=(404,),
+    path_params={"doctor_id": DOCTOR_ID_OR_ME},
 )
 async def set_doctor_zones(request: Request) -> Response:
     """Admins and clinic admins. Replaces the doctor's zones with ``zone_ids`` (an empty list: the

@@ -26,6 +26,7 @@ from realtime.errors import ErrorCode
 from realtime.messages import FrameError, Generic, Location, Ping, Subscribe, Unsubscribe, decode
 from realtime.protocol import CloseCode, ack_frame, error_frame
 from realtime.rate_limit import Rate, TokenBucket
+from server.logs import field_name
 from server.metrics import Metrics
 from server.ws.connection import Connection
 from server.ws.subscriptions import Subscriptions
@@ -194,7 +195,10 @@ class Intake:
 
     def _error(self, conn: Connection, exc: FrameError) -> None:
         self.metrics.ws_errors.labels(exc.code.value).inc()
-        log.info("frame refused", extra={"conn": conn.id, "code": exc.code.value, "field": exc.field})
+        # The code and the field's name only: never the frame, its message or a value (chat text...).
+        log.info(
+            "frame refused", extra={"conn": conn.id, "code": exc.code.value, "field": field_name(exc.field)}
+        )
         conn.session.send(error_frame(exc.code, exc.message, exc.ref, exc.field).decode())
 
     async def _handle(

@@ -1,0 +1,93 @@
+"""Both deployments as real server processes, with a signed-in user of each role: SQLite with the
+in-memory engine (embedded), and PostgreSQL with the Redis engine (scale-out)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from models.base import Base
+from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
+from tests.e2e.dispatch_world import forget_engine_keys
+from tests.e2e.process import RunningServer, cli, run_server
+
+SECRET = "deploy-secret-" + "d" * 32
+PASSWORD = "deploy-password-1"
+REPO = Path(__file__).resolve().parents[2]
+ROLES = ("patient", "doctor", "dispatcher", "admin")
+DEPLOYMENTS = ("sqlite", "postgresql")
+
+
+@dataclass
+class Deployment:
+    """A running server of one deployment: its ``database_url`` and an access token per role."""
+
+    kind: str
+    server: RunningServer
+    database_url: str
+    tokens: dict[str, str]
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows in every table of the schema, read straight from the database."""
+
+        async def count() -> dict[str, int]:
+            engine = create_async_engine(self.database_url)
+            try:
+                async with engine.connect() as conn:
+                    return {
+                        t.name: int(await conn.scalar(sa.select(sa.func.count()).select_from(t)) or 0)
+                        for t in Base.metadata.sorted_tables
+                    }
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(count())
+
+
+@contextlib.contextmanager
+def deployment(kind: str, cwd: Path) -> Iterator[Deployment]:
+    """Migrate, create one verified doctor and one user of every other role with the CLI, start the
+    server and sign everyone in. ``kind``: ``sqlite`` (memory engine) or ``postgresql`` (Redis engine)."""
+    prefix = f"dep{uuid.uuid4().hex[:8]}:"
+    if kind == "sqlite":
+        database_url, engine_url = f"sqlite+aiosqlite:///{cwd / 'tot.db'}", "memory://"
+    else:
+        database_url, engine_url = asyncio.run(create_pg_database("tot_deploy")), redis_test_url()
+    env = {
+        "TOT_SECRET_KEY": SECRET,
+        "TOT_DATABASE_URL": database_url,
+        "TOT_ENGINE_URL": engine_url,
+        "TOT_ENGINE_PREFIX": prefix,
+        # The processes run in a scratch directory: import this checkout, not whatever is installed.
+        "PYTHONPATH": str(REPO),
+    }
+    try:
+        result = cli(["migrate"], env, cwd)
+        assert result.returncode == 0, result.stderr
+        for role in ROLES:
+            extra = (
+                ["--licence", "DEP-1", "--specialty", "therapist", "--verified"] if role == "doctor" else []
+            )
+            args = ["users", "create", "--role", role, "--email", f"{role}@deploy.test", "--name", role]
+            result = cli([*args, "--password", PASSWORD, *extra], env, cwd)
+            assert result.returncode == 0, result.stderr
+        with run_server(["serve"], env, cwd) as server:
+            tokens = {}
+            for role in ROLES:
+                login = {"login": f"{role}@deploy.test", "password": PASSWORD}
+                response = httpx.post(f"{server.url}/v1/auth/login", json=login, timeout=10)
+                assert response.status_code == 200, response.text
+                tokens[role] = response.json()["tokens"]["access_token"]
+            yield Deployment(kind, server, database_url, tokens)
+    finally:
+        if kind == "postgresql":
+            asyncio.run(forget_engine_keys(prefix))
+            asyncio.run(drop_pg_database(database_url))
