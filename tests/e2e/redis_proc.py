@@ -179,12 +179,6 @@ class RedisServer:
 
     # --- inspection ---------------------------------------------------------------------------------
 
-    def shard_subscribers(self, name: str) -> int:
-        """``PUBSUB SHARDNUMSUB``: how many connections subscribe to the shard channel ``name``."""
-        with contextlib.closing(self.client()) as c:
-            reply = c.execute_command("PUBSUB", "SHARDNUMSUB", name)
-        return int(reply[1])
-
     def dbsize(self) -> int:
         with contextlib.closing(self.client()) as c:
             return int(c.dbsize())
