@@ -170,6 +170,13 @@ class RedisServer:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
+    def kill_pubsub(self) -> int:
+        """``CLIENT KILL TYPE pubsub``: drop every connection in pub/sub mode (sharded subscribers
+        included), as a network blip would; the servers' brokers reconnect and resync every channel.
+        Returns how many connections were dropped. Not a write: answered during :meth:`pause_writes`."""
+        with contextlib.closing(self.client()) as c:
+            return int(c.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+
     # --- inspection ---------------------------------------------------------------------------------
 
     def dbsize(self) -> int:
