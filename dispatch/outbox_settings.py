@@ -33,6 +33,6 @@ class OutboxSettings:
     relay_lease_ms: int = 5_000
     relay_batch: int = 200
     relay_backoff_max_ms: int = 10_000
-    retention_s: int = 3_600
+    retention_s: int = 600
     prune_batch: int = 1_000
     prune_interval_ms: int = 10_000

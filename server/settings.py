@@ -89,7 +89,7 @@ class Settings:
     outbox_relay_interval_ms: int = 500
     outbox_relay_lease_ms: int = 5_000
     outbox_relay_batch: int = 200
-    outbox_retention_s: int = 3_600
+    outbox_retention_s: int = 600
     # The dispatcher console (docs/console.md).
     map_feed_interval_ms: int = 1000
     console_tile_url: str = ""
@@ -305,7 +305,7 @@ def load_settings(
         outbox_relay_interval_ms=_positive_int(config, "TOT_OUTBOX_RELAY_INTERVAL_MS", 500),
         outbox_relay_lease_ms=_positive_int(config, "TOT_OUTBOX_RELAY_LEASE_MS", 5_000),
         outbox_relay_batch=_positive_int(config, "TOT_OUTBOX_RELAY_BATCH", 200),
-        outbox_retention_s=_positive_int(config, "TOT_OUTBOX_RETENTION", 3_600),
+        outbox_retention_s=_positive_int(config, "TOT_OUTBOX_RETENTION", 600),
         map_feed_interval_ms=_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
         console_tile_url=_tile_url(config),
         console_tile_attribution=str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip(),
