@@ -48,6 +48,10 @@ def test_broker_benchmark_measures_every_variant(tmp_path: Path) -> None:
         "redis publish_many, python parser",
         "redis publish loop, hiredis",
         "redis publish_many, hiredis",
+        # The outbox's keyed publishes (one key per event), beside the unkeyed ones.
+        "memory publish_many, keyed",
+        "redis publish_many, keyed, python parser",
+        "redis publish_many, keyed, hiredis",
     }
     assert all(row["batch_p50_ms"] > 0 for row in results["rows"].values())
     assert len(results["ratios"]) == 4

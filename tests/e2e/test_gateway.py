@@ -374,7 +374,8 @@ async def test_unverified_doctor_cannot_go_available(world: World) -> None:
 async def _toggle(ws: ClientConnection, times: int) -> None:
     for i in range(times):
         status = "paused" if i % 2 == 0 else "available"
-        assert (await request(ws, {"op": "doctor.status", "status": status}))["op"] == "ack"
+        reply = await request(ws, {"op": "doctor.status", "status": status})
+        assert reply["op"] == "ack", reply
 
 
 async def _events(ws: ClientConnection, count: int, channel: str) -> list[dict[str, Any]]:
@@ -530,9 +531,11 @@ async def test_idle_connections_are_closed(world: World) -> None:
 
 
 async def test_events_cross_processes_through_redis(world: World, engine_redis: aioredis.Redis) -> None:
-    channel = f"doctor:{world.ids['doctor']}"
-    listener = await session(world, "doctor", server=world.server)
-    actor = await session(world, "doctor", server=world.server2)
+    # doctor2: `doctor` is on the fixture's assigned call, so the server holds them busy (the repair
+    # sweep restores what the database says) and refuses their status changes.
+    channel = f"doctor:{world.ids['doctor2']}"
+    listener = await session(world, "doctor2", server=world.server)
+    actor = await session(world, "doctor2", server=world.server2)
     try:
         await request(listener, {"op": "subscribe", "ch": channel})
         await _toggle(actor, 4)
@@ -546,7 +549,7 @@ async def test_events_cross_processes_through_redis(world: World, engine_redis: 
         index = RedisLocationIndex(engine_redis, Keys(prefix=world.prefix))
 
         async def stored() -> bool:
-            position = await index.get(world.ids["doctor"])
+            position = await index.get(world.ids["doctor2"])
             return position is not None and position.ts_ms == now
 
         assert await _eventually(stored)
