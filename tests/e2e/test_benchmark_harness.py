@@ -54,5 +54,5 @@ def test_broker_benchmark_measures_every_variant(tmp_path: Path) -> None:
         "redis publish_many, keyed, hiredis",
     }
     assert all(row["batch_p50_ms"] > 0 for row in results["rows"].values())
-    assert len(results["ratios"]) == 4
+    assert len(results["ratios"]) == 10  # 4 publish_many/loop and parser ratios, 6 keyed/unkeyed
     assert json.loads(out.read_text())["rows"] == results["rows"]
