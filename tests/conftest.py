@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from migrations import runner as migrate
 from server.app import create_app
+from server.services import Services
 from server.settings import Settings
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://tot:tot@127.0.0.1:5432/postgres"
@@ -126,7 +128,26 @@ async def app_client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tot.test") as client:
+            _APP_SERVICES[client] = app.state.services
             yield client
+
+
+_APP_SERVICES: weakref.WeakKeyDictionary[httpx.AsyncClient, Services] = weakref.WeakKeyDictionary()
+
+
+def services_of(client: httpx.AsyncClient) -> Services:
+    """The services (``db`` engine, ``sessions``...) of the in-process app behind ``client``.
+
+    Why tests reach the database through the app's own engine: on SQLite the embedded driver runs
+    inline on the loop's thread with one connection per process (models/sqlite_driver.py). A second
+    engine opened by a test on that thread is a second connection that can wait for the app's locks
+    on the thread the app needs to release them: SQLAlchemy commits a ``sessions.begin()`` block in a
+    task of its own (``_run_to_completion``), so the app's background writers (the outbox relay's lease
+    and prune, the publisher's marker, the repair sweep) hold SQLite's write lock across one loop
+    iteration, and a test's write in that iteration blocked the loop in ``busy_timeout`` for 10 s,
+    then failed "database is locked". Through the app's engine the test's sessions wait in its pool
+    instead, as the app's own sessions do."""
+    return _APP_SERVICES[client]
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import h3
 import httpx
@@ -11,6 +13,8 @@ from shapely.geometry import Point
 
 from models.calls import Call
 from server.accounts import NewAccount, create_account
+
+_T = TypeVar("_T")
 
 PASSWORD = "correct-horse-battery"
 
@@ -45,9 +49,8 @@ async def register(client: httpx.AsyncClient, role: str = "patient", **fields: A
 async def staff(client: httpx.AsyncClient, database_url: str, role: str) -> dict[str, Any]:
     """Create a staff account the way operators do (the CLI's code path) and log in; returns the body."""
     email = unique_email(role)
-    await create_account(
-        database_url, NewAccount(role=role, email=email, password=PASSWORD, full_name=f"Test {role}")
-    )
+    new = NewAccount(role=role, email=email, password=PASSWORD, full_name=f"Test {role}")
+    await as_cli(create_account(database_url, new))  # as the CLI does, in a "process" of its own
     response = await client.post("/v1/auth/login", json={"login": email, "password": PASSWORD})
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
@@ -81,3 +84,11 @@ def new_call(
         status=status,
         **fields,
     )
+
+
+async def as_cli(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` (a CLI step that opens an engine of its own: a zone import, an account created)
+    on a worker thread with an event loop of its own, as the CLI's own process would, and return its
+    result (its exception raised here). Its SQLite connection then waits for the app's locks off the
+    app's thread (see tests/conftest.py services_of)."""
+    return await asyncio.to_thread(asyncio.run, work)

@@ -4,8 +4,9 @@ track in order, a refused call's breadcrumbs dropped alone, batches kept while t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,16 +19,16 @@ from dispatch.call_places import CallPlaces
 from geo.location_index import DoctorPosition
 from models.db import make_engine, make_sessionmaker
 from models.repositories import track as track_repo
+from tests.conftest import services_of
 from tests.helpers import new_call, register
 
 T0 = 1_800_000_000_000
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_url)
-    yield engine
-    await engine.dispose()
+def db(client: httpx.AsyncClient) -> AsyncEngine:
+    """The app's own engine (one SQLite connection per process: see tests/conftest.py services_of)."""
+    return services_of(client).db
 
 
 async def _call(sessions: async_sessionmaker[AsyncSession], patient_id: str, lat: float, lon: float) -> str:
@@ -37,16 +38,23 @@ async def _call(sessions: async_sessionmaker[AsyncSession], patient_id: str, lat
     return str(call.id)
 
 
-def _inserts(engine: AsyncEngine) -> list[int]:
-    """Rows per INSERT INTO track_points statement sent to the database, as they happen."""
+@contextlib.contextmanager
+def _inserts(engine: AsyncEngine, call_id: str) -> Iterator[list[int]]:
+    """Rows per INSERT INTO track_points statement for ``call_id`` sent to the database, as they happen
+    (the engine is the app's: its own breadcrumbs are not counted, and the listener goes at the end)."""
     seen: list[int] = []
+    call_hex = uuid.UUID(call_id).hex
 
     def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO TRACK_POINTS"):
+        mine = call_hex in repr(parameters).replace("-", "")
+        if statement.lstrip().upper().startswith("INSERT INTO TRACK_POINTS") and mine:
             seen.append(len(parameters) if many else 1)
 
     sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
-    return seen
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
 def _fix(doctor: str, i: int) -> DoctorPosition:
@@ -60,12 +68,12 @@ async def test_batches_of_many_rows_and_the_track_in_order(
     doctor = (await register(client, "doctor"))["user"]["id"]
     patient = (await register(client))["user"]["id"]
     call_id = await _call(sessions, patient, 55.76, 37.62)
-    inserts = _inserts(db)
     writer = BreadcrumbWriter(sessions, batch_size=100)
-    for i in range(250):
-        assert writer.add(call_id, _fix(doctor, i))
-    assert inserts == []  # adding is no I/O
-    assert await writer.flush() == 250
+    with _inserts(db, call_id) as inserts:
+        for i in range(250):
+            assert writer.add(call_id, _fix(doctor, i))
+        assert inserts == []  # adding is no I/O
+        assert await writer.flush() == 250
     assert inserts == [100, 100, 50]  # three statements for 250 fixes
     async with sessions() as session:
         track = await track_repo.track(session, uuid.UUID(call_id))

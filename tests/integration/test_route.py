@@ -13,7 +13,7 @@ from geo.distance import haversine_m
 from geo.route import route_length_m
 from models.db import make_engine, make_sessionmaker
 from models.repositories.track import Fix, add_fixes
-from tests.helpers import bearer, new_call, register, staff
+from tests.helpers import as_cli, bearer, new_call, register, staff
 
 
 async def _call_with_track(database_url: str, patient_id: str, points: list[tuple[float, float]]) -> str:
@@ -42,7 +42,8 @@ async def test_route_geojson_and_length_agree_on_both_databases(
     points = [(55.75 + 0.002 * i, 37.60) for i in range(16)]
     points += [(points[-1][0], 37.60 + 0.004 * i) for i in range(1, 11)]
     points += [(points[-1][0] - 0.001 * i, points[-1][1] + 0.0015 * i) for i in range(1, 8)]
-    call_id = await _call_with_track(database_url, patient["user"]["id"], points)
+    # Written as another process would (tests/helpers.py as_cli): the app's SQLite connection is busy.
+    call_id = await as_cli(_call_with_track(database_url, patient["user"]["id"], points))
     dispatcher = await staff(client, database_url, "dispatcher")
     response = await client.get(
         f"/v1/calls/{call_id}/route", headers=bearer(dispatcher["tokens"]["access_token"])

@@ -17,7 +17,7 @@ from models.calls import Call, CallEvent
 from models.db import make_engine, make_sessionmaker
 from models.repositories import calls as call_repo
 from tests.conftest import app_client_for, make_settings
-from tests.helpers import bearer, new_call, register
+from tests.helpers import as_cli, bearer, new_call, register
 
 PLACE = (37.7749, -122.4194)
 
@@ -49,7 +49,8 @@ async def test_an_emergency_raised_while_the_call_changes_still_makes_it_an_emer
 ) -> None:
     async with app_client_for(make_settings(sqlite_database_url)) as client:
         patient = await register(client)
-        call_id = await _escalated_call(sqlite_database_url, patient["user"]["id"])
+        # Written as another process would (tests/helpers.py as_cli), beside the app's one connection.
+        call_id = await as_cli(_escalated_call(sqlite_database_url, patient["user"]["id"]))
         read_call = call_repo.get_call
         raced: list[uuid.UUID] = []
 

@@ -21,16 +21,16 @@ import sqlalchemy as sa
 from shapely.geometry import MultiPolygon, Point, box
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch.zone_import import ZoneImportError, import_geojson_file
+from dispatch import zone_import
+from dispatch.zone_import import ImportReport, ZoneImportError
 from dispatch.zones import ZoneIndex, warm_cells
 from geo.zones import GeoJSONError
 from migrations import runner
-from models.db import make_engine, make_sessionmaker
 from models.repositories import zones as zone_repo
 from models.zones import Zone
-from tests.conftest import app_client_for, create_pg_database, drop_pg_database, make_settings
+from tests.conftest import app_client_for, create_pg_database, drop_pg_database, make_settings, services_of
 from tests.e2e.process import cli
-from tests.helpers import bearer, register, staff
+from tests.helpers import as_cli, bearer, register, staff
 
 MOSCOW_DIR = Path("/work/shared/data/moscow-districts")
 MOSCOW_MO = MOSCOW_DIR / "moscow_municipal_mo.geojson"
@@ -104,16 +104,21 @@ async def zone_db(
 
 
 @pytest.fixture(scope="module")
-async def sessions(zone_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(zone_db)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-
-
-@pytest.fixture(scope="module")
 async def zclient(zone_db: str) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client_for(make_settings(zone_db)) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def sessions(zclient: httpx.AsyncClient) -> async_sessionmaker[AsyncSession]:
+    """The app's own sessions (one SQLite connection per process: see tests/conftest.py services_of)."""
+    return services_of(zclient).sessions
+
+
+async def import_geojson_file(database_url: str, path: str | Path, **options: Any) -> ImportReport:
+    """The zone import as ``tot-dispatch zones import`` runs it: in a process (here a thread and an
+    event loop) of its own, beside the app."""
+    return await as_cli(zone_import.import_geojson_file(database_url, path, **options))
 
 
 @pytest.fixture(autouse=True)
