@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from loadtests.accounts import Accounts, ServiceArea, create_pg_database, drop_pg_database, prepare_database
 from loadtests.fleet import (
+    BUSY_RETRIES,
     CONNECT_CONCURRENCY,
     MOSCOW_BOX,
     EventHandler,
@@ -45,8 +46,6 @@ from loadtests.servers import (
 )
 
 TARGETS = ("memory", "redis")
-BUSY_RETRIES = 10
-"""How often a doctor's shift start is retried when the server sheds it with ``busy``."""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ def quiet_gc() -> None:
     gc.freeze()
 
 
+BUSY_RETRIES = 10
+"""How often a connection, or a doctor's shift start, is retried when the server sheds it as busy."""
+
+
 async def open_connections(
     ws_url: str, tokens: Sequence[str], first: int, count: int, *, hello: bool = True
 ) -> list[ClientConnection]:
@@ -56,18 +60,29 @@ async def open_connections(
 
     async def one(i: int) -> ClientConnection:
         async with gate:
-            ws = await connect(
-                f"{ws_url}?token={tokens[i % len(tokens)]}",
-                compression=None,
-                ping_interval=None,
-                open_timeout=60,
-                close_timeout=1,
-            )
-            if hello:
-                first_frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+            for attempt in range(BUSY_RETRIES):
+                ws = await connect(
+                    f"{ws_url}?token={tokens[i % len(tokens)]}",
+                    compression=None,
+                    ping_interval=None,
+                    open_timeout=60,
+                    close_timeout=1,
+                )
+                if not hello:
+                    return ws
+                try:
+                    first_frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+                except ConnectionClosed as exc:
+                    # 1013 busy: the server shed the connection in an overload (docs/protocol.md);
+                    # an app reconnects after a pause, as this one does.
+                    if exc.rcvd is None or exc.rcvd.code != 1013 or attempt == BUSY_RETRIES - 1:
+                        raise
+                    await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+                    continue
                 if first_frame.get("op") != "hello":
                     raise RuntimeError(f"expected hello, got {first_frame!r}")
-            return ws
+                return ws
+            raise AssertionError("unreachable")
 
     return list(await asyncio.gather(*(one(first + i) for i in range(count))))
 

@@ -24,6 +24,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is shutting down: reconnect (to another process)
     MESSAGE_TOO_BIG = 1009  # a frame beyond the hard limit; sent by the WebSocket layer itself
     INTERNAL_ERROR = 1011  # a bug; logged with its traceback
+    TRY_AGAIN_LATER = 1013  # overload at connect (no database connection came free): reconnect shortly
     UNAUTHORIZED = 4401  # no token, bad token, expired token (reason says which)
     ORIGIN_NOT_ALLOWED = 4403  # the Origin header is not in TOT_WS_ALLOWED_ORIGINS
     IDLE_TIMEOUT = 4408  # no frame from the client for TOT_WS_IDLE_TIMEOUT seconds

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
+import sqlalchemy.exc
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Send
 from starlette.websockets import WebSocket
@@ -182,6 +183,12 @@ class Transport:
             assert conn.task is not None
             if not (conn.cancelled and conn.task.uncancel() == 0):
                 raise
+        except sqlalchemy.exc.TimeoutError:
+            # Load shedding at connect (a doctor's profile is read then), as the REST API's 503 busy:
+            # "try again later" (RFC 6455 7.4.1), not a bug. Frames' ops shed with a `busy` error
+            # frame instead (intake.py).
+            log.warning("database pool exhausted; connection shed", extra={"conn": conn_id})
+            conn.close_code, conn.close_reason = CloseCode.TRY_AGAIN_LATER, "busy"
         except Exception:
             log.exception("connection failed", extra={"conn": conn_id})
             conn.close_code, conn.close_reason = CloseCode.INTERNAL_ERROR, "internal_error"

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from sqlalchemy.engine import make_url
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from models.enums import Role
 from tests.conftest import create_pg_database, drop_pg_database
@@ -33,7 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     try:
         settings = {"TOT_DB_POOL_SIZE": "1", "TOT_DB_POOL_TIMEOUT": "0.3"}
         with city(
-            tmp_path_factory.mktemp("overload"), doctors=0, patients=1, database_url=url, settings=settings
+            tmp_path_factory.mktemp("overload"), doctors=1, patients=1, database_url=url, settings=settings
         ) as c:
             yield c
     finally:
@@ -65,10 +66,11 @@ async def test_requests_and_socket_ops_are_shed_while_the_pool_is_exhausted(worl
     created = await world.create_call(patient, *CENTRE)
     assert created.status_code == 201, created.text
     call_id = created.json()["id"]
-    await world.wait_status(call_id, {"escalated"})  # no doctors: the offer loop is done with the call
+    await world.wait_status(call_id, {"escalated"})  # no doctor on shift: the offer loop is done with it
 
     locker = await asyncpg.connect(_dsn(world.database_url))
     url = world.url.replace("http://", "ws://") + f"/v1/ws?token={patient.token}"
+    doctor_url = world.url.replace("http://", "ws://") + f"/v1/ws?token={world.of_role(Role.DOCTOR)[0].token}"
     async with connect(url, compression=None) as ws:
         assert orjson.loads(await asyncio.wait_for(ws.recv(), WAIT_S))["op"] == "hello"
         try:
@@ -88,6 +90,12 @@ async def test_requests_and_socket_ops_are_shed_while_the_pool_is_exhausted(worl
             shed = await world.http("GET", f"/v1/calls/{call_id}", patient)
             await ws.send(orjson.dumps({"op": "subscribe", "ch": f"call:{call_id}", "ref": 1}).decode())
             refused = await _next_frame(ws, "error")
+            # A doctor's socket reads the profile when it opens: shed with 1013 busy, not a 1011.
+            async with connect(doctor_url, compression=None) as doctor_ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(doctor_ws.recv(), WAIT_S)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "busy")
         finally:
             with contextlib.suppress(Exception):
                 await lock.rollback()
