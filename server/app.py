@@ -186,7 +186,7 @@ def create_app(settings: Settings) -> Starlette:
         care = EngineCare(app.state.services, gateway)
         await care.start()
         background = [
-            asyncio.create_task(care.run(), name="engine_care"),
+            *(asyncio.create_task(loop, name=name) for name, loop in care.loops().items()),
             asyncio.create_task(dispatch.run(), name="dispatch"),
             asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),

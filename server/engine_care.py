@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -81,11 +82,19 @@ class EngineCare:
             except Exception:  # an unmigrated database: /v1/health says so
                 log.exception("could not re-arm deadlines at start-up")
 
-    async def run(self) -> None:
-        """Watch the epoch and keep the sweep's entry, until cancelled."""
-        await asyncio.gather(self.watch.run(), self._keep_sweep_armed())
+    def loops(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The loops to run as background tasks of their own, by task name, until cancelled: the
+        epoch watch and the sweep's entry keeper.
 
-    async def _keep_sweep_armed(self) -> None:
+        Why not one task gathering both: ``asyncio.gather`` ends as soon as one child ends cancelled,
+        so the app's shutdown saw the task done while the watch was still inside a Redis command;
+        the watch then checked again on the closed pool, which opened a connection nobody closed
+        (an unclosed transport at interpreter exit). As tasks of the app's own list, each is
+        cancelled and waited for before the engine closes (server/app.py ``_stop_tasks``)."""
+        return {"engine_watch": self.watch.run(), "repair_sweep_entry": self.keep_sweep_armed()}
+
+    async def keep_sweep_armed(self) -> None:
+        """Check the repair sweep's deadline entry every few seconds, until cancelled."""
         while True:
             await asyncio.sleep(ENSURE_SWEEP_EVERY_S)
             try:
