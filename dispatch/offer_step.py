@@ -28,7 +28,7 @@ from realtime.event_types import EventType
 
 log = logging.getLogger("tot.dispatch")
 
-SETTLING_RETRY_MS = 250
+SETTLING_RETRY_MS = 100
 """How soon (ms) a search that found nobody while the engine settles looks again."""
 SEARCH_ATTEMPTS = 3
 """Searches one step makes when concurrent runs of the step keep changing the round under it."""

@@ -97,8 +97,13 @@ class RepairSweep:
         *,
         interval_s: float = 5.0,
         now: Callable[[], dt.datetime] = utcnow,
+        hold_on_call: bool = False,
     ) -> None:
         self.sessions = sessions
+        # Off by default: with it on, the kill -9 race test (TOT_RACE_SEED=947187250) found a doctor
+        # offered while the database had them on a call, and passed with it off; to be understood
+        # before it runs in production (the rebuild already restores `busy` from open calls).
+        self.hold_on_call = hold_on_call
         self.states = states
         self.deadlines = deadlines
         self.loop = loop
@@ -142,7 +147,8 @@ class RepairSweep:
         database and engine errors."""
         repairs: Counter[str] = Counter()
         repairs.update(await self._engaged())
-        repairs.update(await self._on_calls())
+        if self.hold_on_call:
+            repairs.update(await self._on_calls())
         armed = await self.loop.resume()
         repairs.update({kind: n for kind, n in armed.items() if n})
         if sos_armed := await self.sos.resume():
