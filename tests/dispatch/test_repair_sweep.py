@@ -132,7 +132,8 @@ async def test_a_doctor_on_a_call_is_held_again(engines: Engines) -> None:
         doctor = await world.doctor(north_m=100)
         call_id = await _on_call(world, doctor)
         await world.engine.states.compare_and_set(str(doctor.user_id), expected=D.BUSY, new=D.AVAILABLE)
-        assert await proc.sweep.sweep() == {}  # off by default (dispatch/repair_sweep.py)
+        proc.sweep.hold_on_call = False
+        assert await proc.sweep.sweep() == {}  # the switch holds it back
         proc.sweep.hold_on_call = True
         assert await proc.sweep.sweep() == {"busy_restored": 1}
         state = await world.state(doctor)
