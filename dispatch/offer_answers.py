@@ -19,6 +19,7 @@ from dispatch.errors import DispatchError, not_found
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
+from dispatch.publisher import offer_subject
 from dispatch.reservations import back_to_searching, release, release_withdrawn, stage_withdrawn
 from models.calls import Call
 from models.enums import CallStatus, DoctorStatus, OfferOutcome, Role
@@ -83,7 +84,10 @@ class OfferAnswers:
             name = await ctx.calls.doctor_name(session, call)
             stage_withdrawn(tx, withdrawn, call, "another doctor accepted")
             tx.doctor(
-                who.user_id, EventType.CALL_ASSIGNED, {"call": call_summary(call), "offer": str(offer.id)}
+                who.user_id,
+                EventType.CALL_ASSIGNED,
+                {"call": call_summary(call), "offer": str(offer.id)},
+                subject=offer_subject(offer.id),
             )
             tx.status(call, previous.value, actor=Actor.DOCTOR.value, doctor_name=name, eta_s=offer.eta_s)
         # Committed: the live engine follows. An engine failure here does not undo the accept; the
@@ -147,6 +151,7 @@ class OfferAnswers:
                     offer.doctor_id,
                     EventType.OFFER_EXPIRED,
                     {"offer": str(offer.id), "call": str(offer.call_id)},
+                    subject=offer_subject(offer.id),
                 )
                 back = await back_to_searching(ctx, tx, offer.call_id, "offer expired")
         if offer is None:

@@ -18,7 +18,7 @@ from dispatch.dispatch_context import DispatchContext, offer_key, reservation
 from dispatch.errors import DispatchError
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
-from dispatch.publisher import Event, OutboxTransaction
+from dispatch.publisher import Event, OutboxTransaction, offer_subject
 from dispatch.ranking import Candidate, Ranked, rank
 from dispatch.reservations import release_all
 from geo.location_index import MAX_K
@@ -217,6 +217,8 @@ def _stage_offers(
                     "eta_s": round(r.ranked.eta_s),
                     "deadline": deadline_ms,
                 },
+                subject=offer_subject(r.offer_id),
+                stale_ms=deadline_ms,
             )
             for r in reserved
         ]

@@ -15,7 +15,9 @@ one channel leave in id order. Each pass of the active relay:
 4. when the broker fails, backs off (doubling from ``relay_interval_ms`` up to
    ``relay_backoff_max_ms``); a row the broker refuses for good (a bad channel, a frame too large:
    staging checks both, so only a changed limit gets here) is logged, counted and marked, never
-   retried forever in front of the rows behind it;
+   retried forever in front of the rows behind it; a row that would arrive late and mislead is
+   marked without being published (``superseded``): a newer row of its ``subject`` exists (an offer
+   whose outcome is already out), or its ``stale_ms`` has passed (an offer past its deadline);
 5. every ``prune_interval_ms``, deletes rows published more than ``retention_s`` ago, in bounded
    batches.
 
@@ -27,7 +29,9 @@ committing process wakes its relay when its own publish fails. Time comes from t
 Ordering, and its limit: rows are published in id order by the committer (one batch per transaction)
 and by the relay (id order across its passes). A row the relay publishes after a failure can still
 arrive after later rows of the same channel that their committer (in this or another process)
-published at once; ``call.status`` carries the call's ``version`` so that a reader can tell.
+published at once; ``call.status`` carries the call's ``version`` so that a reader can tell, and an
+offer's creation is not delivered after its outcome (the ``subject`` rule above: a doctor would be
+offered a call after being told it was withdrawn or after taking another).
 """
 
 from __future__ import annotations
@@ -145,13 +149,16 @@ class OutboxRelay:
         None when the broker failed (nothing marked)."""
         timeout_s = max(self.settings.publish_timeout_ms, self.settings.relay_lease_ms // 2) / 1000
         refused: list[OutboxEvent] = []
+        late = await self._late(rows)
+        live = [row for row in rows if row.id not in late]
         try:
             async with asyncio.timeout(timeout_s):
                 try:
-                    await self.publisher.publish_rows(rows)
+                    if live:
+                        await self.publisher.publish_rows(live)
                 except (ValueError, TypeError):
                     # Refused before anything was published: find the rows at fault, one by one.
-                    refused = await self._publish_singly(rows)
+                    refused = await self._publish_singly(live)
         except Exception as exc:
             self.stats.relay_failures += 1
             self._failures += 1
@@ -164,9 +171,20 @@ class OutboxRelay:
         self.publisher.broker_recovered()
         async with self.sessions.begin() as session:
             await outbox_repo.mark_published(session, [row.id for row in rows], self.clock())
-        self.stats.relayed += len(rows) - len(refused)
+        self.stats.relayed += len(live) - len(refused)
         self.stats.dropped += len(refused)
-        return len(rows) - len(refused), len(refused)
+        self.stats.superseded += len(late)
+        return len(live) - len(refused), len(refused)
+
+    async def _late(self, rows: list[OutboxEvent]) -> set[int]:
+        """The ids of ``rows`` not to deliver late: past their ``stale_ms``, or superseded by a newer
+        row of their subject (which is published, or will be, in its place)."""
+        now = self.clock()
+        late = {row.id for row in rows if row.stale_ms is not None and row.stale_ms <= now}
+        if any(row.subject is not None for row in rows):
+            async with self.sessions() as session:
+                late |= await outbox_repo.superseded(session, rows)
+        return late
 
     async def _publish_singly(self, rows: list[OutboxEvent]) -> list[OutboxEvent]:
         refused: list[OutboxEvent] = []

@@ -67,11 +67,19 @@ the oldest are forgotten: the relay publishes those rows again, which their keys
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of a :meth:`OutboxTransaction.stage_all` batch: ``payload`` as ``type`` on ``channel``."""
+    """One event of a :meth:`OutboxTransaction.stage_all` batch: ``payload`` as ``type`` on ``channel``;
+    ``subject`` and ``stale_ms`` as in :meth:`OutboxTransaction.stage`."""
 
     channel: str
     type: EventType
     payload: Payload
+    subject: str | None = None
+    stale_ms: int | None = None
+
+
+def offer_subject(offer_id: uuid.UUID | str) -> str:
+    """The outbox ``subject`` of an offer's events (``offer:<id>``): its creation, then its outcome."""
+    return f"offer:{offer_id}"
 
 
 def outbox_key(row: OutboxEvent) -> str:
@@ -96,6 +104,8 @@ class OutboxStats:
     had just failed; ``marked``/``mark_failures``: rows marked published by the batch marker, and
     its failed UPDATEs; ``relayed``: rows the relay published; ``relay_failures``: failed relay
     publishes; ``dropped``: rows the broker refused for good (bad channel, frame too large);
+    ``superseded``: rows the relay did not deliver late (a newer row of their subject, or past their
+    ``stale_ms``);
     ``pruned``: rows deleted after the retention; ``relay_active``: 1 while this process holds the
     relay lease; ``followup_failures``: live-engine work after a commit that failed (freeing a doctor,
     arming a deadline: left to the repair sweep, never an error for the committed request)."""
@@ -109,6 +119,7 @@ class OutboxStats:
     relayed: int = 0
     relay_failures: int = 0
     dropped: int = 0
+    superseded: int = 0
     pruned: int = 0
     relay_active: int = 0
     followup_failures: int = 0
@@ -130,11 +141,22 @@ class OutboxTransaction:
         self._staged: list[tuple[OutboxEvent, Payload]] = []
         self.committed = False
 
-    def stage(self, channel: str, event_type: EventType, payload: Payload) -> None:
-        """Stage ``payload`` as an event of ``event_type`` on ``channel``. Raises ``ValueError`` for a
-        bad channel and ``TypeError`` for a payload orjson cannot encode (the transaction then rolls
-        back: an event the broker would refuse never reaches the outbox, where it would block the
-        relay)."""
+    def stage(
+        self,
+        channel: str,
+        event_type: EventType,
+        payload: Payload,
+        *,
+        subject: str | None = None,
+        stale_ms: int | None = None,
+    ) -> None:
+        """Stage ``payload`` as an event of ``event_type`` on ``channel``. ``subject`` (e.g.
+        ``offer:<id>``, see :func:`offer_subject`) and ``stale_ms`` (epoch ms): the relay does not
+        deliver the event late once a newer event of its subject was staged or ``stale_ms`` has passed
+        (an offer shown after its outcome, or after its deadline, would mislead its doctor). Raises
+        ``ValueError`` for a bad channel and ``TypeError`` for a payload orjson cannot encode (the
+        transaction then rolls back: an event the broker would refuse never reaches the outbox, where
+        it would block the relay)."""
         text = orjson.dumps(payload).decode()
         row = outbox_repo.stage(
             self.session,
@@ -143,17 +165,28 @@ class OutboxTransaction:
             text,
             self._now_ms,
             self._now_ms + self._lease_ms,
+            subject=subject,
+            stale_ms=stale_ms,
         )
         self._staged.append((row, payload))
 
     def stage_all(self, events: Sequence[Event]) -> None:
         """Stage ``events`` in order (one INSERT for the transaction's rows; published as one batch)."""
         for event in events:
-            self.stage(event.channel, event.type, event.payload)
+            self.stage(
+                event.channel, event.type, event.payload, subject=event.subject, stale_ms=event.stale_ms
+            )
 
-    def doctor(self, doctor_id: uuid.UUID | str, event_type: EventType, payload: Payload) -> None:
-        """An event on the doctor's private channel ``doctor:<id>``."""
-        self.stage(doctor_channel(str(doctor_id)), event_type, payload)
+    def doctor(
+        self,
+        doctor_id: uuid.UUID | str,
+        event_type: EventType,
+        payload: Payload,
+        *,
+        subject: str | None = None,
+    ) -> None:
+        """An event on the doctor's private channel ``doctor:<id>`` (``subject`` as in :meth:`stage`)."""
+        self.stage(doctor_channel(str(doctor_id)), event_type, payload, subject=subject)
 
     def dispatch(self, event_type: EventType, payload: Payload) -> None:
         """An event for dispatchers (``dispatch``)."""

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, step_key
 from dispatch.lifecycle import Actor
-from dispatch.publisher import OutboxTransaction
+from dispatch.publisher import OutboxTransaction, offer_subject
 from models.calls import Call
 from models.enums import CallStatus, DoctorStatus
 from models.offers import Offer
@@ -53,6 +53,7 @@ def stage_withdrawn(tx: OutboxTransaction, offers: list[Offer], call: Call, reas
             offer.doctor_id,
             EventType.OFFER_WITHDRAWN,
             {"offer": str(offer.id), "call": str(call.id), "reason": reason},
+            subject=offer_subject(offer.id),
         )
 
 

@@ -27,6 +27,11 @@ class OutboxEvent(Base):
     """One domain event. ``channel``/``type``: where and what (``type`` an ``EventType`` value);
     ``payload``: the event's ``data`` as JSON text (encoded once, at staging). Times are epoch ms.
 
+    ``subject``: what the event is about when a later event can make it pointless (``offer:<id>``: an
+    offer's creation, then its outcome); ``stale_ms``: when it stops being worth delivering (an
+    offer's deadline). The relay never delivers a row late once a newer row of its subject exists or
+    its ``stale_ms`` has passed (``dispatch/outbox_relay.py``); None: always delivered.
+
     ``lease_until_ms``: until when the committing process owns the publication (a few seconds after
     the commit); the relay claims rows unpublished once it has passed. ``published_ms``: when the
     broker accepted it (None until then); published rows are pruned after a retention."""
@@ -48,6 +53,14 @@ class OutboxEvent(Base):
             postgresql_where=sa.text("published_ms IS NOT NULL"),
             sqlite_where=sa.text("published_ms IS NOT NULL"),
         ),
+        # The relay's supersession check: newer rows of a subject (a partial index: most rows have none).
+        sa.Index(
+            "ix_outbox_subject",
+            "subject",
+            "id",
+            postgresql_where=sa.text("subject IS NOT NULL"),
+            sqlite_where=sa.text("subject IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -58,6 +71,8 @@ class OutboxEvent(Base):
     created_ms: Mapped[int] = mapped_column(sa.BigInteger)
     lease_until_ms: Mapped[int] = mapped_column(sa.BigInteger)
     published_ms: Mapped[int | None] = mapped_column(sa.BigInteger)
+    subject: Mapped[str | None] = mapped_column(sa.String(80))
+    stale_ms: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class OutboxRelayLease(Base):

@@ -12,12 +12,21 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from models.outbox import OutboxEvent, OutboxRelayLease
 
 
 def stage(
-    session: AsyncSession, channel: str, event_type: str, payload: str, now_ms: int, lease_until_ms: int
+    session: AsyncSession,
+    channel: str,
+    event_type: str,
+    payload: str,
+    now_ms: int,
+    lease_until_ms: int,
+    *,
+    subject: str | None = None,
+    stale_ms: int | None = None,
 ) -> OutboxEvent:
     """A new event row for ``session``'s transaction, kept aside until :func:`insert_staged` writes
     every row staged in it with one statement (its ``id`` is known then). ``payload``: the JSON text of
@@ -31,6 +40,8 @@ def stage(
         created_ms=now_ms,
         lease_until_ms=lease_until_ms,
         published_ms=None,
+        subject=subject,
+        stale_ms=stale_ms,
     )
 
 
@@ -55,6 +66,8 @@ async def insert_staged(session: AsyncSession, rows: Sequence[OutboxEvent]) -> N
                 "created_ms": row.created_ms,
                 "lease_until_ms": row.lease_until_ms,
                 "published_ms": None,
+                "subject": row.subject,
+                "stale_ms": row.stale_ms,
             }
             for row in rows
         ],
@@ -72,6 +85,23 @@ async def claimable(session: AsyncSession, now_ms: int, limit: int) -> list[Outb
         .limit(limit)
     )
     return list(rows)
+
+
+async def superseded(session: AsyncSession, rows: Sequence[OutboxEvent]) -> set[int]:
+    """The ids of those of ``rows`` that have a ``subject`` and a newer row (higher id) of the same
+    subject: their news is out of date (one query, on the subject index; none for rows without a
+    subject)."""
+    ids = [row.id for row in rows if row.subject is not None]
+    if not ids:
+        return set()
+    newer = aliased(OutboxEvent)
+    found = await session.scalars(
+        sa.select(OutboxEvent.id).where(
+            OutboxEvent.id.in_(ids),
+            sa.exists().where(newer.subject == OutboxEvent.subject, newer.id > OutboxEvent.id),
+        )
+    )
+    return set(found)
 
 
 async def mark_published(session: AsyncSession, ids: Sequence[int], at_ms: int) -> int:

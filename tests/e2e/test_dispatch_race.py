@@ -79,6 +79,9 @@ DRAIN_TIMEOUT_S = 60.0  # a lease (30 s) and the entries due after it
 LATE_ACCEPT = frozenset({"offer_expired", "offer_withdrawn"})
 STALE_ACCEPT = frozenset({"offer_expired", "offer_declined", "offer_withdrawn"})
 IN_DISPATCH = ("created", "searching", "offered")
+BUSY_RETRIES = 5
+"""How often a call's creation is tried while the server sheds it with 503 ``busy`` (a loaded CI
+machine: the race's 200 calls at once can outwait the database pool)."""
 ACTORS = {None: Actor.SYSTEM, "doctor": Actor.DOCTOR, "patient": Actor.PATIENT}
 
 
@@ -329,7 +332,8 @@ async def _race(world: City, seed: int) -> None:
                 for n in range(CALLS)
             )
         )
-        assert [r.status_code for r in responses] == [201] * CALLS, [r.text for r in responses][:3]
+        refused = [f"{r.status_code} {r.text[:200]}" for r in responses if r.status_code != 201]
+        assert not refused, f"{len(refused)} of {CALLS} calls refused: {refused[:3]}"
         call_ids = [r.json()["id"] for r in responses]
         assert len(set(call_ids)) == CALLS
         created_s = time.monotonic() - t0
@@ -537,7 +541,14 @@ async def _create_call(
     body = {"address": "Race street 5", "lat": place[0], "lon": place[1], "urgency": "urgent"}
     body["specialty"] = "therapist"
     headers = {"Authorization": f"Bearer {patient.token}", "Idempotency-Key": key}
-    return await http.post("/v1/calls", json=body, headers=headers)
+    for _ in range(BUSY_RETRIES):
+        response = await http.post("/v1/calls", json=body, headers=headers)
+        if response.status_code != 503 or response.json()["error"]["code"] != "busy":
+            return response
+        # Shed under load (the database pool's wait ran out): the app retries with the same key,
+        # after the server's Retry-After, as a patient's app does; the key makes it one call.
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    return response
 
 
 async def _calls_in(world: City, url: str, statuses: tuple[str, ...]) -> list[dict[str, Any]]:

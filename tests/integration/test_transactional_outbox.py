@@ -22,7 +22,7 @@ from sqlalchemy.schema import CreateTable
 
 from dispatch.outbox_relay import OutboxRelay
 from dispatch.outbox_settings import OutboxSettings
-from dispatch.publisher import EventPublisher
+from dispatch.publisher import EventPublisher, offer_subject
 from migrations import runner
 from models.db import make_engine, make_sessionmaker
 from models.outbox import OutboxEvent
@@ -211,6 +211,51 @@ async def test_a_killed_committer_is_relayed_in_id_order_once_its_lease_passes(
     assert result.relayed == 7  # three batches of relay_batch (3) in one pass
     assert [p.decode()["data"]["n"] for p in await _received(broker, 7)] == list(range(7))
     await relay.stop()
+    await broker.aclose()
+
+
+async def test_the_relay_does_not_deliver_an_offer_late_after_its_outcome_or_deadline(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A dead committer's offers reach the relay after the survivor has published newer events: an
+    offer whose outcome is out (a newer row of its subject) or whose deadline has passed is marked,
+    not delivered; its outcome, an offer still open and an event without a subject are delivered."""
+    clock = ManualClock()
+    never_skips = OutboxSettings(commit_lease_ms=5_000, skip_after_failure_ms=0)
+    dead = EventPublisher(FlakyBroker(clock), sessions, settings=never_skips, clock=clock)
+    dead.broker.down = True  # type: ignore[attr-defined]
+    deadline = clock() + 30_000
+    async with dead.transaction() as tx:
+        for name in ("expired", "open", "past"):
+            tx.stage(
+                "doctor:d",
+                EventType.OFFER_CREATED,
+                {"offer": name},
+                subject=offer_subject(name),
+                stale_ms=clock() + 1_000 if name == "past" else deadline,
+            )
+        tx.stage("doctor:d", EventType.CHAT_MESSAGE, {"offer": None})
+    broker = FlakyBroker(clock)
+    await broker.subscribe("doctor:d")
+    survivor = EventPublisher(broker, sessions, settings=SETTINGS, clock=clock)
+    async with survivor.transaction() as tx:  # the survivor decides one offer and publishes at once
+        tx.doctor("d", EventType.OFFER_EXPIRED, {"offer": "expired"}, subject=offer_subject("expired"))
+    assert [(p.type, p.decode()["data"]["offer"]) for p in await _received(broker, 1)] == [
+        ("offer.expired", "expired")
+    ]
+    await survivor.flush_marks()
+    relay = OutboxRelay(survivor)
+    clock.advance(5_000)
+    result = await relay.run_once()
+    assert (result.relayed, survivor.stats.superseded) == (2, 2)
+    assert [(p.type, p.decode()["data"]["offer"]) for p in await _received(broker, 2)] == [
+        ("offer.created", "open"),
+        ("chat.message", None),
+    ]
+    assert all(row.published_ms is not None for row in await _rows(sessions))  # none is tried again
+    assert (await relay.run_once()).relayed == 0
+    await relay.stop()
+    await survivor.aclose()
     await broker.aclose()
 
 
