@@ -84,7 +84,7 @@ class Availability:
         self.publisher = as_publisher(publisher, sessions)
         self.on_change = on_change
         self.now = now
-        self.writes = writes or StatusWriter(self.publisher)
+        self.writes = writes if writes is not None else StatusWriter(self.publisher)
 
     async def admit(self, doctor_id: uuid.UUID) -> Admission | None:
         """A doctor connects: their profile (None without one); a verified doctor's specialties go to
