@@ -131,8 +131,14 @@ def run(argv: Sequence[str] | None = None) -> list[Run]:
                     target = Target("memory", "memory://", f"sqlite+aiosqlite:///{database}")
                     settings = {"PYTHONPATH": str(sides[name])}
                     prefix = f"bench{secrets.token_hex(4)}:"
-                    with running_server(target, secret, prefix, workdir, server_cpu, settings) as server:
-                        online, used, waited = asyncio.run(burst(server, accounts, args.doctors, args.seed))
+                    try:
+                        with running_server(target, secret, prefix, workdir, server_cpu, settings) as server:
+                            online, used, waited = asyncio.run(
+                                burst(server, accounts, args.doctors, args.seed)
+                            )
+                    except Exception as exc:  # the other runs still go on and are reported
+                        print(f"  round {n} {name:>6}: the run failed: {exc!r}", flush=True)
+                        continue
                     runs.append(Run(name, n, online, used, waited))
                     print(
                         f"  round {n} {name:>6}: {args.doctors} doctors online in {online:6.1f} s; "
