@@ -18,13 +18,16 @@ change, never before. Batches are written one after another, in arrival order, s
 one doctor apply in order, within a batch (the later UPDATE wins; both events are staged in order)
 and across batches.
 
-A failed batch. Nothing of it was committed (a transaction either commits or not), so it is written
-again **one transaction per change**, in order: a change that fails alone answers its caller with its
-own error; the others succeed. A request whose change was committed is never answered with an error:
-an exception after the commit (the transaction's ``committed`` is set) counts as success. An
-ambiguous commit (the connection lost during COMMIT) may commit a change that is then written again
-by the fallback: the same choice and a second ``doctor.status`` event of the same version (clients
-keep the higher version; the repeat is harmless).
+A failed batch. Nothing of it was committed (a transaction either commits or not). When the error is
+the database's as a whole (:func:`is_outage`: no connection within the pool timeout, a connection
+lost, an operational error), every change of the batch is answered with it at once (each would have
+met it alone; the doctor's app retries). Otherwise (a constraint, a value the database refuses) the
+batch is written again **one transaction per change**, in order: a change that fails alone answers
+its caller with its own error; the others succeed (an outage met meanwhile fails the rest at once).
+A request whose change was committed is never answered with an error: an exception after the commit
+(the transaction's ``committed`` is set) counts as success. The one exception is the one a single
+transaction has too: a connection lost during COMMIT (an outage) is answered with the error though the
+change may have committed; the app's retry writes the same choice again, harmlessly.
 
 A caller cancelled while waiting (its socket closed) does not take its change out of the batch: the
 live engine has already moved, and the database must follow it.
@@ -39,6 +42,8 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass
+
+from sqlalchemy import exc as sa_exc
 
 from dispatch.events import DoctorStatusPayload
 from dispatch.publisher import EventPublisher, OutboxTransaction
@@ -157,8 +162,8 @@ class StatusWriter:
             _cancel(batch)
             raise
         except Exception as exc:
-            if len(batch) == 1:
-                self._fail(batch[0][1], exc)
+            if len(batch) == 1 or is_outage(exc):
+                self._fail_all(batch, exc)
                 return
             self.stats.fallbacks += 1
             log.warning(
@@ -172,6 +177,9 @@ class StatusWriter:
                     _cancel(batch[i:])
                     raise
                 except Exception as single:
+                    if is_outage(single):  # the database went away: the rest would wait it out too
+                        self._fail_all(batch[i:], single)
+                        return
                     self._fail(item[1], single)
 
     async def _commit(self, items: list[_Item]) -> None:
@@ -205,10 +213,24 @@ class StatusWriter:
             if not future.done():
                 future.set_result(None)
 
+    def _fail_all(self, items: list[_Item], exc: Exception) -> None:
+        log.warning("status changes failed", extra={"changes": len(items), "error": type(exc).__name__})
+        for _, future, _ in items:
+            self._fail(future, exc)
+
     def _fail(self, future: asyncio.Future[None], exc: Exception) -> None:
         self.stats.failed += 1
         if not future.done():
             future.set_exception(exc)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's as a whole (no connection in time, a connection lost, an
+    operational error: locked, I/O, shutting down) rather than one change's (a constraint, a bad
+    value). Writing a failed batch again change by change only helps with the latter."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return isinstance(exc, sa_exc.TimeoutError | OSError)
 
 
 def _cancel(items: list[_Item]) -> None:

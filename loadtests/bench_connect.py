@@ -20,6 +20,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -49,13 +50,17 @@ from server.auth.tokens import TokenService
 @dataclass(frozen=True)
 class Run:
     """One connect burst: ``code`` (``before``/``after``), ``round``, seconds until every doctor was
-    available, and the server's CPU and run-queue wait over that time (seconds)."""
+    available, and the server's CPU and run-queue wait over that time (seconds); ``rows``: the
+    ``doctor.status`` outbox rows written, ``transactions``: how many transactions wrote them (the
+    distinct ``created_ms`` of those rows: one per transaction, two in one millisecond counted once)."""
 
     code: str
     round: int
     online_s: float
     server_cpu_s: float
     server_wait_s: float
+    rows: int
+    transactions: int
 
 
 @contextlib.contextmanager
@@ -67,6 +72,15 @@ def exported(ref: str) -> Iterator[Path]:
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         yield Path(tmp)
+
+
+def status_writes(database: Path) -> tuple[int, int]:
+    """``doctor.status`` rows in the outbox of ``database`` and their distinct creation times."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        rows, times = db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT created_ms) FROM outbox WHERE type = 'doctor.status'"
+        ).fetchone()
+    return int(rows), int(times)
 
 
 def code_of(checkout: Path) -> str:
@@ -139,10 +153,12 @@ def run(argv: Sequence[str] | None = None) -> list[Run]:
                     except Exception as exc:  # the other runs still go on and are reported
                         print(f"  round {n} {name:>6}: the run failed: {exc!r}", flush=True)
                         continue
-                    runs.append(Run(name, n, online, used, waited))
+                    rows, transactions = status_writes(database)
+                    runs.append(Run(name, n, online, used, waited, rows, transactions))
                     print(
                         f"  round {n} {name:>6}: {args.doctors} doctors online in {online:6.1f} s; "
-                        f"server CPU {used:5.1f} s, run-queue wait {waited:5.1f} s",
+                        f"server CPU {used:5.1f} s, run-queue wait {waited:5.1f} s; "
+                        f"{rows} status rows in {transactions} transactions",
                         flush=True,
                     )
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dispatch.availability import Availability
@@ -178,31 +178,50 @@ async def test_a_change_that_fails_fails_alone_and_the_others_are_committed(
             assert [e["status"] for e in await _events(sessions, doctor)] == ["available"]
 
 
-class _FailsOnce(EventPublisher):
-    """A publisher whose first transaction fails before committing (the database dropped it)."""
+class _Fails(EventPublisher):
+    """A publisher whose first ``times`` transactions fail with ``error`` before committing."""
 
-    failed = False
+    def __init__(self, error: Exception, times: int, *args: Any) -> None:
+        super().__init__(*args)
+        self.error, self.times, self.calls = error, times, 0
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[OutboxTransaction]:
+        self.calls += 1
         async with super().transaction() as tx:
             yield tx
-            if not self.failed:
-                self.failed = True
-                raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+            if self.times > 0:
+                self.times -= 1
+                raise self.error
 
 
 async def test_a_batch_that_fails_once_is_written_change_by_change_and_nobody_fails(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     doctors = [d for d, _ in await _doctors(sessions, 4)]
-    rules, writes = _rules(sessions, _FailsOnce(MemoryBroker(), sessions), len(doctors))
+    refused = IntegrityError("UPDATE", {}, Exception("a constraint"))
+    rules, writes = _rules(sessions, _Fails(refused, 1, MemoryBroker(), sessions), len(doctors))
     answers = await _all(rules, [(d, "paused") for d in doctors])
     assert all(isinstance(a, DoctorState) and a.status is DoctorStatus.PAUSED for a in answers)
     assert (writes.stats.fallbacks, writes.stats.transactions, writes.stats.failed) == (1, 4, 0)
     for doctor in doctors:
         assert await _chosen(sessions, doctor) == "paused"
         assert len(await _events(sessions, doctor)) == 1  # the failed batch staged nothing
+
+
+async def test_an_outage_fails_the_whole_batch_at_once_without_retrying_change_by_change(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    doctors = [d for d, _ in await _doctors(sessions, 4)]
+    outage = OperationalError("COMMIT", {}, Exception("disk I/O error"))
+    publisher = _Fails(outage, 1, MemoryBroker(), sessions)
+    rules, writes = _rules(sessions, publisher, len(doctors))
+    answers = await _all(rules, [(d, "paused") for d in doctors])
+    assert all(answer is outage for answer in answers)
+    assert (writes.stats.fallbacks, writes.stats.transactions, writes.stats.failed) == (0, 0, 4)
+    assert publisher.calls == 1  # one transaction tried, not one more per change
+    for doctor in doctors:
+        assert await _chosen(sessions, doctor) == "offline" and await _events(sessions, doctor) == []
 
 
 async def test_two_changes_of_one_doctor_in_one_batch_apply_in_order(
