@@ -107,9 +107,10 @@ class StatusWriter:
 
     async def write(self, change: StatusChange) -> None:
         """Persist ``change`` with its event in a batch's transaction; returns once it is committed.
-        Raises the error of the change's own transaction when its batch failed and it failed again
-        alone (database errors; ``ValueError`` for a doctor id that is not a UUID). Cancelling the
-        caller does not cancel the write."""
+        Raises the batch's error when it was the database's as a whole (:func:`is_outage`), else
+        the error of the change's own transaction when the batch failed and the change failed again
+        alone (database errors; ``ValueError`` for a doctor id that is not a UUID); nothing of the
+        change was committed then. Cancelling the caller does not cancel the write."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._queue.append((change, future, loop.time()))
@@ -122,7 +123,7 @@ class StatusWriter:
     async def aclose(self, timeout_s: float = 10.0) -> None:
         """Write what is queued and end the writer task (waits at most ``timeout_s`` seconds, then
         cancels it: the changes not committed by then are answered as cancelled)."""
-        task, self._task = self._task, None
+        task = self._task  # kept: a change queued meanwhile is written by the same task, in order
         if task is None or task.done():
             return
         self._full.set()
