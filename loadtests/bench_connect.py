@@ -5,7 +5,8 @@ side in the same run, for another git ref (``--before``, exported with ``git arc
 folder: the code of the "before" server, the generator being this checkout's).
 
 Rounds alternate the order (before, after; after, before; ...) so that a drift of the machine's load
-touches both alike. Every run starts a fresh server on a copy of one prepared database. Reported per
+touches both alike. Every run starts a fresh server on a copy of one prepared database, upgraded by
+the side's own migrations. Reported per
 run: the seconds until every doctor was available, the server's CPU seconds and its run-queue wait
 (time it was runnable but another process had the core: a noisy machine shows here).
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -98,6 +101,15 @@ def code_of(checkout: Path) -> str:
     ).stdout.strip()
 
 
+def migrate(checkout: Path, database_url: str) -> None:
+    """Upgrade ``database_url`` to the head of ``checkout``'s migrations (the template is migrated by
+    this checkout's; the other side's may have more: a no-op for this side)."""
+    env = {**os.environ, "PYTHONPATH": str(checkout), "TOT_DATABASE_URL": database_url}
+    subprocess.run(
+        [sys.executable, "-m", "server", "migrate", "upgrade"], env=env, check=True, capture_output=True
+    )
+
+
 async def burst(server: Server, accounts: Accounts, doctors: int, seed: int) -> tuple[float, float, float]:
     """Connect ``doctors`` doctors; returns (seconds until all are available, server CPU s, wait s)."""
     cpu, wait = cpu_seconds(server.pid), runqueue_wait_s(server.pid)
@@ -146,6 +158,7 @@ def run(argv: Sequence[str] | None = None) -> list[Run]:
                 for name in order:
                     database = workdir / f"{name}-{n}.db"
                     shutil.copyfile(template, database)
+                    migrate(sides[name], f"sqlite+aiosqlite:///{database}")
                     target = Target("memory", "memory://", f"sqlite+aiosqlite:///{database}")
                     settings = {"PYTHONPATH": str(sides[name])}
                     prefix = f"bench{secrets.token_hex(4)}:"
@@ -168,6 +181,15 @@ def run(argv: Sequence[str] | None = None) -> list[Run]:
         finally:
             os.chdir(home)
     report(runs, load_before)
+    if args.json is not None:
+        settings = {"doctors": args.doctors, "before": args.before, "rounds": args.rounds, "seed": args.seed}
+        body = {
+            "settings": settings,
+            "time": time.time(),
+            "load_average": [load_before[0], load_average()[0]],
+            "runs": [dataclasses.asdict(r) for r in runs],
+        }
+        args.json.write_text(json.dumps(body, indent=2))
     return runs
 
 
@@ -199,6 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true", help="pin neither process")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the runs here")
     parser.add_argument("--quick", action="store_true", help="300 doctors, one round")
     args = parser.parse_args(argv)
     if args.quick:
