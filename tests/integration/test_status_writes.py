@@ -52,8 +52,8 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @contextlib.contextmanager
 def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The SQL statements the engine executes meanwhile (an executemany counts once), and ``COMMIT``
-    for each commit."""
+    """The SQL statements the engine executes meanwhile, their first three words (an executemany
+    counts once), and ``COMMIT`` for each commit."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -134,10 +134,10 @@ async def test_concurrent_changes_share_one_transaction_and_each_caller_gets_its
     moves = [(d, "available" if i % 3 else "paused") for i, d in enumerate(doctors)]
     with statements(engine) as seen:
         answers = await _all(rules, moves)
-    # One transaction: one UPDATE (executed for every change), one INSERT of the outbox rows.
-    assert seen.count("COMMIT") == 1
-    assert [s for s in seen if s.startswith("UPDATE doctor_profiles")] == ["UPDATE doctor_profiles SET"]
-    assert len([s for s in seen if s.startswith("INSERT INTO outbox")]) == 1
+    # One transaction: one UPDATE (executed for every change), one INSERT of the outbox rows. (Commits
+    # are not counted: the publisher's marker commits its own UPDATE of the outbox when it likes.)
+    assert seen.count("UPDATE doctor_profiles SET") == 1
+    assert seen.count("INSERT INTO outbox") == 1
     assert (writes.stats.transactions, writes.stats.changes, writes.stats.fallbacks) == (1, 12, 0)
     for (doctor, wanted), answer in zip(moves, answers, strict=True):
         assert isinstance(answer, DoctorState) and answer.status is DoctorStatus(wanted)
@@ -167,7 +167,8 @@ async def test_a_change_that_fails_fails_alone_and_the_others_are_committed(
     # The batch failed, then every change went alone: four committed, the refused one answered with
     # its own error.
     assert (writes.stats.fallbacks, writes.stats.transactions, writes.stats.failed) == (1, 4, 1)
-    assert seen.count("COMMIT") == 4
+    assert seen.count("UPDATE doctor_profiles SET") == 1 + 5  # the batch's, then one per change
+    assert seen.count("INSERT INTO outbox") == 4  # one per committed transaction
     for (doctor, _), answer in zip(made, answers, strict=True):
         if doctor == refused:
             assert isinstance(answer, DBAPIError) and "refused" in str(answer)
