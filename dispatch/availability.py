@@ -7,8 +7,11 @@ the doctor's channel (``doctor:<id>``, event ``doctor.status``).
 
 The live engine's compare-and-set decides whether a move is allowed; once it has, the choice is
 persisted (``doctor_profiles.chosen_status``, from which a lost engine is rebuilt) with its
-``doctor.status`` event in one transaction (the outbox, ``dispatch/publisher.py``). An engine that
-cannot be reached refuses the move with ``unavailable`` (retry), nothing changed.
+``doctor.status`` event in one transaction (the outbox, ``dispatch/publisher.py``), shared by the
+changes of other doctors made within the same 25 ms (``dispatch/status_writes.py``: a connect burst
+of thousands of shift starts is a few dozen transactions, not thousands); the doctor is answered once
+it has committed. An engine that cannot be reached refuses the move with ``unavailable`` (retry),
+nothing changed.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.doctor_states import DoctorState, DoctorStates
 from dispatch.errors import DispatchError
+from dispatch.events import DoctorStatusPayload
 from dispatch.publisher import EventPublisher, as_publisher
+from dispatch.status_writes import StatusChange, StatusWriter
 from geo.location_index import LocationIndex
 from models.enums import DoctorStatus
 from models.repositories import doctors as doctor_repo
 from models.types import utcnow
 from realtime.broker import Broker
 from realtime.errors import ErrorCode
-from realtime.event_types import EventType
 
 TRANSITIONS: dict[str, frozenset[DoctorStatus]] = {
     "available": frozenset({DoctorStatus.OFFLINE, DoctorStatus.PAUSED, DoctorStatus.AVAILABLE}),
@@ -60,7 +64,8 @@ class Availability:
     (which holds each verified doctor's specialties for the search). ``publisher``: where changes are
     announced (a bare broker is wrapped in one). ``on_change``: called with the doctor id (``str``)
     after a status change, synchronously (the location ingest drops its cached state of the doctor).
-    ``now``: the clock of ``chosen_status_at``."""
+    ``now``: the clock of ``chosen_status_at``. ``writes``: the batch writer of the changes (default:
+    one on ``publisher`` with its default window; stop it with ``await writes.aclose()``)."""
 
     def __init__(
         self,
@@ -71,6 +76,7 @@ class Availability:
         on_change: Callable[[str], None],
         *,
         now: Callable[[], dt.datetime] = utcnow,
+        writes: StatusWriter | None = None,
     ) -> None:
         self.sessions = sessions
         self.states = states
@@ -78,6 +84,7 @@ class Availability:
         self.publisher = as_publisher(publisher, sessions)
         self.on_change = on_change
         self.now = now
+        self.writes = writes if writes is not None else StatusWriter(self.publisher)
 
     async def admit(self, doctor_id: uuid.UUID) -> Admission | None:
         """A doctor connects: their profile (None without one); a verified doctor's specialties go to
@@ -98,7 +105,9 @@ class Availability:
         Returns the new state. Raises :class:`DispatchError` ``invalid_input`` (field ``status``) for
         another value, ``forbidden`` for an unverified doctor asking for ``available`` or a doctor in
         ``offered``/``busy``, ``unavailable`` (retry) when the live engine cannot be reached (nothing
-        changed); database errors pass through."""
+        changed); database errors of the change's own transaction pass through (a batch that failed
+        is written again change by change: see ``dispatch/status_writes.py``). Returns only once the
+        change is committed."""
         if not isinstance(wanted, str) or wanted not in TRANSITIONS:
             raise DispatchError(
                 ErrorCode.INVALID_INPUT, "status must be available, paused or offline", field="status"
@@ -120,12 +129,11 @@ class Availability:
         self.on_change(doctor_id)
         state = result.state
         # The choice is the truth a lost engine is rebuilt from; every device of the doctor (and the
-        # console) follows it on the doctor's channel.
-        async with self.publisher.transaction() as tx:
-            await doctor_repo.set_chosen_status(tx.session, uuid.UUID(doctor_id), wanted, self.now())
-            tx.doctor(
-                doctor_id,
-                EventType.DOCTOR_STATUS,
-                {"status": state.status.value, "version": state.version, "since": state.since_ms},
-            )
+        # console) follows it on the doctor's channel. Written with the other changes of the moment.
+        payload: DoctorStatusPayload = {
+            "status": state.status.value,
+            "version": state.version,
+            "since": state.since_ms,
+        }
+        await self.writes.write(StatusChange(doctor_id, wanted, self.now(), payload))
         return state

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -73,6 +74,25 @@ async def set_chosen_status(session: AsyncSession, user_id: uuid.UUID, status: s
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def set_chosen_statuses(
+    session: AsyncSession, choices: Sequence[tuple[uuid.UUID, str, dt.datetime]]
+) -> None:
+    """Record several doctors' chosen availability, ``(user id, status, at)`` each, with one UPDATE
+    statement executed for every choice (``executemany``; a batch of shift starts, see
+    ``dispatch/status_writes.py``). Choices apply in order: of two for one doctor the later stays."""
+    if not choices:
+        return
+    table = cast(sa.Table, DoctorProfile.__table__)
+    statement = (
+        sa.update(table)
+        .where(table.c.user_id == sa.bindparam("b_user"))
+        .values(chosen_status=sa.bindparam("b_status"), chosen_status_at=sa.bindparam("b_at"))
+    )
+    await session.execute(
+        statement, [{"b_user": user, "b_status": status, "b_at": at} for user, status, at in choices]
+    )
 
 
 async def list_profiles(

@@ -120,7 +120,7 @@ class Gateway:
         self.breadcrumbs.start()
 
     async def stop(self) -> None:
-        """Stop background work; flush pending fixes and breadcrumbs."""
+        """Stop background work; flush pending fixes, breadcrumbs and doctors' status changes."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -129,6 +129,7 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.ingest.flush()
         await self.breadcrumbs.stop()
+        await self.availability.writes.aclose()
 
     async def engine_changed(self, _epoch: str = "") -> int:
         """The live engine was lost or replaced (a local step of ``dispatch/engine_watch.py``): this
