@@ -116,12 +116,17 @@ class HashGate:
         """Hashes running or waiting now."""
         return self._inside
 
+    def check(self) -> None:
+        """Raise :class:`Throttled` (503 ``busy``) when the gate is full right now: a request can be
+        refused before any work of its own (:meth:`slot` checks again)."""
+        if self._inside >= self._limit:
+            raise Throttled(ErrorCode.BUSY, BUSY_RETRY_AFTER_S)
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a hashing slot for the block; raises :class:`Throttled` (503 ``busy``) at once when the
         running and waiting hashes already fill the gate."""
-        if self._inside >= self._limit:
-            raise Throttled(ErrorCode.BUSY, BUSY_RETRY_AFTER_S)
+        self.check()
         self._inside += 1
         try:
             async with self._slots:

@@ -102,7 +102,7 @@ class Settings:
     login_limit_account: str = "100/hour"
     register_limit_address: str = "30/hour"
     register_limit_account: str = "5/hour"
-    hash_concurrency: int = 2
+    hash_concurrency: int = 1
     hash_queue: int = 16
     ws_max_per_user: int = 10
     ws_max_per_address: int = 1000
@@ -343,7 +343,8 @@ def load_settings(
         login_limit_account=_rate_limit(config, "TOT_LOGIN_LIMIT_ACCOUNT", "100/hour"),
         register_limit_address=_rate_limit(config, "TOT_REGISTER_LIMIT_ADDRESS", "" if demo else "30/hour"),
         register_limit_account=_rate_limit(config, "TOT_REGISTER_LIMIT_ACCOUNT", "5/hour"),
-        hash_concurrency=_positive_int(config, "TOT_HASH_CONCURRENCY", os.cpu_count() or 1),
+        # One argon2 hash keeps up to four cores busy (its four lanes run on threads of their own).
+        hash_concurrency=_positive_int(config, "TOT_HASH_CONCURRENCY", max(1, (os.cpu_count() or 1) // 4)),
         hash_queue=_positive_int(config, "TOT_HASH_QUEUE", 16),
         ws_max_per_user=_positive_int(config, "TOT_WS_MAX_PER_USER", 10),
         ws_max_per_address=_positive_int(config, "TOT_WS_MAX_PER_ADDRESS", 100_000 if demo else 1000),

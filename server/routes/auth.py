@@ -213,6 +213,7 @@ async def login(request: Request) -> Response:
     svc = services(request)
     body = await parse_body(request, LoginIn)
     await svc.auth_limits.admit("login", client_address(request), body.login)
+    svc.hash_gate.check()  # a full gate refuses before the database is read: shedding stays cheap
     async with svc.sessions() as session:
         user = await user_repo.find_by_login(session, body.login)
         profile = (

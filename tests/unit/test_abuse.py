@@ -31,9 +31,12 @@ async def test_the_hash_gate_refuses_at_once_beyond_its_queue() -> None:
             pass
     assert refused.value.code is ErrorCode.BUSY and refused.value.retry_after_s == 1
     assert refused.value.body()["error"]["message_ru"]
+    with pytest.raises(Throttled):
+        gate.check()  # the cheap early refusal says the same
     release.set()
     await asyncio.gather(*running)
     assert entered == [0, 1] and gate.inside == 0
+    gate.check()
     async with gate.slot():  # free again
         pass
 
