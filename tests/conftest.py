@@ -120,6 +120,8 @@ UNLIMITED_SETTINGS: dict[str, object] = {
     "register_limit_address": "",
     "register_limit_account": "",
     "hash_queue": 10_000,
+    "ws_max_per_user": 100_000,
+    "ws_max_per_address": 1_000_000,
 }
 """The abuse limits off (server/abuse.py): the session's app registers and signs in hundreds of accounts
 from one address. Tests of the limits set them (tests/e2e/test_abuse.py)."""
