@@ -11,6 +11,7 @@ from realtime.errors import ErrorCode
 from server.abuse import AuthLimits, HashGate, account_key
 from server.errors import Throttled
 from server.settings import Settings
+from server.ws.caps import SocketCaps
 
 
 async def test_the_hash_gate_refuses_at_once_beyond_its_queue() -> None:
@@ -61,3 +62,16 @@ async def test_address_then_account_limits() -> None:
 def test_account_keys_hide_the_login() -> None:
     assert account_key(" A@B.org ") == account_key("a@b.org")
     assert "b.org" not in account_key("a@b.org")
+
+
+def test_socket_caps_per_user_and_per_address() -> None:
+    caps = SocketCaps(per_user=2, per_address=3)
+    assert caps.admit("u1", "10.0.0.1") and caps.admit("u1", "10.0.0.1")
+    assert not caps.admit("u1", "10.0.0.2")  # the user's cap, from any address
+    assert caps.admit("u2", "10.0.0.1")
+    assert not caps.admit("u3", "10.0.0.1")  # the address's cap, for any user
+    assert caps.refused == 2
+    caps.release("u1", "10.0.0.1")
+    assert caps.admit("u1", "10.0.0.2") and not caps.admit("u1", "10.0.0.3")
+    assert caps.admit("u3", "10.0.0.1")  # the release freed a place of the address too
+    assert caps.admit("u4", None)  # no address known (another ASGI server): only the user's cap
