@@ -153,9 +153,22 @@ def child_environ(env: dict[str, str]) -> dict[str, str]:
     """This process's environment, ``env`` added, and this checkout first on ``PYTHONPATH``: a server
     child runs from a scratch folder, where an editable install would import the packages of whichever
     checkout was installed, not the code being measured (a before/after comparison from two checkouts
-    would measure one of them twice)."""
+    would measure one of them twice). The abuse limits are off unless ``env`` sets them: a benchmark's
+    thousands of doctors sign in and connect from 127.0.0.1."""
     path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **env}
+    return {**os.environ, "PYTHONPATH": path, **BENCH_UNLIMITED_ENV, **env}
+
+
+BENCH_UNLIMITED_ENV = {
+    "TOT_LOGIN_LIMIT_ADDRESS": "off",
+    "TOT_LOGIN_LIMIT_ACCOUNT": "off",
+    "TOT_REGISTER_LIMIT_ADDRESS": "off",
+    "TOT_REGISTER_LIMIT_ACCOUNT": "off",
+    "TOT_HASH_QUEUE": "10000",
+    "TOT_WS_MAX_PER_USER": "100000",
+    "TOT_WS_MAX_PER_ADDRESS": "1000000",
+}
+"""Server settings of a benchmark's processes: no abuse limits (docs/operations.md, "Abuse limits")."""
 
 
 def start_server(name: str, env: dict[str, str], workdir: Path, cpu: int | None) -> Server:

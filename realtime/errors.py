@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_OP = "unknown_op"
     TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"  # a location fix too old or from the future
     RATE_LIMITED = "rate_limited"
+    # Login or registration refused before any password work: too many tries from this client address
+    # or for this account (429 with Retry-After; server/abuse.py).
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
     # --- channels (socket only) ---
     BAD_CHANNEL = "bad_channel"  # not a channel name the server knows
     DOCTOR_CHANNEL_REQUIRED = "doctor_channel_required"  # a doctor's ``call:`` before ``doctor:<id>``
@@ -105,12 +108,26 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUTSIDE_SERVICE_AREA: 422,
     ErrorCode.TOO_MANY_CELLS: 422,
     ErrorCode.UNKNOWN_ZONE: 422,
+    ErrorCode.TOO_MANY_ATTEMPTS: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.BUSY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 """The REST status of each code REST can answer (docs/api.md). Codes missing here are socket-only
 (frames, channels, ``invalid_field``) or, for ``http_error``, keep the status Starlette raised."""
+
+MESSAGES: dict[ErrorCode, tuple[str, str]] = {
+    ErrorCode.TOO_MANY_ATTEMPTS: (
+        "too many attempts; retry after the time in Retry-After",
+        "слишком много попыток; повторите через время из Retry-After",
+    ),
+    ErrorCode.BUSY: (
+        "the server is busy; retry shortly",
+        "сервер перегружен; повторите чуть позже",
+    ),
+}
+"""The English and Russian texts of the codes whose message is fixed (shown to people as is): the REST
+body carries the English one as ``message`` and the Russian one as ``message_ru`` (docs/api.md)."""
 
 CODE_OF_STATUS: dict[int, ErrorCode] = {
     400: ErrorCode.BAD_REQUEST,

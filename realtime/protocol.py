@@ -29,6 +29,7 @@ class CloseCode(IntEnum):
     ORIGIN_NOT_ALLOWED = 4403  # the Origin header is not in TOT_WS_ALLOWED_ORIGINS
     IDLE_TIMEOUT = 4408  # no frame from the client for TOT_WS_IDLE_TIMEOUT seconds
     FLOOD = 4429  # the client kept exceeding its rate limits after error frames told it so
+    TOO_MANY_SOCKETS = 4430  # the user or client address already holds TOT_WS_MAX_PER_USER / _ADDRESS sockets
     SLOW_CONSUMER = 4499  # the client did not read fast enough; its send queue overflowed
 
 

@@ -72,3 +72,11 @@ ensure_browser() {
   if [ -n "${TOT_TEST_CHROMIUM:-}" ] || command -v chromium >/dev/null; then return 0; fi
   apt_install chromium
 }
+
+ensure_nginx() {
+  # Debian's nginx for the proxy test (tests/e2e/test_nginx.py): it runs its own nginx on a free port with
+  # a generated configuration, never the system's service. nginx-light has the proxy and upstream
+  # modules the configuration needs (deploy/nginx/nginx.conf).
+  if [ -n "${TOT_TEST_NGINX:-}" ] || command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then return 0; fi
+  apt_install nginx-light
+}

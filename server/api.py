@@ -62,6 +62,9 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     field: str | None = None
+    message_ru: str | None = None
+    """The message in Russian, for the codes whose text is fixed (``too_many_attempts``, ``busy`` from
+    the hash queue: ``realtime.errors.MESSAGES``)."""
 
 
 class ErrorBody(BaseModel):

@@ -30,6 +30,7 @@ from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
 from realtime.map_feed import MapFeed
+from server.abuse import AuthLimits, HashGate, open_storage
 from server.auth.tokens import TokenService
 from server.engine import open_engine
 from server.engine_care import EngineCare
@@ -177,6 +178,8 @@ def create_app(settings: Settings) -> Starlette:
             chat=ChatService(sessions, publisher),
             ratings=RatingService(sessions),
             sos=sos,
+            auth_limits=AuthLimits(open_storage(engine, settings.engine_prefix), settings),
+            hash_gate=HashGate(settings.hash_concurrency, settings.hash_queue),
         )
         gateway = build_gateway(app.state.services)
         ws_ops.register(gateway)

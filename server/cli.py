@@ -83,6 +83,7 @@ def uvicorn_ws_options(max_frame_bytes: int, event_loop: str = "uvloop") -> dict
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     from server.app import create_app
+    from server.http_protocol import header_timeout_protocol
     from server.logs import configure_logging
     from server.ws.asgi import asgi_app
 
@@ -94,12 +95,22 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     # socket. Measured with loadtests/bench_ingest.py: GC under 1% of the CPU, no stall over ~50 ms.
     # Reference cycles are still collected, a little later.
     gc.set_threshold(*GC_THRESHOLDS)
+    options = uvicorn_ws_options(settings.ws_max_frame_bytes, settings.event_loop)
     uvicorn.run(
         asgi_app(create_app(settings)),
         host=host or settings.host,
         port=port or settings.port,
         lifespan="on",
-        **uvicorn_ws_options(settings.ws_max_frame_bytes, settings.event_loop),
+        **{
+            **options,
+            # httptools with a deadline on request headers (server/http_protocol.py): uvicorn has none.
+            "http": header_timeout_protocol(settings.http_header_timeout_s),
+            "timeout_keep_alive": settings.http_keep_alive_timeout_s,
+            # X-Forwarded-For / -Proto are believed only from these peers (the proxy in front,
+            # deploy/nginx/nginx.conf): the per-address limits then count the real client.
+            "proxy_headers": True,
+            "forwarded_allow_ips": settings.forwarded_allow_ips,
+        },
     )
 
 

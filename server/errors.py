@@ -9,6 +9,7 @@ a request body, a message or a value (docs/api.md, "Text fields").
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 import sqlalchemy.exc
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from realtime.errors import CODE_OF_STATUS, ErrorCode, Refusal
+from realtime.errors import CODE_OF_STATUS, MESSAGES, ErrorCode, Refusal
 from server.logs import field_name
 
 log = logging.getLogger("tot.http")
@@ -26,6 +27,17 @@ log = logging.getLogger("tot.http")
 class ApiError(Refusal):
     """A refusal of the API layer itself (authentication, input shape, overload): the same catalogue
     and body as every :class:`~realtime.errors.Refusal`. Raises ``ValueError`` on a code outside it."""
+
+
+class Throttled(ApiError):
+    """A refusal that tells the client when to come back: ``retry_after_s`` goes into ``Retry-After``
+    (whole seconds, at least 1). ``code`` is one with fixed texts in ``MESSAGES`` (``too_many_attempts``
+    429, ``busy`` 503); the body carries both (``message``, ``message_ru``)."""
+
+    def __init__(self, code: ErrorCode, retry_after_s: float) -> None:
+        english, russian = MESSAGES[code]
+        super().__init__(code, english, message_ru=russian)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
 
 
 def error_response(err: Refusal, headers: dict[str, str] | None = None) -> Response:
@@ -45,6 +57,8 @@ def _log_refusal(request: Request, exc: Refusal) -> None:
             "status": exc.http_status,
             "code": exc.code.value,
             "field": field_name(exc.field),
+            # The client's address (through a trusted proxy, the one it forwarded: server/http_protocol.py).
+            "client": request.client.host if request.client else None,
         },
     )
 
@@ -57,6 +71,8 @@ async def handle_refusal(request: Request, exc: Exception) -> Response:
 
 
 def _headers(exc: Refusal, headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    if isinstance(exc, Throttled):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after_s)}
     if exc.http_status == 401:
         return {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return headers

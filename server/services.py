@@ -14,6 +14,7 @@ from dispatch.publisher import EventPublisher
 from dispatch.ratings import RatingService
 from dispatch.sos import SosService
 from dispatch.zones import ZoneIndex
+from server.abuse import AuthLimits, HashGate
 from server.auth.principal import Principal, authenticate
 from server.auth.tokens import TokenService
 from server.engine import LiveEngine
@@ -40,6 +41,10 @@ class Services:
     chat: ChatService
     ratings: RatingService
     sos: SosService
+    auth_limits: AuthLimits
+    """Login and registration tries per client address and per account (``server/abuse.py``)."""
+    hash_gate: HashGate
+    """The bounded queue of password hashes (``server/abuse.py``)."""
 
     def principal(self, conn: HTTPConnection) -> Principal:
         """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""

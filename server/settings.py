@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from starlette.config import Config
 
 from dispatch.outbox_settings import OutboxSettings
@@ -95,6 +96,19 @@ class Settings:
     console_tile_url: str = ""
     console_tile_attribution: str = ""
     console_map_view: tuple[float, float, int] = (55.7558, 37.6173, 11)
+    # Abuse limits (server/abuse.py, docs/operations.md "Abuse limits"): ``limits`` rate strings such
+    # as "20/minute", or "" for none.
+    login_limit_address: str = "20/minute"
+    login_limit_account: str = "100/hour"
+    register_limit_address: str = "30/hour"
+    register_limit_account: str = "5/hour"
+    hash_concurrency: int = 1
+    hash_queue: int = 16
+    ws_max_per_user: int = 10
+    ws_max_per_address: int = 1000
+    http_header_timeout_s: float = 10.0
+    http_keep_alive_timeout_s: int = 5
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @property
     def engine_scheme(self) -> str:
@@ -151,6 +165,19 @@ def _positive_float(config: Config, name: str, default: float, *, minimum: float
     if not math.isfinite(value) or value <= 0 or value < minimum:
         raise SettingsError(name, f"must be a finite number above {max(minimum, 0)}, got {raw}")
     return value
+
+
+def _rate_limit(config: Config, name: str, default: str) -> str:
+    """A ``limits`` rate string ("20/minute", "5 per hour", several joined by ";"), or "" for none
+    (also "off")."""
+    raw = str(config(name, default=default)).strip()
+    if raw.lower() in ("", "off", "none"):
+        return ""
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise SettingsError(name, f"expected a rate like 20/minute or off, got {raw!r}") from None
+    return raw
 
 
 def _rings(config: Config) -> tuple[float, ...]:
@@ -310,4 +337,18 @@ def load_settings(
         console_tile_url=_tile_url(config),
         console_tile_attribution=str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip(),
         console_map_view=_map_view(config),
+        # The demo's city signs in and registers its hundreds of accounts from 127.0.0.1: no address
+        # limits there unless asked for.
+        login_limit_address=_rate_limit(config, "TOT_LOGIN_LIMIT_ADDRESS", "" if demo else "20/minute"),
+        login_limit_account=_rate_limit(config, "TOT_LOGIN_LIMIT_ACCOUNT", "100/hour"),
+        register_limit_address=_rate_limit(config, "TOT_REGISTER_LIMIT_ADDRESS", "" if demo else "30/hour"),
+        register_limit_account=_rate_limit(config, "TOT_REGISTER_LIMIT_ACCOUNT", "5/hour"),
+        # One argon2 hash keeps up to four cores busy (its four lanes run on threads of their own).
+        hash_concurrency=_positive_int(config, "TOT_HASH_CONCURRENCY", max(1, (os.cpu_count() or 1) // 4)),
+        hash_queue=_positive_int(config, "TOT_HASH_QUEUE", 16),
+        ws_max_per_user=_positive_int(config, "TOT_WS_MAX_PER_USER", 10),
+        ws_max_per_address=_positive_int(config, "TOT_WS_MAX_PER_ADDRESS", 100_000 if demo else 1000),
+        http_header_timeout_s=_positive_float(config, "TOT_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
+        http_keep_alive_timeout_s=_positive_int(config, "TOT_HTTP_KEEP_ALIVE_TIMEOUT", 5),
+        forwarded_allow_ips=str(config("TOT_FORWARDED_ALLOW_IPS", default="127.0.0.1")).strip(),
     )

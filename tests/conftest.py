@@ -114,9 +114,26 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
+UNLIMITED_SETTINGS: dict[str, object] = {
+    "login_limit_address": "",
+    "login_limit_account": "",
+    "register_limit_address": "",
+    "register_limit_account": "",
+    "hash_queue": 10_000,
+    "ws_max_per_user": 100_000,
+    "ws_max_per_address": 1_000_000,
+}
+"""The abuse limits off (server/abuse.py): the session's app registers and signs in hundreds of accounts
+from one address. Tests of the limits set them (tests/e2e/test_abuse.py)."""
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     """Settings for an in-process app on ``database_url`` and the memory engine."""
-    values: dict[str, object] = {"database_url": database_url, "secret_key": TEST_SECRET_KEY}
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "secret_key": TEST_SECRET_KEY,
+        **UNLIMITED_SETTINGS,
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -3,21 +3,43 @@
 One hash costs about 0.1-0.2 s of CPU and 64 MiB (RFC 9106's second recommended option: m = 64 MiB,
 t = 3, p = 4). Request handlers use the ``*_off_loop`` forms, which run it on a small pool of worker
 threads (argon2-cffi releases the GIL): on the event loop every registration or login would stall every
-socket of the process for that long. The pool has one thread per core, so at most that many hashes
-(and 64 MiB each) are under way at once; further ones wait their turn.
+socket of the process for that long. The pool has one thread per core; how many hashes run at once is
+the request handlers' hash gate (``server/abuse.py``, ``TOT_HASH_CONCURRENCY``).
+
+Each hash runs its four lanes (p = 4) on four threads libargon2 starts for it, so one hash can keep four
+cores busy: on a two-core machine two hashes at once left the event loop one ninth of the CPU, and
+``/v1/health``'s p99 rose tens of times during a login flood (loadtests/bench_login_flood.py). So the
+hashing threads run at a lower priority (nice +10 on Linux, inherited by the lane threads they start):
+when the event loop has work it gets the CPU first, and hashing takes what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+HASH_NICENESS = 10
+"""How much lower than the process the hashing threads run (added to the nice value, at most 19)."""
+
+
+def _lower_priority() -> None:
+    """The hashing threads' initializer: this thread's nice value raised by :data:`HASH_NICENESS`
+    (Linux keeps one per thread; where it cannot be set the thread keeps the process's)."""
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + HASH_NICENESS))
+
+
 _hasher = PasswordHasher()
-_workers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="argon2")
+_workers = ThreadPoolExecutor(
+    max_workers=os.cpu_count() or 1, thread_name_prefix="argon2", initializer=_lower_priority
+)
 # Verified against when the login names no user, so a missing account takes as long as a wrong password
 # (no user enumeration by timing).
 _DUMMY_HASH = _hasher.hash("tot-dispatch-dummy-password")

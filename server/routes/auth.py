@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-from uuid import UUID
+import datetime as dt
+import logging
+from typing import Annotated, Any
+from uuid import UUID, uuid4
 
 from pydantic import ConfigDict, Field, model_validator
 from starlette.requests import Request
@@ -14,6 +16,7 @@ from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
 from realtime.errors import ErrorCode
+from server.abuse import client_address
 from server.accounts import add_account
 from server.auth.passwords import hash_password_off_loop, verify_password_off_loop
 from server.auth.tokens import TokenError
@@ -30,7 +33,9 @@ from server.schemas import (
     UserOut,
     user_json,
 )
-from server.services import services
+from server.services import Services, services
+
+log = logging.getLogger("tot.auth")
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 
@@ -105,14 +110,19 @@ def _doctor_fields(body: RegisterIn, role: Role) -> tuple[str, list[str]] | None
     response=AuthOut,
     status=201,
     roles=None,
-    errors=(403, 409),
+    errors=(403, 409, 429),
 )
 async def register(request: Request) -> Response:
-    """Creates the account and returns it with tokens. An email or phone already in use is a 409
-    ``account_exists`` naming the field; asking for any role but patient or doctor is a 403
-    ``role_not_allowed`` (staff accounts are created by an admin with the CLI)."""
+    """Creates the account and returns it with tokens. An email or phone already in use is answered
+    like a new account (201, the same shape, tokens of an account that does not exist and that the
+    first use refuses with 401): the answer does not tell a stranger which emails exist
+    (docs/api.md, "Registration and existing accounts"). A taken licence number is a 409
+    ``licence_exists``; asking for any role but patient or doctor is a 403 ``role_not_allowed`` (staff
+    accounts are created by an admin with the CLI). Too many tries from this address or for this
+    email or phone: 429 ``too_many_attempts`` with ``Retry-After``."""
     svc = services(request)
     body = await parse_body(request, RegisterIn)
+    await svc.auth_limits.admit("register", client_address(request), body.email or body.phone)
     try:
         role = Role(body.role)
     except ValueError:
@@ -123,31 +133,66 @@ async def register(request: Request) -> Response:
         )
     doctor_fields = _doctor_fields(body, role)
     # Hashed before the session opens: a session holds the embedded database (models/sqlite_driver.py).
-    password_hash = await hash_password_off_loop(body.password)
-    async with svc.sessions.begin() as session:
-        if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
-            raise ApiError(ErrorCode.INVALID_INPUT, "clinic_id: no such clinic", field="clinic_id")
-        licence, specialties = doctor_fields or (None, [])
-        try:
-            user, profile = await add_account(
-                session,
-                role=role,
-                full_name=body.full_name,
-                password_hash=password_hash,
-                email=body.email,
-                phone=body.phone,
-                licence_number=licence,
-                specialties=specialties,
-                clinic_id=body.clinic_id,
-            )
-        except user_repo.DuplicateAccount as exc:
-            raise ApiError(ErrorCode.ACCOUNT_EXISTS, str(exc), field=exc.field) from None
-        except doctor_repo.DuplicateLicence:
-            raise ApiError(
-                ErrorCode.LICENCE_EXISTS, "this licence number is already registered", field="licence_number"
-            ) from None
+    async with svc.hash_gate.slot():
+        password_hash = await hash_password_off_loop(body.password)
+    licence, specialties = doctor_fields or (None, [])
+    try:
+        async with svc.sessions.begin() as session:
+            if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
+                raise ApiError(ErrorCode.INVALID_INPUT, "clinic_id: no such clinic", field="clinic_id")
+            try:
+                user, profile = await add_account(
+                    session,
+                    role=role,
+                    full_name=body.full_name,
+                    password_hash=password_hash,
+                    email=body.email,
+                    phone=body.phone,
+                    licence_number=licence,
+                    specialties=specialties,
+                    clinic_id=body.clinic_id,
+                )
+            except doctor_repo.DuplicateLicence:
+                raise ApiError(
+                    ErrorCode.LICENCE_EXISTS,
+                    "this licence number is already registered",
+                    field="licence_number",
+                ) from None
+    except user_repo.DuplicateAccount:
+        # Rolled back; answered like a new account, and nothing is sent (docs/api.md).
+        log.info("registration for a taken email or phone answered as new", extra={"role": role.value})
+        return json_response(_phantom(svc, body, role, licence, specialties), status_code=201)
     tokens = svc.tokens.issue(user.id, role)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()}, status_code=201)
+
+
+def _phantom(
+    svc: Services, body: RegisterIn, role: Role, licence: str | None, specialties: list[str]
+) -> dict[str, Any]:
+    """The 201 body a new account would get, for an account that is not created: a fresh id that no
+    account has, the fields as given, and tokens signed for that id (refused with 401 on first use)."""
+    user_id = uuid4()
+    user: dict[str, Any] = {
+        "id": str(user_id),
+        "email": user_repo.normalize_email(body.email),
+        "phone": body.phone,
+        "full_name": body.full_name,
+        "role": role.value,
+        "is_active": True,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "doctor": None,
+    }
+    if licence is not None:
+        user["doctor"] = {
+            "clinic_id": str(body.clinic_id) if body.clinic_id else None,
+            "licence_number": licence,
+            "specialties": specialties,
+            "verified": False,
+            "verified_at": None,
+            "rating_avg": None,
+            "rating_count": 0,
+        }
+    return {"user": user, "tokens": svc.tokens.issue(user_id, role).as_json()}
 
 
 @api.route(
@@ -158,13 +203,17 @@ async def register(request: Request) -> Response:
     body=LoginIn,
     response=AuthOut,
     roles=None,
-    errors=(401, 403),
+    errors=(401, 403, 429),
 )
 async def login(request: Request) -> Response:
     """A wrong login or password is the same 401 ``invalid_credentials`` (no account enumeration); a
-    deactivated account is a 403 ``account_disabled``."""
+    deactivated account is a 403 ``account_disabled``. Too many tries from this address or for this
+    login: 429 ``too_many_attempts`` with ``Retry-After``; too many password checks under way in this
+    process: 503 ``busy`` with ``Retry-After`` (server/abuse.py)."""
     svc = services(request)
     body = await parse_body(request, LoginIn)
+    await svc.auth_limits.admit("login", client_address(request), body.login)
+    svc.hash_gate.check()  # a full gate refuses before the database is read: shedding stays cheap
     async with svc.sessions() as session:
         user = await user_repo.find_by_login(session, body.login)
         profile = (
@@ -173,7 +222,8 @@ async def login(request: Request) -> Response:
             else None
         )
     # Verified after the session closed: it holds the embedded database (models/sqlite_driver.py).
-    verified = await verify_password_off_loop(user.password_hash if user else None, body.password)
+    async with svc.hash_gate.slot():
+        verified = await verify_password_off_loop(user.password_hash if user else None, body.password)
     if not verified or user is None:
         raise ApiError(ErrorCode.INVALID_CREDENTIALS, "wrong login or password")
     if not user.is_active:

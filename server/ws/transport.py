@@ -33,6 +33,7 @@ from server.auth.tokens import TokenService
 from server.errors import ApiError
 from server.metrics import Metrics
 from server.settings import Settings
+from server.ws.caps import SocketCaps
 from server.ws.connection import Connection
 from server.ws.intake import Intake
 from server.ws.uvicorn_protocol import protocol_of
@@ -93,6 +94,7 @@ class Transport:
         self.watch = watch
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.caps = SocketCaps(settings.ws_max_per_user, settings.ws_max_per_address)
 
     def _origin_allowed(self, ws: WebSocket) -> bool:
         allowed = self.settings.ws_allowed_origins
@@ -121,6 +123,11 @@ class Transport:
         except ApiError as exc:
             await self._refuse(ws, CloseCode.UNAUTHORIZED, exc.code)
             return
+        user = str(principal.user_id)
+        address = ws.client.host if ws.client else None
+        if not self.caps.admit(user, address):
+            await self._refuse(ws, CloseCode.TOO_MANY_SOCKETS, "too_many_sockets")
+            return
 
         conn_id = uuid.uuid4().hex
         send_queue = SendQueue(max_frames=settings.ws_send_queue_frames)
@@ -131,7 +138,7 @@ class Transport:
             principal,
             Session(conn_id, self.broker, send_queue, callbacks.overflow, self.watch),
             ws.send if send is None else send,
-            user=str(principal.user_id),
+            user=user,
             task=asyncio.current_task(),
         )
         self.connections[conn_id] = conn
@@ -211,6 +218,7 @@ class Transport:
             send_queue.close()
             await self.on_disconnect(conn)
             del self.connections[conn_id]
+            self.caps.release(user, address)
             metrics.ws_connections.labels(principal.role.value).dec()
 
     def stop(self, conn_or_id: Connection | str, code: int, reason: str) -> None:
@@ -246,7 +254,11 @@ class Transport:
 
     async def _refuse(self, ws: WebSocket, code: CloseCode, reason: str) -> None:
         self.metrics.ws_closes.labels(str(int(code))).inc()
-        log.info("connection refused", extra={"code": int(code), "reason": reason})
+        client = HTTPConnection(ws.scope).client
+        log.info(
+            "connection refused",
+            extra={"code": int(code), "reason": reason, "client": client.host if client else None},
+        )
         await ws.close(code, reason)
 
     async def _write(self, conn: Connection, first: str | None = None) -> None:

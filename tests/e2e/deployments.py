@@ -53,9 +53,10 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment(kind: str, cwd: Path) -> Iterator[Deployment]:
+def deployment(kind: str, cwd: Path, settings: dict[str, str] | None = None) -> Iterator[Deployment]:
     """Migrate, create one verified doctor and one user of every other role with the CLI, start the
-    server and sign everyone in. ``kind``: ``sqlite`` (memory engine) or ``postgresql`` (Redis engine)."""
+    server and sign everyone in. ``kind``: ``sqlite`` (memory engine) or ``postgresql`` (Redis engine);
+    ``settings``: more ``TOT_*`` variables for the server."""
     prefix = f"dep{uuid.uuid4().hex[:8]}:"
     if kind == "sqlite":
         database_url, engine_url = f"sqlite+aiosqlite:///{cwd / 'tot.db'}", "memory://"
@@ -68,6 +69,7 @@ def deployment(kind: str, cwd: Path) -> Iterator[Deployment]:
         "TOT_ENGINE_PREFIX": prefix,
         # The processes run in a scratch directory: import this checkout, not whatever is installed.
         "PYTHONPATH": str(REPO),
+        **(settings or {}),
     }
     try:
         result = cli(["migrate"], env, cwd)

@@ -25,7 +25,20 @@ def child_environ(env: dict[str, str]) -> dict[str, str]:
     from a scratch folder, where an editable install would otherwise import the packages of whichever
     checkout was installed (another worktree), not the code under test."""
     path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **env}
+    return {**os.environ, "PYTHONPATH": path, **UNLIMITED_ENV, **env}
+
+
+UNLIMITED_ENV = {
+    "TOT_LOGIN_LIMIT_ADDRESS": "off",
+    "TOT_LOGIN_LIMIT_ACCOUNT": "off",
+    "TOT_REGISTER_LIMIT_ADDRESS": "off",
+    "TOT_REGISTER_LIMIT_ACCOUNT": "off",
+    "TOT_HASH_QUEUE": "10000",
+    "TOT_WS_MAX_PER_USER": "100000",
+    "TOT_WS_MAX_PER_ADDRESS": "100000",
+}
+"""The abuse limits off for a test's server processes unless its ``env`` sets them: the tests sign in,
+register and connect hundreds of accounts from 127.0.0.1 (tests/e2e/test_abuse.py sets its own)."""
 
 
 def free_port() -> int:

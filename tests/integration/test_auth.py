@@ -74,24 +74,27 @@ async def test_registering_a_staff_role_is_refused(client: httpx.AsyncClient) ->
     _error(await client.post("/v1/auth/register", json=body), 422, "invalid_input")
 
 
-async def test_duplicate_email_or_phone_is_409(client: httpx.AsyncClient) -> None:
+async def test_a_taken_email_or_phone_is_answered_like_a_new_account(client: httpx.AsyncClient) -> None:
+    """Registration does not tell a stranger which emails exist (docs/api.md): a taken email or phone
+    gets the same 201 and shape as a new account, the account is not touched, and the tokens handed out
+    belong to no account (refused on first use)."""
     email, phone = unique_email(), f"+7999{uuid.uuid4().int % 10**7:07d}"
-    await register(client, email=email, phone=phone)
-    err = _error(
-        await client.post(
-            "/v1/auth/register", json={"email": email.upper(), "password": PASSWORD, "full_name": "B"}
-        ),
-        409,
-        "account_exists",
-    )
-    assert err["field"] == "email"
-    assert "already exists" in err["message"]
-    err = _error(
-        await client.post("/v1/auth/register", json={"phone": phone, "password": PASSWORD, "full_name": "B"}),
-        409,
-        "account_exists",
-    )
-    assert err["field"] == "phone"
+    owner = await register(client, email=email, phone=phone)
+    for fields in ({"email": email.upper()}, {"phone": phone}):
+        answer = await client.post(
+            "/v1/auth/register", json={**fields, "password": "another-password", "full_name": "B"}
+        )
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        assert set(body) == set(owner) and set(body["user"]) == set(owner["user"])
+        assert body["user"]["id"] != owner["user"]["id"]
+        me = await client.get("/v1/me", headers=bearer(body["tokens"]["access_token"]))
+        assert me.status_code == 401, me.text
+    # The owner's account is untouched: the first password still works, the second does not.
+    good = await client.post("/v1/auth/login", json={"login": email, "password": PASSWORD})
+    assert good.status_code == 200 and good.json()["user"]["full_name"] == owner["user"]["full_name"]
+    bad = await client.post("/v1/auth/login", json={"login": email, "password": "another-password"})
+    _error(bad, 401, "invalid_credentials")
 
 
 async def test_invalid_input_names_the_field(client: httpx.AsyncClient) -> None:

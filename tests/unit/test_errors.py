@@ -76,6 +76,7 @@ def test_every_socket_code_of_a_refusal_is_in_the_protocol_table() -> None:
             ErrorCode.TOKEN_EXPIRED,
             ErrorCode.TOKEN_INVALID,
             ErrorCode.AUTH_REQUIRED,
+            ErrorCode.TOO_MANY_ATTEMPTS,  # login and registration only
         }, f"{code.value} can be refused on REST but docs/protocol.md does not list it"
 
 
