@@ -76,6 +76,16 @@ class AccessCheck:
             raise ApiError(ErrorCode.TOKEN_REVOKED, REVOKED_MESSAGE)
         return principal
 
+    async def account_gone(self, user_id: uuid.UUID) -> bool:
+        """True when the database has no account ``user_id`` (then it is held as deleted in the engine:
+        its tokens are refused from now on)."""
+        async with self.sessions() as session:
+            state = await user_repo.access_state(session, user_id)
+        if state is not None:
+            return False
+        await self.revoked(user_id, valid_from(None, False))
+        return True
+
     async def revoked(self, user_id: uuid.UUID | str, version: int) -> None:
         """An account's tokens below ``version`` were revoked (committed in the database): hold it in the
         engine at once. An engine failure is logged: the entry the engine held expires within its TTL,
