@@ -26,7 +26,7 @@ from dispatch.publisher import EventPublisher
 from models.enums import Role
 from models.repositories import outbox as outbox_repo
 from models.repositories import users as user_repo
-from models.users import DELETED_VALID_FROM, User
+from models.users import DELETED_VALID_FROM, User, valid_from
 from realtime.broker import validate_channel
 from realtime.event_types import EventType
 
@@ -72,7 +72,9 @@ async def _change(
     *,
     is_active: bool | None = None,
     role: Role | None = None,
-) -> tuple[Revoked, AccountRevokedPayload]:
+) -> tuple[Revoked, AccountRevokedPayload | None]:
+    """The change and its event's payload (``None``: nothing changed, no event). Raises
+    :class:`NoSuchAccount`."""
     user = await session.scalar(sa.select(User).where(User.id == user_id).with_for_update())
     if user is None:
         raise NoSuchAccount(str(user_id))
@@ -81,10 +83,17 @@ async def _change(
         await session.flush()
         valid = DELETED_VALID_FROM
         outcome = Revoked(None, valid, reason)
+    elif reason is not RevokeReason.LOGOUT and _unchanged(user, is_active, role):
+        # Enabling an active account or giving an account its own role changes nothing: its tokens stay.
+        return Revoked(user, valid_from(user.token_version, user.is_active), reason), None
     else:
         valid = await user_repo.revoke_tokens(session, user, is_active=is_active, role=role)
         outcome = Revoked(user, valid, reason)
     return outcome, {"user": str(user_id), "valid_from": valid, "reason": reason.value}
+
+
+def _unchanged(user: User, is_active: bool | None, role: Role | None) -> bool:
+    return (is_active is None or user.is_active == is_active) and (role is None or user.role == role.value)
 
 
 async def revoke(
@@ -96,12 +105,14 @@ async def revoke(
     role: Role | None = None,
 ) -> Revoked:
     """Change the account (``is_active``, ``role``; delete it for ``DELETED``) and revoke its tokens, in
-    one transaction with its ``account.revoked`` event (published right after the commit). Raises
+    one transaction with its ``account.revoked`` event (published right after the commit). A change
+    that changes nothing (enabling an active account, the account's own role) revokes nothing. Raises
     :class:`NoSuchAccount`; a deletion the database refuses (the account is referenced by calls or
     messages) raises ``sqlalchemy.exc.IntegrityError`` and changes nothing."""
     async with publisher.transaction() as tx:
         outcome, payload = await _change(tx.session, user_id, reason, is_active=is_active, role=role)
-        tx.stage(ACCOUNTS_CHANNEL, EventType.ACCOUNT_REVOKED, payload)
+        if payload is not None:
+            tx.stage(ACCOUNTS_CHANNEL, EventType.ACCOUNT_REVOKED, payload)
     return outcome
 
 
@@ -116,6 +127,8 @@ async def revoke_offline(
     """:func:`revoke` in ``session``'s transaction without a broker (the CLI): the event row is staged
     claimable at once, for the running servers' outbox relay to publish. Raises as :func:`revoke`."""
     outcome, payload = await _change(session, user_id, reason, is_active=is_active, role=role)
+    if payload is None:
+        return outcome
     now_ms = int(time.time() * 1000)
     row = outbox_repo.stage(
         session,
