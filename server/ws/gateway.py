@@ -37,7 +37,7 @@ from server.services import Services
 from server.ws.connection import Connection, member
 from server.ws.intake import RATES, Intake, OpHandler
 from server.ws.presence import ONLINE_CHANNEL, Presence
-from server.ws.revocation import RevocationFollower, follow_revocations
+from server.ws.revocation import REVOKED, RevocationFollower, follow_revocations
 from server.ws.subscriptions import Subscriptions
 from server.ws.transport import Transport
 
@@ -171,7 +171,8 @@ class Gateway:
         self.transport.stop(conn, code, reason)
 
     async def _on_connect(self, conn: Connection) -> None:
-        """Join ``online``; a doctor's profile (verified, specialties); the ``hello`` frame."""
+        """Join ``online``; a doctor's profile (verified, specialties); the ``hello`` frame. A connection
+        whose token was revoked while it was being checked is closed with 4410 instead."""
         principal = conn.principal
         user = conn.user
         await self.presence.join(conn, ONLINE_CHANNEL, member(conn), {"role": principal.role.value})
@@ -181,6 +182,9 @@ class Gateway:
                 conn.doctor_verified = admission.verified
                 conn.doctor_specialties = admission.specialties
             self._doctor_connections[user] = self._doctor_connections.get(user, 0) + 1
+        if self.revocations.revoked_meanwhile(conn):  # after the bookkeeping _on_disconnect undoes
+            self._stop(conn, *REVOKED)
+            return
         settings = self.services.settings
         conn.session.send_frame(
             {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import orjson
@@ -27,6 +28,10 @@ from server.ws.connection import Connection
 log = logging.getLogger("tot.ws")
 
 REVOKED = (CloseCode.TOKEN_REVOKED, "token_revoked")
+RECENT_S = 60.0
+"""How long a revocation is remembered for connections still being opened (their check may have read
+the engine just before the revocation; they join ``connections`` after the event went by)."""
+RECENT_PURGE_SIZE = 1024
 
 
 class RevocationFollower:
@@ -48,6 +53,7 @@ class RevocationFollower:
         self._stop = stop
         self._access = access
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recent: dict[str, tuple[int, float]] = {}
         self.closed = 0
 
     def deliver(self, publication: Publication, text: str) -> bool:
@@ -67,6 +73,11 @@ class RevocationFollower:
     def revoke(self, user: str, valid_from: int) -> int:
         """Close ``user``'s connections on this process opened with a token below ``valid_from``, and
         hold ``valid_from`` in the engine. Returns the connections closed."""
+        now = time.monotonic()
+        held = self._recent.get(user)
+        self._recent[user] = (max(valid_from, held[0] if held else 0), now)
+        if len(self._recent) > RECENT_PURGE_SIZE:
+            self._recent = {u: e for u, e in self._recent.items() if now - e[1] < RECENT_S}
         closed = 0
         for conn in list(self._connections()):
             if conn.user == user and conn.principal.token_version < valid_from and not conn.stopping:
@@ -79,6 +90,13 @@ class RevocationFollower:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return closed
+
+    def revoked_meanwhile(self, conn: Connection) -> bool:
+        """Whether a revocation this process received in the last :data:`RECENT_S` seconds covers
+        ``conn``'s token: a connection whose check passed just before the event, and that joined the
+        open connections just after it (the gateway asks when the connection opens)."""
+        held = self._recent.get(conn.user)
+        return held is not None and conn.principal.token_version < held[0]
 
     async def recover(self, channel: str) -> None:
         """Nothing to recover: delivery is live (a lost event leaves the engine's cache to expire)."""
