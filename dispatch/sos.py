@@ -146,7 +146,9 @@ class SosService:
                         ErrorCode.INVALID_TRANSITION, f"the call is {call.status}", status=call.status
                     )
                 lat, lon = call.lat, call.lon
-            elif lat is None or lon is None:
+            elif call_id is not None and await call_repo.get_call(session, call_id) is None:
+                raise not_found("call")  # a doctor's alert about a call: it must exist (its foreign key)
+            if who.role is not Role.PATIENT and (lat is None or lon is None):
                 known = await self.locations.get(str(who.user_id))
                 if known is None:
                     raise DispatchError(

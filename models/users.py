@@ -16,7 +16,9 @@ class User(Base):
     """A person with a login. At least one of ``email`` and ``phone`` is set; both are unique.
 
     ``email`` is stored lower-cased; ``phone`` in E.164 form (``+`` and digits). ``password_hash`` is an
-    argon2id hash (never the password).
+    argon2id hash (never the password). ``token_version`` is carried by every token issued to the user
+    (claim ``ver``); disabling, re-enabling, a role change and logout raise it, which revokes every token
+    issued before (:func:`valid_from`, server/auth/access.py).
     """
 
     __tablename__ = "users"
@@ -29,4 +31,19 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(sa.String(200))
     role: Mapped[str] = mapped_column(enum_column(values(Role), "user_role"))
     is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
+    token_version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = timestamp_default_now()
+
+
+DELETED_VALID_FROM = 2**62
+"""The lowest token version still accepted for an account that no longer exists: none is."""
+
+
+def valid_from(token_version: int | None, is_active: bool) -> int:
+    """The lowest token ``ver`` still accepted for an account: its ``token_version`` when active, one more
+    when disabled (nothing issued so far; re-enabling raises the version to it), and
+    :data:`DELETED_VALID_FROM` for a deleted account (``token_version`` None). Never goes down for one
+    account over time, which lets caches merge it by maximum."""
+    if token_version is None:
+        return DELETED_VALID_FROM
+    return token_version if is_active else token_version + 1

@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     AUTH_REQUIRED = "auth_required"  # no token
     TOKEN_INVALID = "token_invalid"  # bad signature, wrong type, malformed, unknown account
     TOKEN_EXPIRED = "token_expired"  # the token's ``exp`` has passed
+    TOKEN_REVOKED = "token_revoked"  # the account was disabled, deleted or its role changed, or logged out
     INVALID_CREDENTIALS = "invalid_credentials"  # wrong login or password (one answer for both)
     FORBIDDEN = "forbidden"  # the role or this user may not do this (route, op or channel)
     ROLE_NOT_ALLOWED = "role_not_allowed"  # self-registration asked for a staff role
@@ -82,6 +83,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.AUTH_REQUIRED: 401,
     ErrorCode.TOKEN_INVALID: 401,
     ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.TOKEN_REVOKED: 401,
     ErrorCode.INVALID_CREDENTIALS: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.ROLE_NOT_ALLOWED: 403,
@@ -124,6 +126,12 @@ MESSAGES: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.BUSY: (
         "the server is busy; retry shortly",
         "сервер перегружен; повторите чуть позже",
+    ),
+    ErrorCode.TOKEN_REVOKED: (
+        "access with this token was revoked (the account was disabled, deleted or changed, or you"
+        " logged out); log in again",
+        "доступ по этому токену отозван (учётная запись отключена, удалена или изменена, или выполнен выход);"
+        " войдите снова",
     ),
 }
 """The English and Russian texts of the codes whose message is fixed (shown to people as is): the REST

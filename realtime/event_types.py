@@ -80,3 +80,12 @@ class EventType(StrEnum):
     alert."""
     SOS_RESOLVED = "sos.resolved"
     """As ``sos.acknowledged``: the alert, now resolved (with ``resolution_note``)."""
+
+    # --- accounts (server-internal) -------------------------------------------------------------
+    ACCOUNT_REVOKED = "account.revoked"
+    """``accounts``, which no client may subscribe to (it is not a channel kind of
+    ``realtime/channels.py``): every server process follows it. The account's tokens below
+    ``valid_from`` were revoked (disabled, re-enabled, role changed, logged out, deleted):
+    ``{"user": "<user id>", "valid_from": version, "reason": "disabled" | "enabled" | "role_changed" |
+    "logout" | "deleted"}``. Each process holds the version in its engine and closes the user's sockets
+    opened with an older token (close code 4410, docs/protocol.md)."""

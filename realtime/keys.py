@@ -34,6 +34,14 @@ def check_doctor_id(doctor_id: str) -> str:
     return doctor_id
 
 
+def check_user_id(user_id: str) -> str:
+    """Return ``user_id`` if it matches :data:`DOCTOR_ID_RE` (the same rule for any user), else raise
+    ``ValueError``."""
+    if not isinstance(user_id, str) or DOCTOR_ID_RE.fullmatch(user_id) is None:
+        raise ValueError(f"invalid user id {user_id!r}")
+    return user_id
+
+
 # --- LocationIndex / DoctorStates TTLs and names.
 POSITION_TTL_MS = 15 * 60 * 1000  # a position not upserted for this long is forgotten (loc_position TTL)
 LOC_HASH_TAG = "{loc}"  # the one Cluster hash tag of the whole live location index and doctor records
@@ -49,6 +57,9 @@ BROKER_META_TTL_MS = 24 * 3600 * 1000  # an idle channel keeps its offset and ep
 
 # --- Engine life (dispatch/engine_epoch.py).
 ENGINE_REBUILD_LOCK_MS = 30 * 1000  # the rebuild lock's lease: a process that dies rebuilding lets go
+
+# --- Revocations TTL: how long an entry is held after its last write (realtime/revocations.py).
+REVOCATION_TTL_MS = 60 * 1000
 
 # --- Presence TTLs.
 PRESENCE_TTL_MS = 60 * 1000  # an entry not touched for this long is gone
@@ -192,3 +203,11 @@ class Keys:
     def presence_expiry(self, channel: str) -> str:
         """Sorted set: client id -> epoch ms at which the entry expires unless touched."""
         return f"{self.prefix}pr:{{{channel}}}:exp"
+
+    # --- Revocations (realtime/revocations.py) ------------------------------------------------------
+    # One string per user, single-key commands and scripts only: no hash tag needed.
+
+    def revocation(self, user_id: str) -> str:
+        """String: the lowest token version still accepted for the user (decimal). TTL =
+        REVOCATION_TTL_MS, refreshed by every write; its loss only costs a database read."""
+        return f"{self.prefix}rev:{check_user_id(user_id)}"

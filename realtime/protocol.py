@@ -27,6 +27,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # overload at connect (no database connection came free): reconnect shortly
     UNAUTHORIZED = 4401  # no token, bad token, expired token (reason says which)
     ORIGIN_NOT_ALLOWED = 4403  # the Origin header is not in TOT_WS_ALLOWED_ORIGINS
+    TOKEN_REVOKED = 4410  # the account was disabled, deleted or its role changed, or it logged out: log in
     IDLE_TIMEOUT = 4408  # no frame from the client for TOT_WS_IDLE_TIMEOUT seconds
     FLOOD = 4429  # the client kept exceeding its rate limits after error frames told it so
     TOO_MANY_SOCKETS = 4430  # the user or client address already holds TOT_WS_MAX_PER_USER / _ADDRESS sockets

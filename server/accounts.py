@@ -1,4 +1,5 @@
-"""Account creation outside HTTP: the CLI's ``users create`` and the demo's accounts.
+"""Accounts outside HTTP: the CLI's ``users create``, ``users disable|enable|set-role`` and the demo's
+accounts.
 
 Validation follows the REST registration (the same patterns), but any role is allowed: this path is for
 operators with access to the database, not for the public.
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import make_engine, make_sessionmaker
@@ -20,6 +22,7 @@ from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
 from models.users import User
 from server.auth.passwords import hash_password, hash_password_off_loop
+from server.auth.revocation import NoSuchAccount, Revoked, RevokeReason, revoke_offline
 from server.schemas import EMAIL_PATTERN, PHONE_PATTERN, SPECIALTY_PATTERN
 
 MIN_PASSWORD = 8
@@ -149,5 +152,42 @@ async def ensure_demo_accounts(database_url: str, accounts: Iterable[tuple[str, 
                         password_hash=hash_password(password),  # a CLI step, no loop to keep free
                         email=email,
                     )
+    finally:
+        await engine.dispose()
+
+
+async def change_account(
+    database_url: str,
+    who: str,
+    reason: RevokeReason,
+    *,
+    is_active: bool | None = None,
+    role: Role | None = None,
+) -> Revoked:
+    """Disable, re-enable, delete or change the role of the account ``who`` (its id, email or phone) in the
+    database at ``database_url``, revoking every token it holds (``server/auth/revocation.py``). The
+    ``account.revoked`` event is left to the running servers' outbox relay, which publishes it within
+    half a second: they then close the account's sockets. Raises :class:`AccountError` for an unknown
+    account, a doctor role for an account without a doctor profile, or a deletion the database refuses
+    (rows refer to the account)."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            try:
+                user_id = uuid.UUID(who)
+            except ValueError:
+                user = await user_repo.find_by_login(session, who)
+                if user is None:
+                    raise AccountError(f"no account with the login {who!r}") from None
+                user_id = user.id
+            if role is Role.DOCTOR and await doctor_repo.get_profile(session, user_id) is None:
+                raise AccountError("only an account with a doctor profile can be made a doctor")
+            try:
+                return await revoke_offline(session, user_id, reason, is_active=is_active, role=role)
+            except NoSuchAccount:
+                raise AccountError(f"no account with the id {who}") from None
+            except sqlalchemy.exc.IntegrityError:
+                referred = "calls, messages or ratings refer to this account: disable it instead"
+                raise AccountError(referred) from None
     finally:
         await engine.dispose()

@@ -152,9 +152,10 @@ class Api:
 
 
 def _guard(e: Endpoint) -> Handler:
-    """``e.handler`` behind a role check when the endpoint names roles (401 without a valid token,
-    403 with another role)."""
-    if not e.roles:
+    """``e.handler`` behind the token check when the endpoint is not public (401 without a valid,
+    unrevoked token: ``Services.authorize``) and a role check when it names roles (403 with another
+    role)."""
+    if e.roles is None:
         return e.handler
     roles = e.roles
     handler = e.handler
@@ -163,8 +164,8 @@ def _guard(e: Endpoint) -> Handler:
         from server.errors import ApiError
         from server.services import services
 
-        principal = services(request).principal(request)
-        if principal.role not in roles:
+        principal = await services(request).authorize(request)
+        if roles and principal.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise ApiError(ErrorCode.FORBIDDEN, f"this needs one of the roles: {allowed}")
         return await handler(request)

@@ -31,13 +31,15 @@ from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
 from realtime.map_feed import MapFeed
 from server.abuse import AuthLimits, HashGate, open_storage
+from server.auth.access import AccessCheck
 from server.auth.tokens import TokenService
 from server.engine import open_engine
 from server.engine_care import EngineCare
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
+from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
 from server.routes import api
-from server.routes import auth as _auth_routes  # noqa: F401  (importing registers the routes)
+from server.routes import auth as _auth_routes  # noqa: F401
 from server.routes import calls as _call_routes  # noqa: F401
 from server.routes import candidates as _candidate_routes  # noqa: F401
 from server.routes import chat as _chat_routes  # noqa: F401
@@ -180,6 +182,7 @@ def create_app(settings: Settings) -> Starlette:
             sos=sos,
             auth_limits=AuthLimits(open_storage(engine, settings.engine_prefix), settings),
             hash_gate=HashGate(settings.hash_concurrency, settings.hash_queue),
+            access=AccessCheck(engine.revocations, sessions),
         )
         gateway = build_gateway(app.state.services)
         ws_ops.register(gateway)

@@ -1,7 +1,8 @@
 """The ``tot-dispatch`` command line (click).
 
 ``serve`` runs the server; ``migrate`` moves the database schema; ``users create`` makes accounts
-(the only way to create admins and dispatchers); ``zones import`` loads service zones from GeoJSON;
+(the only way to create admins and dispatchers), ``users disable|enable|set-role`` change them and
+revoke their tokens; ``zones import`` loads service zones from GeoJSON;
 ``demo`` migrates the embedded database and serves it with demo accounts; ``replay`` replays a real
 city against a running server. A bad setting stops any command with one line naming it, and exit status 2.
 
@@ -234,6 +235,63 @@ def create_user(
     except AccountError as exc:
         _fail(str(exc))
     click.echo(f"created {role} {user_id}")
+
+
+def _change_account(who: str, reason: str, *, is_active: bool | None = None, role: str | None = None) -> None:
+    from models.enums import Role
+    from server.accounts import AccountError, change_account
+    from server.auth.revocation import RevokeReason
+
+    settings = _settings(require_secret=False)
+    try:
+        outcome = asyncio.run(
+            change_account(
+                settings.database_url,
+                who,
+                RevokeReason(reason),
+                is_active=is_active,
+                role=None if role is None else Role(role),
+            )
+        )
+    except AccountError as exc:
+        _fail(str(exc))
+    user = outcome.user
+    if user is None:
+        click.echo(f"deleted {who}; its tokens are revoked")
+        return
+    state = "active" if user.is_active else "disabled"
+    click.echo(f"{user.id} {user.role} {state}; tokens before version {outcome.valid_from} revoked")
+
+
+@users.command("disable")
+@click.argument("who")
+def disable_user(who: str) -> None:
+    """Disable the account WHO (id, email or phone): it cannot sign in, its tokens are revoked and the
+    running servers close its sockets (within a second)."""
+    _change_account(who, "disabled", is_active=False)
+
+
+@users.command("enable")
+@click.argument("who")
+def enable_user(who: str) -> None:
+    """Let the disabled account WHO (id, email or phone) sign in again."""
+    _change_account(who, "enabled", is_active=True)
+
+
+@users.command("delete")
+@click.argument("who")
+def delete_user(who: str) -> None:
+    """Delete the account WHO (id, email or phone) and revoke its tokens. An account that calls, messages
+    or ratings refer to cannot be deleted: disable it instead."""
+    _change_account(who, "deleted")
+
+
+@users.command("set-role")
+@click.argument("who")
+@click.argument("role", type=click.Choice(["patient", "doctor", "clinic_admin", "dispatcher", "admin"]))
+def set_user_role(who: str, role: str) -> None:
+    """Give the account WHO (id, email or phone) ROLE; its tokens are revoked (it signs in again)."""
+    _change_account(who, "role_changed", role=role)
 
 
 @main.command()

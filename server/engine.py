@@ -2,14 +2,14 @@
 
 The engine is a bundle of narrow roles, each an interface with a memory and a Redis implementation
 that pass one contract suite (``tests/contract/``): the LocationIndex (``geo/``), DoctorStates and
-Deadlines (``dispatch/``), the Broker and Presence (``realtime/``). This module only picks the
+Deadlines (``dispatch/``), the Broker, Presence and Revocations (``realtime/``). This module only picks the
 implementations by URL scheme, like ``encode/broadcaster`` picks a backend, and wires them together.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -31,6 +31,9 @@ from realtime.keys import DEFAULT_PREFIX, Keys
 from realtime.presence import Presence
 from realtime.presence_memory import MemoryPresence
 from realtime.presence_redis import RedisPresence
+from realtime.revocations import Revocations
+from realtime.revocations_memory import MemoryRevocations
+from realtime.revocations_redis import RedisRevocations
 from server.settings import ENGINE_SCHEMES
 
 # Map channels carry batched positions for the console: only the latest batch matters, keep no history.
@@ -39,7 +42,8 @@ BROKER_NAMESPACES = {"map": HistoryPolicy(size=0)}
 
 @dataclass
 class LiveEngine:
-    """An open engine: its roles, and for Redis the shared client (bytes responses)."""
+    """An open engine: its roles, and for Redis the shared client (bytes responses). ``revocations``:
+    the accepted token versions (a cache of the database, server/auth/access.py)."""
 
     kind: str
     url: str
@@ -50,6 +54,7 @@ class LiveEngine:
     broker: Broker
     presence: Presence
     redis: aioredis.Redis | None = None
+    revocations: Revocations = field(default_factory=MemoryRevocations)
 
     async def health(self) -> dict[str, object]:
         """``{"status": "ok"|"down", "kind": ..., "latency_ms"?: float, "detail"?: str}``."""
@@ -93,6 +98,7 @@ def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_c
             sos_deadlines=MemoryDeadlines(),
             broker=MemoryBroker(namespaces=BROKER_NAMESPACES, clock=clock),
             presence=MemoryPresence(clock=clock),
+            revocations=MemoryRevocations(clock=clock),
         )
     # A blocking pool: redis-py's default pool fails the 101st concurrent command instead of waiting,
     # which a burst of offers or subscriptions can reach.
@@ -111,4 +117,5 @@ def open_engine(url: str, *, prefix: str = DEFAULT_PREFIX, clock: Clock = wall_c
         broker=RedisBroker(client, keys, namespaces=BROKER_NAMESPACES, clock=clock),
         presence=RedisPresence(client, keys, clock=clock),
         redis=client,
+        revocations=RedisRevocations(client, keys),
     )

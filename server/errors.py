@@ -129,8 +129,32 @@ async def handle_pool_timeout(request: Request, exc: Exception) -> Response:
     return error_response(err, {"Retry-After": str(BUSY_RETRY_AFTER_S)})
 
 
+async def handle_integrity_error(request: Request, exc: Exception) -> Response:
+    """A database constraint refused a write. When the request's signed-in account no longer exists (its
+    row was deleted while its token was still cached as valid: the write's foreign key to ``users``
+    failed), that is a revoked token, 401 ``token_revoked``, and the account is held as deleted; any
+    other constraint failure is a bug, 500 as :func:`handle_unexpected`."""
+    from server.auth.access import revoked
+    from server.services import services
+
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        svc = services(request)
+        try:
+            gone = await svc.access.account_gone(principal.user_id)
+        except Exception:
+            log.exception("could not check the account after a constraint failure")
+            gone = False
+        if gone:
+            err = revoked()
+            _log_refusal(request, err)
+            return error_response(err, _headers(err))
+    return await handle_unexpected(request, exc)
+
+
 EXCEPTION_HANDLERS = {
     sqlalchemy.exc.TimeoutError: handle_pool_timeout,
+    sqlalchemy.exc.IntegrityError: handle_integrity_error,
     Refusal: handle_refusal,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -15,6 +15,7 @@ from dispatch.ratings import RatingService
 from dispatch.sos import SosService
 from dispatch.zones import ZoneIndex
 from server.abuse import AuthLimits, HashGate
+from server.auth.access import AccessCheck
 from server.auth.principal import Principal, authenticate
 from server.auth.tokens import TokenService
 from server.engine import LiveEngine
@@ -45,10 +46,25 @@ class Services:
     """Login and registration tries per client address and per account (``server/abuse.py``)."""
     hash_gate: HashGate
     """The bounded queue of password hashes (``server/abuse.py``)."""
+    access: AccessCheck
+    """Whether a verified token is still honoured (revocation, ``server/auth/access.py``)."""
+
+    async def authorize(self, conn: HTTPConnection) -> Principal:
+        """The principal of ``conn``'s bearer token, once the token is verified and not revoked; kept on
+        the connection for :meth:`principal`. Raises ``ApiError`` 401 (``auth_required``,
+        ``token_invalid``, ``token_expired``, ``token_revoked``)."""
+        principal = await self.access.check(authenticate(conn, self.tokens))
+        conn.state.principal = principal
+        return principal
 
     def principal(self, conn: HTTPConnection) -> Principal:
-        """The authenticated principal of ``conn`` (raises ``ApiError`` 401)."""
-        return authenticate(conn, self.tokens)
+        """The principal :meth:`authorize` found for ``conn`` (the route guard of ``server/api.py`` runs
+        it for every signed-in route). Raises ``RuntimeError`` when it did not run: a route that reads
+        a principal must be declared with roles (``()`` for any signed-in user), never public."""
+        principal: Principal | None = getattr(conn.state, "principal", None)
+        if principal is None:
+            raise RuntimeError("no authorized principal: the route is public or its guard did not run")
+        return principal
 
 
 def services(conn: HTTPConnection) -> Services:

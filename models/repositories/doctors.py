@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.doctors import DoctorProfile
+from models.enums import Role
 from models.types import utcnow
 from models.users import User
 
@@ -124,12 +125,18 @@ async def licence_taken(session: AsyncSession, licence_number: str) -> bool:
 
 async def ratings(session: AsyncSession, doctor_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float | None]:
     """Rating average (1-5, ``None`` if unrated) of each *verified* doctor among ``doctor_ids``; doctors
-    without a verified profile are absent from the result."""
+    without a verified profile, whose account is disabled or no longer has the doctor role are absent
+    from the result (so never dispatch candidates)."""
     if not doctor_ids:
         return {}
     rows = await session.execute(
-        sa.select(DoctorProfile.user_id, DoctorProfile.rating_avg).where(
-            DoctorProfile.user_id.in_(list(doctor_ids)), DoctorProfile.verified.is_(True)
+        sa.select(DoctorProfile.user_id, DoctorProfile.rating_avg)
+        .join(User, User.id == DoctorProfile.user_id)
+        .where(
+            DoctorProfile.user_id.in_(list(doctor_ids)),
+            DoctorProfile.verified.is_(True),
+            User.is_active.is_(True),
+            User.role == Role.DOCTOR.value,
         )
     )
     return {user_id: rating for user_id, rating in rows.all()}

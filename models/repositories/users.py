@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.enums import Role
-from models.users import User
+from models.users import User, valid_from
 
 
 class DuplicateAccount(Exception):
@@ -78,3 +78,34 @@ async def full_names(session: AsyncSession, user_ids: list[uuid.UUID]) -> dict[u
         return {}
     rows = await session.execute(sa.select(User.id, User.full_name).where(User.id.in_(user_ids)))
     return {user_id: name for user_id, name in rows.all()}
+
+
+async def access_state(session: AsyncSession, user_id: uuid.UUID) -> tuple[int, bool] | None:
+    """``(token_version, is_active)`` of the user, or ``None`` when there is no such user (one query)."""
+    row = (
+        await session.execute(sa.select(User.token_version, User.is_active).where(User.id == user_id))
+    ).first()
+    return None if row is None else (int(row[0]), bool(row[1]))
+
+
+async def revoke_tokens(
+    session: AsyncSession, user: User, *, is_active: bool | None = None, role: Role | None = None
+) -> int:
+    """Raise ``user.token_version`` by one, with the account's new ``is_active`` and ``role`` when given
+    (flushed, not committed): every token issued to the user before is revoked. Returns the lowest token
+    version accepted from now on (:func:`models.users.valid_from`)."""
+    values: dict[str, object] = {"token_version": User.token_version + 1}
+    if is_active is not None:
+        values["is_active"] = is_active
+    if role is not None:
+        values["role"] = role.value
+    row = (
+        await session.execute(
+            sa.update(User)
+            .where(User.id == user.id)
+            .values(**values)
+            .returning(User.token_version, User.is_active)
+        )
+    ).one()
+    await session.refresh(user)
+    return valid_from(int(row[0]), bool(row[1]))

@@ -16,9 +16,9 @@ from realtime.client.errors import AuthError, ClientError, ConnectionLost
 from realtime.client.frames import FrameHandler
 from realtime.client.values import SubscriptionLost
 from realtime.client.wire import (
+    NEW_TOKEN_CODES,
     ORIGIN_NOT_ALLOWED,
     RETRYABLE_SUBSCRIBE_ERRORS,
-    UNAUTHORIZED,
     since_field,
 )
 
@@ -42,7 +42,7 @@ class Connections(FrameHandler):
             hello = orjson.loads(raw)
         except ConnectionClosed:
             self._record_close(ws)
-            if self.closed_code in (UNAUTHORIZED, ORIGIN_NOT_ALLOWED):
+            if self.closed_code == ORIGIN_NOT_ALLOWED or self.closed_code in NEW_TOKEN_CODES:
                 raise AuthError(self.closed_code or 0, self.closed_reason) from None
             raise ConnectionLost(self.closed_code, self.closed_reason) from None
         except BaseException:
@@ -71,7 +71,7 @@ class Connections(FrameHandler):
                 if self._closing:
                     return
                 code = self.closed_code or 1006
-                if code == ORIGIN_NOT_ALLOWED or (code == UNAUTHORIZED and isinstance(self._token, str)):
+                if code == ORIGIN_NOT_ALLOWED or (code in NEW_TOKEN_CODES and isinstance(self._token, str)):
                     raise AuthError(code, self.closed_reason)
                 if not self._reconnect:
                     raise ConnectionLost(code, self.closed_reason)
@@ -94,7 +94,7 @@ class Connections(FrameHandler):
                 return await self._open(), attempt
             except AuthError as exc:
                 # A token callable gets one more chance: its token may have expired in between.
-                if isinstance(self._token, str) or exc.code != UNAUTHORIZED or unauthorized:
+                if isinstance(self._token, str) or exc.code not in NEW_TOKEN_CODES or unauthorized:
                     raise
                 unauthorized = True
             except Exception as exc:

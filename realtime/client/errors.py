@@ -24,7 +24,9 @@ class ConnectionLost(Exception):
 
 class AuthError(Exception):
     """The server refused this client: 4401 (``reason``: token_expired, token_invalid,
-    auth_required) or 4403 (origin not allowed). The client does not retry."""
+    auth_required), 4403 (origin not allowed) or 4410 (``token_revoked``: the account was disabled,
+    deleted or changed, or logged out). The client does not retry (a token callable gets one more try
+    after 4401 or 4410)."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"refused by the server ({code} {reason})")

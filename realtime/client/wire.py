@@ -14,7 +14,9 @@ from realtime.client.values import Position
 
 WS_PATH = "/v1/ws"
 CLOSE_TIMEOUT_S = 2.0
-UNAUTHORIZED, ORIGIN_NOT_ALLOWED = 4401, 4403
+UNAUTHORIZED, ORIGIN_NOT_ALLOWED, TOKEN_REVOKED = 4401, 4403, 4410
+NEW_TOKEN_CODES = frozenset({UNAUTHORIZED, TOKEN_REVOKED})
+"""Closes that a new token may cure (a token callable gets one more try; a static token is refused)."""
 RETRYABLE_SUBSCRIBE_ERRORS = frozenset({"unavailable", "rate_limited"})
 """Resubscribe errors retried on the same connection (with backoff); others lose the channel."""
 

@@ -19,10 +19,11 @@ from server.errors import ApiError
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated user of a request: id and role from the token."""
+    """The authenticated user of a request: id, role and the account's token version from the token."""
 
     user_id: uuid.UUID
     role: Role
+    token_version: int = 0
 
     def is_staff(self) -> bool:
         """Dispatchers and admins see and act on every call."""
@@ -54,7 +55,7 @@ def authenticate(conn: HTTPConnection, tokens: TokenService) -> Principal:
     except TokenError as exc:
         raise ApiError(exc.code, exc.message) from None
     assert claims.role is not None  # access tokens always carry a role
-    return Principal(user_id=claims.user_id, role=claims.role)
+    return Principal(user_id=claims.user_id, role=claims.role, token_version=claims.version)
 
 
 def require_role(principal: Principal, *roles: Role) -> None:

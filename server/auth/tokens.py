@@ -1,9 +1,11 @@
 """Signed JWT access and refresh tokens (PyJWT, HS256 with ``TOT_SECRET_KEY``).
 
-An access token carries ``sub`` (user UUID), ``role``, ``typ="access"``, ``iat``, ``exp`` (epoch
-seconds) and a random ``jti``. A refresh token carries ``sub`` and ``typ="refresh"``; refreshing reads the
-user again, so a changed role or a deactivated account takes effect at the next refresh. Identity and
-role come only from a token this module verified.
+An access token carries ``sub`` (user UUID), ``role``, ``typ="access"``, ``ver`` (the account's token
+version), ``iat``, ``exp`` (epoch seconds) and a random ``jti``. A refresh token carries ``sub``,
+``typ="refresh"`` and ``ver``; refreshing reads the user again. A token whose ``ver`` is below what the
+account accepts is revoked (server/auth/access.py: disabling, a role change, logout); a token without
+``ver`` (issued before revocation existed) counts as version 0. Identity and role come only from a token
+this module verified.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ class TokenError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """What a verified token says: the user, their role (access tokens only), the type, expiry (s)."""
+    """What a verified token says: the user, their role (access tokens only), the type, expiry (s) and
+    the account's token version it was issued at."""
 
     user_id: uuid.UUID
     role: Role | None
     type: TokenType
     expires_at: int
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +81,17 @@ class TokenService:
         payload = {**claims, "iss": ISSUER, "iat": issued, "exp": issued + ttl_s, "jti": secrets.token_hex(8)}
         return jwt.encode(payload, self._key, algorithm=ALGORITHM)
 
-    def issue(self, user_id: uuid.UUID, role: Role, *, now: float | None = None) -> TokenPair:
-        """A fresh access + refresh pair for the user; ``now`` (epoch seconds) is for tests."""
+    def issue(
+        self, user_id: uuid.UUID, role: Role, *, version: int = 0, now: float | None = None
+    ) -> TokenPair:
+        """A fresh access + refresh pair for the user at the account's token ``version``; ``now`` (epoch
+        seconds) is for tests."""
         access = self._encode(
-            {"sub": str(user_id), "role": role.value, "typ": "access"}, self.access_ttl_s, now
+            {"sub": str(user_id), "role": role.value, "typ": "access", "ver": version}, self.access_ttl_s, now
         )
-        refresh = self._encode({"sub": str(user_id), "typ": "refresh"}, self.refresh_ttl_s, now)
+        refresh = self._encode(
+            {"sub": str(user_id), "typ": "refresh", "ver": version}, self.refresh_ttl_s, now
+        )
         return TokenPair(access, refresh, self.access_ttl_s, self.refresh_ttl_s)
 
     def verify(self, token: str, expected: TokenType) -> Claims:
@@ -108,6 +117,11 @@ class TokenService:
         try:
             user_id = uuid.UUID(str(payload["sub"]))
             role = Role(payload["role"]) if expected == "access" else None
+            version = payload.get("ver", 0)
+            if type(version) is not int or version < 0:
+                raise ValueError("ver")
         except (KeyError, ValueError):
-            raise TokenError("token_invalid", "the token's subject or role is malformed") from None
-        return Claims(user_id=user_id, role=role, type=expected, expires_at=int(payload["exp"]))
+            raise TokenError("token_invalid", "the token's subject, role or version is malformed") from None
+        return Claims(
+            user_id=user_id, role=role, type=expected, expires_at=int(payload["exp"]), version=version
+        )

@@ -15,10 +15,13 @@ from models.enums import SELF_REGISTRATION_ROLES, Role
 from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import users as user_repo
+from models.users import valid_from
 from realtime.errors import ErrorCode
 from server.abuse import client_address
 from server.accounts import add_account
+from server.auth.access import revoked
 from server.auth.passwords import hash_password_off_loop, verify_password_off_loop
+from server.auth.revocation import NoSuchAccount, RevokeReason, revoke
 from server.auth.tokens import TokenError
 from server.errors import ApiError
 from server.http import json_response, parse_body
@@ -162,7 +165,7 @@ async def register(request: Request) -> Response:
         # Rolled back; answered like a new account, and nothing is sent (docs/api.md).
         log.info("registration for a taken email or phone answered as new", extra={"role": role.value})
         return json_response(_phantom(svc, body, role, licence, specialties), status_code=201)
-    tokens = svc.tokens.issue(user.id, role)
+    tokens = svc.tokens.issue(user.id, role, version=user.token_version)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()}, status_code=201)
 
 
@@ -228,7 +231,7 @@ async def login(request: Request) -> Response:
         raise ApiError(ErrorCode.INVALID_CREDENTIALS, "wrong login or password")
     if not user.is_active:
         raise ApiError(ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
-    tokens = svc.tokens.issue(user.id, Role(user.role))
+    tokens = svc.tokens.issue(user.id, Role(user.role), version=user.token_version)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()})
 
 
@@ -244,7 +247,9 @@ async def login(request: Request) -> Response:
 )
 async def refresh(request: Request) -> Response:
     """The account is read again, so a role change or deactivation applies from here on. An expired
-    refresh token is a 401 ``token_expired``; any other bad token a 401 ``token_invalid``."""
+    refresh token is a 401 ``token_expired``; a revoked one (the account was disabled, deleted or its
+    role changed since, or it logged out) a 401 ``token_revoked``; any other bad token a 401
+    ``token_invalid``."""
     svc = services(request)
     body = await parse_body(request, RefreshIn)
     try:
@@ -254,10 +259,33 @@ async def refresh(request: Request) -> Response:
     async with svc.sessions() as session:
         user = await user_repo.get_user(session, claims.user_id)
     if user is None:
-        raise ApiError(ErrorCode.TOKEN_INVALID, "the account of this token no longer exists")
+        raise revoked()
     if not user.is_active:
         raise ApiError(ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
-    return json_response(svc.tokens.issue(user.id, Role(user.role)).as_json())
+    if claims.version < valid_from(user.token_version, user.is_active):
+        raise revoked()
+    return json_response(svc.tokens.issue(user.id, Role(user.role), version=user.token_version).as_json())
+
+
+@api.route(
+    "POST",
+    "/v1/auth/logout",
+    summary="Log out: revoke every token of your account",
+    tag="auth",
+    status=204,
+)
+async def logout(request: Request) -> Response:
+    """Revokes every access and refresh token of the account, on every device (tokens carry the
+    account's version, not a per-device id): refreshing them answers 401 ``token_revoked``, and the
+    account's open sockets close with 4410. Sign in again to get new ones."""
+    svc = services(request)
+    principal = svc.principal(request)
+    try:
+        outcome = await revoke(svc.publisher, principal.user_id, RevokeReason.LOGOUT)
+    except NoSuchAccount:
+        raise revoked() from None
+    await svc.access.revoked(principal.user_id, outcome.valid_from)
+    return Response(status_code=204)
 
 
 @api.route("GET", "/v1/me", summary="Your own account", tag="auth", response=UserOut)
@@ -268,6 +296,6 @@ async def me(request: Request) -> Response:
     async with svc.sessions() as session:
         user = await user_repo.get_user(session, principal.user_id)
         if user is None:
-            raise ApiError(ErrorCode.TOKEN_INVALID, "the account of this token no longer exists")
+            raise revoked()
         profile = await doctor_repo.get_profile(session, user.id) if principal.role is Role.DOCTOR else None
     return json_response(user_json(user, profile))

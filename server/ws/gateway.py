@@ -37,6 +37,7 @@ from server.services import Services
 from server.ws.connection import Connection, member
 from server.ws.intake import RATES, Intake, OpHandler
 from server.ws.presence import ONLINE_CHANNEL, Presence
+from server.ws.revocation import REVOKED, RevocationFollower, follow_revocations
 from server.ws.subscriptions import Subscriptions
 from server.ws.transport import Transport
 
@@ -89,6 +90,7 @@ class Gateway:
             settings,
             services.metrics,
             services.tokens,
+            services.access,
             engine.broker,
             self.connections,
             self.intake,
@@ -100,6 +102,8 @@ class Gateway:
         # connection's whole life (bytes per idle connection, loadtests/bench_ingest.py).
         self.serve = self.transport.serve
         """Run one connection to its end (:meth:`Transport.serve`)."""
+        self.revocations = RevocationFollower(self.connections.values, self._stop, services.access)
+        """Closes a revoked account's sockets on this process (``server/ws/revocation.py``)."""
         services.metrics.ws_direct_frames.set_function(lambda: self.intake.direct_frames)
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -109,13 +113,14 @@ class Gateway:
         self.intake.register(op, handler, roles)
 
     async def start(self) -> None:
-        """Start the hub, the ingest loop, the breadcrumb writer, the presence refresher, and follow
-        call status changes (the ingest stops tracking ended calls)."""
+        """Start the hub, the ingest loop, the breadcrumb writer, the presence refresher, follow
+        call status changes (the ingest stops tracking ended calls) and account revocations."""
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="hub"),
             asyncio.create_task(self.ingest.run(), name="ingest"),
             asyncio.create_task(self.presence.refresh(), name="presence"),
             asyncio.create_task(follow(self.hub, self.call_follower), name="call-feed"),
+            asyncio.create_task(follow_revocations(self.hub, self.revocations), name="revocations"),
         ]
         self.breadcrumbs.start()
 
@@ -167,7 +172,8 @@ class Gateway:
         self.transport.stop(conn, code, reason)
 
     async def _on_connect(self, conn: Connection) -> None:
-        """Join ``online``; a doctor's profile (verified, specialties); the ``hello`` frame."""
+        """Join ``online``; a doctor's profile (verified, specialties); the ``hello`` frame. A connection
+        whose token was revoked while it was being checked is closed with 4410 instead."""
         principal = conn.principal
         user = conn.user
         await self.presence.join(conn, ONLINE_CHANNEL, member(conn), {"role": principal.role.value})
@@ -177,6 +183,9 @@ class Gateway:
                 conn.doctor_verified = admission.verified
                 conn.doctor_specialties = admission.specialties
             self._doctor_connections[user] = self._doctor_connections.get(user, 0) + 1
+        if self.revocations.revoked_meanwhile(conn):  # after the bookkeeping _on_disconnect undoes
+            self._stop(conn, *REVOKED)
+            return
         settings = self.services.settings
         conn.session.send_frame(
             {

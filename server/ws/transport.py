@@ -25,9 +25,11 @@ from starlette.types import Receive, Send
 from starlette.websockets import WebSocket
 
 from realtime.broker import Broker
+from realtime.errors import ErrorCode
 from realtime.protocol import CloseCode
 from realtime.send_queue import SendQueue
 from realtime.session import Session, WatchCallback
+from server.auth.access import AccessCheck
 from server.auth.principal import authenticate
 from server.auth.tokens import TokenService
 from server.errors import ApiError
@@ -78,6 +80,7 @@ class Transport:
         settings: Settings,
         metrics: Metrics,
         tokens: TokenService,
+        access: AccessCheck,
         broker: Broker,
         connections: dict[str, Connection],
         intake: Intake,
@@ -88,6 +91,7 @@ class Transport:
         self.settings = settings
         self.metrics = metrics
         self.tokens = tokens
+        self.access = access
         self.broker = broker
         self.connections = connections
         self.intake = intake
@@ -119,9 +123,19 @@ class Transport:
         try:
             # A throwaway view of the scope: ``ws`` would keep the parsed query string (with the
             # token) and headers cached for the connection's lifetime.
-            principal = authenticate(HTTPConnection(ws.scope), self.tokens)
+            principal = await self.access.check(authenticate(HTTPConnection(ws.scope), self.tokens))
         except ApiError as exc:
-            await self._refuse(ws, CloseCode.UNAUTHORIZED, exc.code)
+            revoked = exc.code is ErrorCode.TOKEN_REVOKED
+            await self._refuse(ws, CloseCode.TOKEN_REVOKED if revoked else CloseCode.UNAUTHORIZED, exc.code)
+            return
+        except sqlalchemy.exc.TimeoutError:
+            # The revocation check read the database and no connection came free: as below, busy.
+            await self._refuse(ws, CloseCode.TRY_AGAIN_LATER, "busy")
+            return
+        except Exception:
+            # Neither the engine nor the database could say whether the token is revoked: refuse.
+            log.exception("token revocation check failed")
+            await self._refuse(ws, CloseCode.INTERNAL_ERROR, "internal_error")
             return
         user = str(principal.user_id)
         address = ws.client.host if ws.client else None

@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 
 from dispatch.errors import DispatchError
 from dispatch.settings import DispatchSettings
-from models.enums import CallStatus, DoctorStatus, OfferOutcome, Urgency
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Role, Urgency
+from models.users import User
 from tests.dispatch.conftest import WorldFactory
 from tests.dispatch.world import World, lose_deadline_entries, lose_spawned_steps
 
@@ -145,6 +147,22 @@ async def test_a_call_nobody_can_take_is_escalated_to_the_dispatchers(world: Wor
     assert await world.offers(call_id) == []
     [escalated] = world.events("dispatch", "call.escalated")
     assert escalated["call"]["id"] == str(call_id) and "20 km" in escalated["reason"]
+
+
+async def test_disabled_doctors_and_former_doctors_get_no_offer(world: World) -> None:
+    """An account disabled, or given another role, while its doctor is still available in the engine
+    (its app has not gone silent yet) is no candidate: the call escalates."""
+    disabled = await world.doctor(north_m=100)
+    demoted = await world.doctor(north_m=150)
+    async with world.sessions.begin() as session:
+        await session.execute(sa.update(User).where(User.id == disabled.user_id).values(is_active=False))
+        await session.execute(
+            sa.update(User).where(User.id == demoted.user_id).values(role=Role.PATIENT.value)
+        )
+    call_id = await world.new_call(await world.patient())
+
+    assert await world.call_status(call_id) is S.ESCALATED
+    assert await world.offers(call_id) == []
 
 
 async def test_a_call_everyone_declined_escalates(world: World) -> None:

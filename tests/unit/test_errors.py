@@ -74,6 +74,7 @@ def test_every_socket_code_of_a_refusal_is_in_the_protocol_table() -> None:
             ErrorCode.TOO_MANY_CELLS,
             ErrorCode.UNKNOWN_ZONE,
             ErrorCode.TOKEN_EXPIRED,
+            ErrorCode.TOKEN_REVOKED,
             ErrorCode.TOKEN_INVALID,
             ErrorCode.AUTH_REQUIRED,
             ErrorCode.TOO_MANY_ATTEMPTS,  # login and registration only

@@ -10,7 +10,7 @@ const SUBSCRIBE_BURST = 60;
 const SUBSCRIBE_PER_S = 15;
 
 export class Socket {
-  /** getToken(): the access token; refreshToken(): a promise of a new one (after close 4401). */
+  /** getToken(): the access token; refreshToken(): a promise of a new one (after close 4401 or 4410). */
   constructor({ getToken, refreshToken }) {
     this.getToken = getToken;
     this.refreshToken = refreshToken;
@@ -77,7 +77,7 @@ export class Socket {
     this.queue = [];
     for (const ch of this.channels.values()) ch.live = false;
     if (this.stopped) { this._setState("offline", { code: ev.code }); return; }
-    if (ev.code === 4401) {
+    if (ev.code === 4401 || ev.code === 4410) {  // 4410: token revoked; refreshing fails, signing out
       try { await this.refreshToken(); } catch { this._setState("offline", { code: ev.code, reason: "signed out" }); return; }
     }
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] * (0.75 + Math.random() / 2);
