@@ -43,8 +43,8 @@ def _not_yourself(svc: Services, request: Request, user_id: uuid.UUID) -> None:
     if svc.principal(request).user_id == user_id:
         raise ApiError(
             ErrorCode.CONFLICT,
-            "you cannot disable or demote your own account / "
-            "нельзя отключить или понизить свою учётную запись",
+            "you cannot disable or demote your own account",
+            message_ru="нельзя отключить или понизить свою учётную запись",
         )
 
 
@@ -59,7 +59,9 @@ async def _apply(
     try:
         outcome: Revoked = await revoke(svc.publisher, user_id, reason, is_active=is_active, role=role)
     except NoSuchAccount:
-        raise ApiError(ErrorCode.NOT_FOUND, "no such account / нет такой учётной записи") from None
+        raise ApiError(
+            ErrorCode.NOT_FOUND, "no such account", message_ru="нет такой учётной записи"
+        ) from None
     # This process's own engine at once (the event does it too, on every process, when it arrives).
     await svc.access.revoked(user_id, outcome.valid_from)
     user = outcome.user
@@ -127,7 +129,8 @@ async def set_user_role(request: Request) -> Response:
             if await doctor_repo.get_profile(session, user_id) is None:
                 raise ApiError(
                     ErrorCode.CONFLICT,
-                    "a doctor needs a doctor profile (licence, specialties): register as a doctor / "
-                    "врачу нужен профиль врача (лицензия, специальности): зарегистрируйтесь как врач",
+                    "a doctor needs a doctor profile (licence, specialties): register as a doctor",
+                    message_ru="врачу нужен профиль врача (лицензия, специальности): "
+                    "зарегистрируйтесь как врач",
                 )
     return await _apply(svc, user_id, RevokeReason.ROLE_CHANGED, role=body.role)
