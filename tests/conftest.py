@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -62,8 +64,9 @@ def _asyncpg_dsn(url: str, database: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-async def create_pg_database(prefix: str = "tot_test") -> str:
-    """Create an empty database on the test PostgreSQL server; returns its SQLAlchemy URL.
+async def create_pg_database(prefix: str = "tot_test", *, template: str | None = None) -> str:
+    """Create an empty database on the test PostgreSQL server (a copy of the database ``template`` when
+    given: nobody may be connected to it meanwhile); returns its SQLAlchemy URL.
 
     Fails (never skips) when the server is unreachable: the suite promises real PostgreSQL.
     """
@@ -73,7 +76,7 @@ async def create_pg_database(prefix: str = "tot_test") -> str:
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at TOT_TEST_DATABASE_URL is unreachable ({exc}); run `make test`")
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
     return make_url(pg_server_url()).set(database=name).render_as_string(hide_password=False)
@@ -89,11 +92,62 @@ async def drop_pg_database(url: str) -> None:
         await conn.close()
 
 
+# --- migrated databases from templates -------------------------------------------------------------
+# Migrating to head costs seconds of CPU (a second or two on a quiet core, ten and more on the shared
+# CI machine), and e2e tests used to pay it for every world they built, as a `tot-dispatch migrate`
+# child process. The process migrates once per dialect into a template (PostgreSQL: a database copied
+# by `CREATE DATABASE ... TEMPLATE`; SQLite: a file copied); the session fixture below drops both at the
+# end. The migrations themselves stay tested where they are the subject: tests/integration/
+# test_migrations.py, and the `migrate` command in tests/e2e/test_cli_and_server.py.
+
+_templates: dict[str, str] = {}
+"""``"postgresql"``: the name of this process's migrated template database; ``"sqlite"``: its file."""
+
+
+async def _pg_template() -> str:
+    if "postgresql" not in _templates:
+        url = await create_pg_database("tot_template")
+        _templates["postgresql"] = str(make_url(url).database)
+        await asyncio.to_thread(migrate.upgrade, url)  # alembic runs its own loop: off this one
+    return _templates["postgresql"]
+
+
+async def create_migrated_pg_database(prefix: str = "tot_test") -> str:
+    """Like :func:`create_pg_database`, but migrated to head: a copy of this process's template database
+    (migrated once). Returns its SQLAlchemy URL; drop it with :func:`drop_pg_database`."""
+    template = await _pg_template()
+    return await create_pg_database(prefix, template=template)
+
+
+def migrated_sqlite_url(path: Path) -> str:
+    """Copy this process's SQLite file migrated to head (migrated once) to ``path``; returns its
+    SQLAlchemy URL. Must not be called inside an event loop (the first call migrates)."""
+    if "sqlite" not in _templates:
+        template = Path(tempfile.mkdtemp(prefix="tot-template-")) / "template.db"
+        migrate.upgrade(f"sqlite+aiosqlite:///{template}")
+        _templates["sqlite"] = str(template)
+    shutil.copyfile(_templates["sqlite"], path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _drop_templates() -> AsyncIterator[None]:
+    """Drop the templates the session made (after every module fixture that copied them)."""
+    yield
+    if "postgresql" in _templates:
+        conn = await asyncpg.connect(_asyncpg_dsn(pg_server_url()), timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{_templates.pop("postgresql")}" WITH (FORCE)')
+        finally:
+            await conn.close()
+    if "sqlite" in _templates:
+        shutil.rmtree(Path(_templates.pop("sqlite")).parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 async def pg_database_url() -> AsyncIterator[str]:
     """A PostgreSQL/PostGIS database migrated to head, shared by the session, dropped at the end."""
-    url = await create_pg_database()
-    await asyncio.to_thread(migrate.upgrade, url)
+    url = await create_migrated_pg_database()
     yield url
     await drop_pg_database(url)
 
@@ -102,9 +156,7 @@ async def pg_database_url() -> AsyncIterator[str]:
 async def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An SQLite file migrated to head, shared by the session."""
     path = tmp_path_factory.mktemp("sqlite") / "tot.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    await asyncio.to_thread(migrate.upgrade, url)
-    return url
+    return await asyncio.to_thread(migrated_sqlite_url, path)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

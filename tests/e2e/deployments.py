@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from models.base import Base
-from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
+from server.accounts import NewAccount, create_account
+from tests.conftest import create_migrated_pg_database, drop_pg_database, migrated_sqlite_url, redis_test_url
 from tests.e2e.dispatch_world import forget_engine_keys
-from tests.e2e.process import RunningServer, cli, run_server
+from tests.e2e.process import RunningServer, run_server
 
 SECRET = "deploy-secret-" + "d" * 32
 PASSWORD = "deploy-password-1"
@@ -52,16 +53,45 @@ class Deployment:
         return asyncio.run(count())
 
 
+def create_accounts(database_url: str, accounts: list[NewAccount]) -> list[str]:
+    """Create ``accounts`` as ``tot-dispatch users create`` does (the same function, in this process:
+    a child process per account cost seconds each on the loaded CI machine; the command itself is tested
+    in test_cli_and_server.py); returns their ids. Raises ``AccountError`` as the command fails."""
+
+    async def create() -> list[str]:
+        return [str(await create_account(database_url, account)) for account in accounts]
+
+    return asyncio.run(create())
+
+
+def _role_accounts() -> list[NewAccount]:
+    """One account per role: ``users create --role R --email R@deploy.test --name R --password
+    PASSWORD`` (the doctor with ``--licence DEP-1 --specialty therapist --verified``)."""
+    return [
+        NewAccount(
+            role=role,
+            email=f"{role}@deploy.test",
+            full_name=role,
+            password=PASSWORD,
+            licence_number="DEP-1" if role == "doctor" else None,
+            specialties=["therapist"] if role == "doctor" else [],
+            verified=role == "doctor",
+        )
+        for role in ROLES
+    ]
+
+
 @contextlib.contextmanager
 def deployment(kind: str, cwd: Path, settings: dict[str, str] | None = None) -> Iterator[Deployment]:
-    """Migrate, create one verified doctor and one user of every other role with the CLI, start the
-    server and sign everyone in. ``kind``: ``sqlite`` (memory engine) or ``postgresql`` (Redis engine);
-    ``settings``: more ``TOT_*`` variables for the server."""
+    """Copy a database migrated to head (tests/conftest.py's templates), create one verified doctor and
+    one user of every other role (:func:`create_accounts`), start the server and sign everyone in.
+    ``kind``: ``sqlite`` (memory engine) or ``postgresql`` (Redis engine); ``settings``: more ``TOT_*``
+    variables for the server."""
     prefix = f"dep{uuid.uuid4().hex[:8]}:"
     if kind == "sqlite":
-        database_url, engine_url = f"sqlite+aiosqlite:///{cwd / 'tot.db'}", "memory://"
+        database_url, engine_url = migrated_sqlite_url(cwd / "tot.db"), "memory://"
     else:
-        database_url, engine_url = asyncio.run(create_pg_database("tot_deploy")), redis_test_url()
+        database_url, engine_url = asyncio.run(create_migrated_pg_database("tot_deploy")), redis_test_url()
     env = {
         "TOT_SECRET_KEY": SECRET,
         "TOT_DATABASE_URL": database_url,
@@ -72,15 +102,7 @@ def deployment(kind: str, cwd: Path, settings: dict[str, str] | None = None) -> 
         **(settings or {}),
     }
     try:
-        result = cli(["migrate"], env, cwd)
-        assert result.returncode == 0, result.stderr
-        for role in ROLES:
-            extra = (
-                ["--licence", "DEP-1", "--specialty", "therapist", "--verified"] if role == "doctor" else []
-            )
-            args = ["users", "create", "--role", role, "--email", f"{role}@deploy.test", "--name", role]
-            result = cli([*args, "--password", PASSWORD, *extra], env, cwd)
-            assert result.returncode == 0, result.stderr
+        create_accounts(database_url, _role_accounts())
         with run_server(["serve"], env, cwd) as server:
             tokens = {}
             for role in ROLES:

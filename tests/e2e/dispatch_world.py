@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from migrations import runner as migrate
 from models.db import make_engine, make_sessionmaker
 from models.enums import Role
 from models.repositories import doctors as doctor_repo
@@ -23,8 +25,8 @@ from realtime.client import Event, TotClient
 from server.accounts import add_account
 from server.auth.passwords import hash_password
 from server.auth.tokens import TokenService
-from tests.conftest import redis_test_url
-from tests.e2e.process import RunningServer, cli, run_server
+from tests.conftest import migrated_sqlite_url, redis_test_url
+from tests.e2e.process import RunningServer, run_server
 
 SECRET = "dispatch-e2e-secret-" + "d" * 32
 PASSWORD = "dispatch-pass-1"
@@ -50,18 +52,27 @@ class Person:
     email: str
 
 
+@functools.cache
+def shared_password_hash() -> str:
+    """One argon2 hash of ``PASSWORD``, made once per test process and given to every account that
+    ``hash_once`` creates."""
+    return hash_password(PASSWORD)
+
+
 async def create_people(
-    database_url: str, doctors: int, patients: int, *, hash_once: bool = False
+    database_url: str, doctors: int, patients: int, *, hash_once: bool = True
 ) -> list[Person]:
     """Verified doctors (specialty therapist), patients, one dispatcher, one admin, written directly
     through the account code the CLI uses; tokens minted with the test secret.
 
-    ``hash_once``: every account gets the same argon2 hash of ``PASSWORD`` (one hash costs ~0.2 s, a
-    hundred doctors half a minute); logging in works the same, only the salts are shared."""
+    ``hash_once`` (the default): every account gets the same argon2 hash of ``PASSWORD``, made once per
+    process (one hash costs 0.2 s on a quiet core and up to a second on the loaded CI machine: fifty
+    doctors took half a minute of a module's set-up); logging in works the same, only the salts are
+    shared. ``False``: a hash of its own for each account."""
     tokens = TokenService(SECRET, 3600, 7200)
     people: list[Person] = []
     engine = make_engine(database_url)
-    digest = hash_password(PASSWORD) if hash_once else None
+    digest = shared_password_hash() if hash_once else None
     try:
         async with make_sessionmaker(engine).begin() as session:
             plan = [(Role.DOCTOR, i) for i in range(doctors)] + [(Role.PATIENT, i) for i in range(patients)]
@@ -241,11 +252,17 @@ def city(
     database_url: str | None = None,
     engine_url: str = "memory://",
     settings: dict[str, str] | None = None,
-    hash_once: bool = False,
+    hash_once: bool = True,
 ) -> Iterator[City]:
-    """Migrate a database, create the people, start ``servers`` processes sharing it.
-    ``hash_once``: see :func:`create_people`."""
-    database_url = database_url or f"sqlite+aiosqlite:///{cwd / 'tot.db'}"
+    """Create the people in a database migrated to head, start ``servers`` processes sharing it.
+
+    ``database_url``: a database the caller made, migrated here to head (in this process: a no-op on a
+    copy of :func:`~tests.conftest.create_migrated_pg_database`'s template); by default a copy of the
+    process's migrated SQLite template at ``cwd/tot.db``. ``hash_once``: see :func:`create_people`."""
+    if database_url is None:
+        database_url = migrated_sqlite_url(cwd / "tot.db")
+    else:
+        migrate.upgrade(database_url)
     env = {
         "TOT_SECRET_KEY": SECRET,
         "TOT_DATABASE_URL": database_url,
@@ -254,8 +271,6 @@ def city(
         "TOT_LOG_LEVEL": "warning",
         **(settings or {}),
     }
-    result = cli(["migrate"], env, cwd)
-    assert result.returncode == 0, result.stderr
     people = asyncio.run(create_people(database_url, doctors, patients, hash_once=hash_once))
     with contextlib.ExitStack() as stack:
         running = [stack.enter_context(run_server(["serve"], env, cwd)) for _ in range(servers)]

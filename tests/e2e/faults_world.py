@@ -46,9 +46,9 @@ from realtime.client import (
     ws_url,
 )
 from realtime.keys import Keys
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_migrated_pg_database, drop_pg_database, migrated_sqlite_url
 from tests.e2e.dispatch_world import SECRET, City, Person, create_people
-from tests.e2e.process import RunningServer, cli, kill_hard, run_server
+from tests.e2e.process import RunningServer, kill_hard, run_server
 from tests.e2e.redis_proc import RedisServer
 
 REPAIR_INTERVAL_S = 1.0
@@ -191,13 +191,16 @@ def deployment(
     patients: int = 3,
     settings: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
-    """Migrate a database, create the people (verified therapists, patients, a dispatcher, an admin),
-    start ``servers`` processes. Scale-out when ``redis`` is given (a scratch PostgreSQL database,
-    dropped at the end), else embedded (SQLite file ``cwd/tot.db``, memory engine, one server)."""
+    """Copy a database migrated to head (tests/conftest.py's templates), create the people (verified
+    therapists, patients, a dispatcher, an admin), start ``servers`` processes. Scale-out when ``redis``
+    is given (a scratch PostgreSQL database, dropped at the end), else embedded (SQLite file
+    ``cwd/tot.db``, memory engine, one server)."""
     if redis is None and servers != 1:
         raise ValueError("the embedded deployment is one process")
     database_url = (
-        asyncio.run(create_pg_database("tot_faults")) if redis else f"sqlite+aiosqlite:///{cwd / 'tot.db'}"
+        asyncio.run(create_migrated_pg_database("tot_faults"))
+        if redis
+        else migrated_sqlite_url(cwd / "tot.db")
     )
     env = {
         "TOT_SECRET_KEY": SECRET,
@@ -209,8 +212,6 @@ def deployment(
         **(settings or {}),
     }
     try:
-        result = cli(["migrate"], env, cwd)
-        assert result.returncode == 0, result.stderr
         people = asyncio.run(create_people(database_url, doctors, patients, hash_once=True))
         with contextlib.ExitStack() as stack:
             city = City([], database_url, people, env, cwd)

@@ -15,7 +15,7 @@ import pytest
 from geo.map_cells import cell_of
 from models.enums import Role
 from realtime.client import Event, TotClient
-from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
+from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.dispatch_world import CENTRE, City, Doctor, city, forget_engine_keys, offset
 
 TILE_URL = "https://tiles.example.org/{z}/{x}/{y}.png"
@@ -161,7 +161,7 @@ async def test_a_map_channel_gets_one_batch_per_tick_with_every_doctor_of_its_ce
 
 
 def test_two_processes_on_redis_each_serve_their_own_map_subscribers(tmp_path: Path) -> None:
-    database_url = asyncio.run(create_pg_database("tot_console"))
+    database_url = asyncio.run(create_migrated_pg_database("tot_console"))
     prefix = ""
     try:
         with city(

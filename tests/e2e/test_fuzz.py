@@ -26,7 +26,10 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.errors import ErrorCode
 from realtime.protocol import CloseCode
-from tests.e2e.process import RunningServer, cli, run_server
+from server.accounts import NewAccount
+from tests.conftest import migrated_sqlite_url
+from tests.e2e.deployments import create_accounts
+from tests.e2e.process import RunningServer, run_server
 
 SECRET = "fuzz-secret-" + "f" * 32
 PASSWORD = "fuzz-password-1"
@@ -213,27 +216,14 @@ class Fuzzer:
 @pytest.fixture(scope="module")
 def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
     cwd: Path = tmp_path_factory.mktemp("fuzz")
-    env = {"TOT_SECRET_KEY": SECRET, "TOT_DATABASE_URL": f"sqlite+aiosqlite:///{cwd / 'tot.db'}"}
-    assert cli(["migrate"], env, cwd).returncode == 0
-    users = [
-        ("doctor", ["--licence", "FZ-1", "--specialty", "therapist", "--verified"]),
-        ("patient", []),
-        ("dispatcher", []),
+    env = {"TOT_SECRET_KEY": SECRET, "TOT_DATABASE_URL": migrated_sqlite_url(cwd / "tot.db")}
+    doctor = {"licence_number": "FZ-1", "specialties": ["therapist"], "verified": True}
+    users: list[tuple[str, dict[str, Any]]] = [("doctor", doctor), ("patient", {}), ("dispatcher", {})]
+    accounts = [
+        NewAccount(role=role, email=f"{role}@fuzz.test", full_name=role, password=PASSWORD, **extra)
+        for role, extra in users
     ]
-    for role, extra in users:
-        args = [
-            "users",
-            "create",
-            "--role",
-            role,
-            "--email",
-            f"{role}@fuzz.test",
-            "--name",
-            role,
-            "--password",
-            PASSWORD,
-        ]
-        assert cli(args + extra, env, cwd).returncode == 0
+    create_accounts(env["TOT_DATABASE_URL"], accounts)  # as `tot-dispatch users create` does
     with run_server(["serve"], env, cwd) as server:
         tokens = []
         for role, _ in users:

@@ -32,9 +32,11 @@ from models.enums import DoctorStatus, Role
 from realtime.broker_redis import RedisBroker
 from realtime.keys import Keys
 from realtime.presence_redis import RedisPresence
+from server.accounts import NewAccount
 from server.auth.tokens import TokenService
-from tests.conftest import redis_test_url
-from tests.e2e.process import RunningServer, cli, run_server
+from tests.conftest import migrated_sqlite_url, redis_test_url
+from tests.e2e.deployments import create_accounts
+from tests.e2e.process import RunningServer, run_server
 from tests.helpers import new_call
 
 SECRET = "gateway-e2e-secret-" + "k" * 32
@@ -86,7 +88,7 @@ async def _insert_call(database_url: str, patient_id: str, doctor_id: str) -> st
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     cwd = tmp_path_factory.mktemp("gateway")
     prefix = f"e2e{uuid.uuid4().hex[:8]}:"
-    database_url = f"sqlite+aiosqlite:///{cwd / 'tot.db'}"
+    database_url = migrated_sqlite_url(cwd / "tot.db")
     env = {
         "TOT_SECRET_KEY": SECRET,
         "TOT_DATABASE_URL": database_url,
@@ -96,16 +98,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "TOT_WS_SEND_QUEUE": "50",
         "TOT_WS_ALLOWED_ORIGINS": "http://console.test",
     }
-    assert cli(["migrate"], env, cwd).returncode == 0
-    emails = {}
-    for name, role in ROLES.items():
-        emails[name] = f"{name}@gateway.test"
-        args = ["users", "create", "--role", role.value, "--email", emails[name], "--name", name]
-        args += ["--password", PASSWORD]
-        if role is Role.DOCTOR:
-            args += ["--licence", f"LIC-{name}", "--specialty", "therapist", "--verified"]
-        result = cli(args, env, cwd)
-        assert result.returncode == 0, result.stderr
+    emails = {name: f"{name}@gateway.test" for name in ROLES}
+    accounts = [
+        NewAccount(role=role.value, email=emails[name], full_name=name, password=PASSWORD)
+        if role is not Role.DOCTOR
+        else NewAccount(
+            role=role.value,
+            email=emails[name],
+            full_name=name,
+            password=PASSWORD,
+            licence_number=f"LIC-{name}",
+            specialties=["therapist"],
+            verified=True,
+        )
+        for name, role in ROLES.items()
+    ]
+    create_accounts(database_url, accounts)  # as `tot-dispatch users create` (tests/e2e/deployments.py)
     with (
         run_server(["serve"], env, cwd) as server,
         run_server(["serve"], {**env, "TOT_WS_IDLE_TIMEOUT": "3"}, cwd) as server2,

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from models.enums import Role
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_migrated_pg_database, drop_pg_database
 from tests.e2e.dispatch_world import CENTRE, City, city
 
 WAIT_S = 20.0  # bounds a hang only
@@ -30,7 +30,7 @@ WAIT_S = 20.0  # bounds a hang only
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
-    url = asyncio.run(create_pg_database("tot_overload"))
+    url = asyncio.run(create_migrated_pg_database("tot_overload"))
     try:
         settings = {"TOT_DB_POOL_SIZE": "1", "TOT_DB_POOL_TIMEOUT": "0.3"}
         with city(

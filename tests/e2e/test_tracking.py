@@ -22,7 +22,7 @@ from geo.distance import haversine_m
 from geo.route import route_length_m
 from models.enums import Role
 from realtime.client import ClientError, Event, TotClient
-from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
+from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.dispatch_world import CENTRE, City, Person, city, forget_engine_keys, offset
 
 ROAD_FACTOR, SPEED_KMH = 1.5, 36.0  # not the defaults: the positions must use the configured model
@@ -256,7 +256,7 @@ async def streamed_route(world: City) -> None:
 @pytest.mark.parametrize("backend", ["sqlite+memory", "postgresql+redis"])
 def test_route_length_from_streamed_breadcrumbs(backend: str, tmp_path: Path) -> None:
     postgres = backend == "postgresql+redis"
-    database_url = asyncio.run(create_pg_database("tot_track")) if postgres else None
+    database_url = asyncio.run(create_migrated_pg_database("tot_track")) if postgres else None
     prefix = ""
     try:
         with city(
