@@ -69,6 +69,11 @@ class MemoryBroker(LocalInterest, Broker):
         self._clock = clock
         # Ordered by last touch, so that idle streams are swept from the front.
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        # Channel -> when its history has aged out (last publication + max_age), ordered by last
+        # publication: an idle channel's history is released then, as Redis expires ``ch:{c}:hist``
+        # (TTL max_age). Without it every finished call's channel held its events until the meta
+        # TTL (a day): the soak's server grew ~5 KB per call (docs/benchmarks.md).
+        self._aging: OrderedDict[str, int] = OrderedDict()
         self._closed = False
 
     async def publish(
@@ -117,6 +122,8 @@ class MemoryBroker(LocalInterest, Broker):
                 stream.keys.pop(key, None)  # a forgotten entry must not keep its old place in the order
                 stream.keys[key] = pub
             self._trim_keys(stream)
+            self._aging[channel] = now + policy.max_age_ms
+            self._aging.move_to_end(channel)
         else:
             history.clear()
             stream.keys.clear()
@@ -194,7 +201,16 @@ class MemoryBroker(LocalInterest, Broker):
         return stream
 
     def _sweep(self, now: int) -> None:
-        # Amortised O(1): only the least recently touched streams are examined.
+        # Amortised O(1): only the least recently touched (published) streams are examined. A
+        # namespace with a shorter max_age may wait behind a longer one: released late, never early.
+        while self._aging:
+            channel, until = next(iter(self._aging.items()))
+            if until > now:
+                break
+            del self._aging[channel]
+            if (aged := self._streams.get(channel)) is not None:
+                aged.history.clear()
+                aged.keys.clear()
         while self._streams:
             channel, oldest = next(iter(self._streams.items()))
             if oldest.expires_ms > now:
