@@ -72,7 +72,9 @@ publication dropped this way is counted in ``dropped`` too, but causes no ``Resy
 nothing to recover; the next ephemeral publication replaces it).
 
 **Bounds.** Per channel (``HistoryPolicy``): at most ``size`` publications, none older than
-``max_age_ms``; the offset/epoch survive ``meta_ttl_ms`` of idleness. ``size == 0`` keeps no history
+``max_age_ms``, and an idle channel's whole history is released ``max_age_ms`` after its last
+publication (Redis: the history key's TTL; memory: swept), so finished calls' channels hold no
+memory; the offset/epoch survive ``meta_ttl_ms`` of idleness. ``size == 0`` keeps no history
 (offsets still count; recovery succeeds only from the current position). Publication keys are
 remembered within the same bounds (no more than the history holds).
 
