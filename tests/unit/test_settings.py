@@ -78,14 +78,8 @@ def test_database_pool_settings() -> None:
 def test_recovery_retry_settings() -> None:
     """Defaults as realtime/session.py's DEFAULT_RECOVERY (docs/protocol.md: 3 reads of at most 5 s)."""
     defaults = load_settings(environ={"TOT_SECRET_KEY": KEY})
-    assert (
-        (defaults.ws_recovery_attempts, defaults.ws_recovery_timeout_s)
-        == (
-            DEFAULT_RECOVERY.attempts,
-            DEFAULT_RECOVERY.attempt_timeout_s,
-        )
-        == (3, 5.0)
-    )
+    pair = (defaults.ws_recovery_attempts, defaults.ws_recovery_timeout_s)
+    assert pair == (DEFAULT_RECOVERY.attempts, DEFAULT_RECOVERY.attempt_timeout_s) == (3, 5.0)
     settings = load_settings(
         environ={"TOT_SECRET_KEY": KEY, "TOT_WS_RECOVERY_ATTEMPTS": "5", "TOT_WS_RECOVERY_TIMEOUT": "0.5"}
     )
