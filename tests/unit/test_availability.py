@@ -12,6 +12,7 @@ in five of ``test_a_verified_doctor_becomes_available...``: "status changes fail
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -38,6 +39,18 @@ from realtime.errors import ErrorCode
 from realtime.hub import Hub
 
 DOCTOR = "00000000-0000-0000-0000-000000000001"
+
+
+WRITER_TASKS = ("outbox-marker", "status-writes")
+"""The names of the tasks the publisher and the status writer start on demand."""
+
+
+@pytest.fixture(autouse=True)
+async def _no_writer_left_running() -> AsyncIterator[None]:
+    """After each test (its fixtures torn down), no writer task of it is left for a later test."""
+    yield
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in WRITER_TASKS and not t.done()]
+    assert not left, f"writer tasks left running after the test: {left}"
 
 
 @pytest.fixture
