@@ -66,6 +66,9 @@ class Settings:
     ws_send_queue_frames: int = 1000
     ws_send_timeout_s: int = 10
     ws_max_subscriptions: int = 500
+    # A live subscription's recovery from history (realtime/session.py, RecoveryPolicy).
+    ws_recovery_attempts: int = 3
+    ws_recovery_timeout_s: float = 5.0
     location_max_past_s: int = 300
     location_max_future_s: int = 30
     position_forward_interval_ms: int = 1000
@@ -310,6 +313,8 @@ def load_settings(
         ws_send_queue_frames=_positive_int(config, "TOT_WS_SEND_QUEUE", 1000),
         ws_send_timeout_s=_positive_int(config, "TOT_WS_SEND_TIMEOUT", 10),
         ws_max_subscriptions=_positive_int(config, "TOT_WS_MAX_SUBSCRIPTIONS", 500),
+        ws_recovery_attempts=_positive_int(config, "TOT_WS_RECOVERY_ATTEMPTS", 3),
+        ws_recovery_timeout_s=_positive_float(config, "TOT_WS_RECOVERY_TIMEOUT", 5.0, minimum=0.01),
         location_max_past_s=_positive_int(config, "TOT_LOCATION_MAX_PAST", 300),
         location_max_future_s=_positive_int(config, "TOT_LOCATION_MAX_FUTURE", 30),
         position_forward_interval_ms=_positive_int(config, "TOT_POSITION_FORWARD_INTERVAL_MS", 1000),

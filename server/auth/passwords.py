@@ -40,9 +40,26 @@ _hasher = PasswordHasher()
 _workers = ThreadPoolExecutor(
     max_workers=os.cpu_count() or 1, thread_name_prefix="argon2", initializer=_lower_priority
 )
-# Verified against when the login names no user, so a missing account takes as long as a wrong password
-# (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash("tot-dispatch-dummy-password")
+_DUMMY_PASSWORD = "tot-dispatch-dummy-password"
+_dummy: str | None = None
+_dummy_lock = threading.Lock()
+
+
+def _dummy_hash() -> str:
+    """The hash verified against when a login names no user, so a missing account takes as long as a
+    wrong password (no user enumeration by timing).
+
+    Hashed on first use, once per process (not at import: every server and CLI process would pay one
+    argon2 hash, 0.1-1 s, at start). The lock makes concurrent first calls on the hashing threads wait
+    for one hash instead of each computing its own. :func:`verify_password` calls it for every login,
+    known account or not, so the first login of a process pays the one hash whichever it is.
+    """
+    global _dummy
+    if _dummy is None:
+        with _dummy_lock:
+            if _dummy is None:
+                _dummy = _hasher.hash(_DUMMY_PASSWORD)
+    return _dummy
 
 
 def hash_password(password: str) -> str:
@@ -51,9 +68,14 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches ``password_hash``; ``None`` spends the same time and is False."""
+    """True when ``password`` matches ``password_hash``; ``None`` spends the same time and is False.
+
+    ``None`` (no such account) is verified against :func:`_dummy_hash`, which is computed on the first
+    call of the process whatever the argument, so that call costs the same for known and unknown logins.
+    """
+    dummy = _dummy_hash()
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or dummy, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

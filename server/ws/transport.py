@@ -28,7 +28,7 @@ from realtime.broker import Broker
 from realtime.errors import ErrorCode
 from realtime.protocol import CloseCode
 from realtime.send_queue import SendQueue
-from realtime.session import Session, WatchCallback
+from realtime.session import RecoveryPolicy, Session, WatchCallback
 from server.auth.access import AccessCheck
 from server.auth.principal import authenticate
 from server.auth.tokens import TokenService
@@ -99,6 +99,9 @@ class Transport:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.caps = SocketCaps(settings.ws_max_per_user, settings.ws_max_per_address)
+        self.recovery = RecoveryPolicy(  # shared by every session of the process
+            attempts=settings.ws_recovery_attempts, attempt_timeout_s=settings.ws_recovery_timeout_s
+        )
 
     def _origin_allowed(self, ws: WebSocket) -> bool:
         allowed = self.settings.ws_allowed_origins
@@ -150,7 +153,7 @@ class Transport:
         conn = Connection(
             conn_id,
             principal,
-            Session(conn_id, self.broker, send_queue, callbacks.overflow, self.watch),
+            Session(conn_id, self.broker, send_queue, callbacks.overflow, self.watch, self.recovery),
             ws.send if send is None else send,
             user=user,
             task=asyncio.current_task(),

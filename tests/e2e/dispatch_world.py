@@ -9,7 +9,7 @@ import functools
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,50 @@ def offset(lat: float, lon: float, north_m: float, east_m: float = 0.0) -> tuple
     )
 
 
+FIX_INTERVAL_S = 1.0
+"""How often a doctor app sends its position, seconds (1 Hz, like the app)."""
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds: a location fix's ``ts``."""
+    return int(time.time() * 1000)
+
+
+async def stream_fixes(
+    client: TotClient,
+    where: Callable[[], tuple[float, float]],
+    ignore: tuple[type[Exception], ...] = (Exception,),
+) -> None:
+    """Send the position ``where()`` returns (lat, lon, read at each send: a test may move the doctor)
+    every :data:`FIX_INTERVAL_S`, unacknowledged, until cancelled. A send raising one of ``ignore`` is
+    skipped; any other error ends the stream."""
+    while True:
+        await asyncio.sleep(FIX_INTERVAL_S)
+        with contextlib.suppress(*ignore):
+            lat, lon = where()
+            await client.send("location", lat=lat, lon=lon, acc=5, ts=now_ms())
+
+
+async def come_online(client: TotClient, doctor_id: str, lat: float, lon: float, status: str | None) -> None:
+    """What a doctor app does first: connect, follow ``doctor:<id>``, send its position (acknowledged:
+    the server has it), then choose ``status`` (None: none, the doctor stays offline)."""
+    await client.connect()
+    await client.subscribe(f"doctor:{doctor_id}")
+    await client.request("location", lat=lat, lon=lon, acc=5, ts=now_ms())
+    if status is not None:
+        await client.request("doctor.status", status=status)
+
+
+async def cancel_tasks(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
+    """Cancel every task given (None: none) and wait for each to end, whatever it raises."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(BaseException):
+            await task
+
+
 @dataclass
 class Person:
     """An account: id, role, access token."""
@@ -50,6 +94,42 @@ class Person:
     role: Role
     token: str
     email: str
+
+
+class DoctorChannel:
+    """What a doctor app keeps of its private channel ``doctor:<id>``: ``events``, appended by the
+    app's reader, which sets ``_changed`` after each (a mixin of the apps' dataclasses)."""
+
+    person: Person
+    events: list[Event]
+    _changed: asyncio.Event
+
+    @property
+    def id(self) -> str:
+        return self.person.id
+
+    async def wait_for(
+        self,
+        event_type: str,
+        predicate: Callable[[dict[str, Any]], bool] = lambda d: True,
+        timeout: float = 15.0,
+    ) -> dict[str, Any]:
+        """The data of the first event of ``event_type`` on ``doctor:<id>`` whose data satisfies
+        ``predicate`` (already received or next). Raises ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event.type == event_type and predicate(event.data):
+                    data: dict[str, Any] = event.data  # the client types ``data`` as Any (any JSON)
+                    return data
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"doctor {self.id} got no {event_type}; got {[e.type for e in self.events]}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
 
 @functools.cache
@@ -97,7 +177,7 @@ async def create_people(
 
 
 @dataclass
-class Doctor:
+class Doctor(DoctorChannel):
     """A doctor app: streams a position, keeps every event of its private channel."""
 
     person: Person
@@ -109,30 +189,17 @@ class Doctor:
     _streamer: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def id(self) -> str:
-        return self.person.id
-
     async def start(self, available: bool = True) -> None:
-        await self.client.connect()
-        await self.client.subscribe(f"doctor:{self.id}")
+        await come_online(self.client, self.id, self.lat, self.lon, "available" if available else None)
         self._reader = asyncio.create_task(self._read())
-        await self.fix()
-        if available:
-            await self.client.request("doctor.status", status="available")
         self._streamer = asyncio.create_task(self._stream())
 
     async def fix(self) -> None:
         """Send the current position now (acknowledged, so it is in the server's pipeline)."""
-        await self.client.request("location", lat=self.lat, lon=self.lon, acc=5, ts=int(time.time() * 1000))
+        await self.client.request("location", lat=self.lat, lon=self.lon, acc=5, ts=now_ms())
 
     async def _stream(self) -> None:
-        while True:  # 1 Hz, like the app
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):
-                await self.client.send(
-                    "location", lat=self.lat, lon=self.lon, acc=5, ts=int(time.time() * 1000)
-                )
+        await stream_fixes(self.client, lambda: (self.lat, self.lon))
 
     async def _read(self) -> None:
         async for event in self.client.events():
@@ -140,37 +207,11 @@ class Doctor:
                 self.events.append(event)
                 self._changed.set()
 
-    async def wait_for(
-        self,
-        event_type: str,
-        predicate: Callable[[dict[str, Any]], bool] = lambda d: True,
-        timeout: float = 15.0,
-    ) -> dict[str, Any]:
-        """The first event of ``event_type`` whose data satisfies ``predicate`` (already received or next)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events:
-                if event.type == event_type and predicate(event.data):
-                    data: dict[str, Any] = event.data  # the client types ``data`` as Any (any JSON)
-                    return data
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"doctor {self.id} got no {event_type}; got {[e.type for e in self.events]}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e.data for e in self.events if e.type == event_type]
 
     async def stop(self) -> None:
-        for task in (self._streamer, self._reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await cancel_tasks((self._streamer, self._reader))
         await self.client.close()
 
 

@@ -47,7 +47,17 @@ from realtime.client import (
 )
 from realtime.keys import Keys
 from tests.conftest import create_migrated_pg_database, drop_pg_database, migrated_sqlite_url
-from tests.e2e.dispatch_world import SECRET, City, Person, create_people
+from tests.e2e.dispatch_world import (
+    SECRET,
+    City,
+    DoctorChannel,
+    Person,
+    cancel_tasks,
+    come_online,
+    create_people,
+    now_ms,
+    stream_fixes,
+)
 from tests.e2e.process import RunningServer, kill_hard, run_server
 from tests.e2e.redis_proc import RedisServer
 
@@ -79,10 +89,6 @@ FAULT_SETTINGS: dict[str, str] = {
 REANNOUNCE_OP = "reannounce"
 """The server frame asking a doctor app to re-send its status and position after the engine lost them
 (docs/protocol.md, helper "rebuild"); the Python client answers it itself."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # --- the deployment -----------------------------------------------------------------------------------
@@ -265,7 +271,7 @@ class RecordingClient(TotClient):
 
 
 @dataclass
-class DoctorApp:
+class DoctorApp(DoctorChannel):
     """A doctor's phone. ``mode``: ``accept`` (accepts an offer after 0.05-0.3 s when free) or ``ignore``
     (lets offers expire). ``chosen``: the availability the doctor chose. A ``reannounce`` frame is
     answered by the client library itself (recorded by :class:`RecordingClient`); on every new
@@ -299,34 +305,20 @@ class DoctorApp:
             on_reconnect=self._reconnected,
         )
 
-    @property
-    def id(self) -> str:
-        return self.person.id
-
     async def start(self) -> None:
-        await self.client.connect()
-        await self.client.subscribe(f"doctor:{self.id}")
-        await self.client.request("location", lat=self.lat, lon=self.lon, acc=5, ts=now_ms())
-        if self.chosen != "offline":
-            await self.client.request("doctor.status", status=self.chosen)
+        status = None if self.chosen == "offline" else self.chosen
+        await come_online(self.client, self.id, self.lat, self.lon, status)
         self._background = [asyncio.create_task(self._read()), asyncio.create_task(self._stream())]
 
     async def stop(self) -> None:
-        tasks = [*self._background, *self._tasks]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_tasks([*self._background, *self._tasks])
         await self.client.close()
 
     # --- the app ------------------------------------------------------------------------------------------
 
     async def _stream(self) -> None:
-        while True:  # 1 Hz, like the app; nothing is sent while reconnecting
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(ConnectionLost):
-                await self.client.send("location", lat=self.lat, lon=self.lon, acc=5, ts=now_ms())
+        # 1 Hz, like the app; nothing is sent while reconnecting
+        await stream_fixes(self.client, lambda: (self.lat, self.lon), (ConnectionLost,))
 
     async def _read(self) -> None:
         try:
@@ -397,28 +389,6 @@ class DoctorApp:
             return f"no answer ({type(exc).__name__})"
         self.chosen = status
         return "ok"
-
-    async def wait_for(
-        self,
-        event_type: str,
-        predicate: Callable[[dict[str, Any]], bool] = lambda d: True,
-        timeout: float = 15,
-    ) -> dict[str, Any]:
-        """The first event of ``event_type`` on ``doctor:<id>`` whose data satisfies ``predicate``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events:
-                if event.type == event_type and predicate(event.data):
-                    data: dict[str, Any] = event.data
-                    return data
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"doctor {self.id} got no {event_type}; got {[e.type for e in self.events]}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
 
 
 def _call_id(data: dict[str, Any]) -> str:
@@ -499,10 +469,7 @@ class Listener:
         return found[0]
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
+        await cancel_tasks([self._reader])
         await self.client.close()
 
 

@@ -10,9 +10,11 @@ and a scratch PostgreSQL database; a dispatcher's real client follows ``dispatch
    ``CLIENT PAUSE WRITE`` on the test's Redis holds it while SSUBSCRIBE and reads are answered (Redis
    7.0: a pause holds every script, SPUBLISH too): each attempt times out and the session gives up.
    A frozen Redis (SIGSTOP) would not do: the reconnect could not happen, so no ``Resync`` would start
-   a recovery. Expected: ``recovered:false`` with reason ``recovery_failed`` within the retries' bound
-   (3 attempts of 5 s and their pauses, ``RecoveryPolicy`` in ``realtime/session.py``) on the open
-   socket, and the events published once Redis takes writes again reach it, in order.
+   a recovery. Expected: ``recovered:false`` with reason ``recovery_failed`` once the retries are
+   used up, not before and not long after (3 attempts and their pauses, ``RecoveryPolicy`` in
+   ``realtime/session.py``; each attempt bounded at 1 s here by ``TOT_WS_RECOVERY_TIMEOUT``, 5 s by
+   default) on the open socket, and the events published once Redis takes writes again reach it, in
+   order.
 2. **The buffer's bound.** No real publisher can outpace a recovery on demand, so the test sends the
    live events itself with SPUBLISH, in the broker's live format (``realtime/broker_redis.py``), as
    another server's publish script would, with offsets past a hole that history can never fill: the
@@ -36,7 +38,7 @@ from models.enums import Role
 from realtime.broker import encode_ephemeral, encode_event
 from realtime.keys import Keys
 from realtime.protocol import CloseCode
-from realtime.session import DEFAULT_RECOVERY, RECOVERY_FAILED
+from realtime.session import RECOVERY_FAILED, RecoveryPolicy
 from tests.e2e.dispatch_world import CENTRE
 from tests.e2e.faults_world import Deployment, Listener, deployment, until
 from tests.e2e.redis_proc import RedisServer, redis_server
@@ -44,10 +46,17 @@ from tests.e2e.redis_proc import RedisServer, redis_server
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
 DISPATCH = "dispatch"
-GIVE_UP_S = DEFAULT_RECOVERY.attempts * DEFAULT_RECOVERY.attempt_timeout_s + sum(
-    DEFAULT_RECOVERY.pause_s(failures) for failures in range(1, DEFAULT_RECOVERY.attempts)
+RECOVERY = RecoveryPolicy(attempt_timeout_s=1.0)  # the default's 3 attempts and pauses, reads of 1 s
+RECOVERY_SETTINGS = {
+    "TOT_WS_RECOVERY_ATTEMPTS": str(RECOVERY.attempts),
+    "TOT_WS_RECOVERY_TIMEOUT": f"{RECOVERY.attempt_timeout_s:g}",
+}
+GIVE_UP_S = RECOVERY.attempts * RECOVERY.attempt_timeout_s + sum(
+    RECOVERY.pause_s(failures) for failures in range(1, RECOVERY.attempts)
 )
-"""When a session whose every history read hangs sends ``recovered:false``: 15.6 s by default."""
+"""When a session whose every history read hangs sends ``recovered:false``: 3.6 s here (15.6 s with
+the server's defaults); never sooner, as every read waits out its timeout."""
+EARLY_S = 0.1  # timers may fire a clock tick early; the drop is timed before the server reconnects
 SLACK_S = 6.0  # the broker's reconnect and a busy two-core machine
 STEP_S = 15.0  # a REST change reaching the dispatcher once Redis takes writes
 PAUSE_CEILING_MS = 45_000  # a pause always ends, even if the test dies holding it
@@ -60,7 +69,9 @@ def test_a_failed_recovery_on_a_live_subscriber_is_told_and_bounded(tmp_path: Pa
     begun = time.monotonic()
     with (
         redis_server(tmp_path / "redis") as redis_proc,
-        deployment(tmp_path, redis=redis_proc, servers=1, doctors=0, patients=1) as world,
+        deployment(
+            tmp_path, redis=redis_proc, servers=1, doctors=0, patients=1, settings=RECOVERY_SETTINGS
+        ) as world,
     ):
         started = time.monotonic()
         print(f"set-up: {started - begun:.1f} s")
@@ -120,6 +131,10 @@ async def _recovery_fails_then_delivery_goes_on(
             ) from None
         took = time.monotonic() - dropped
         print(f"recovered:false {took:.1f} s after the pub/sub drop (retries bound {GIVE_UP_S:g} s)")
+        assert took >= GIVE_UP_S - EARLY_S, (
+            f"[recovery] recovered:false {took:.2f} s after the drop, before {RECOVERY.attempts} reads of "
+            f"{RECOVERY.attempt_timeout_s:g} s and their pauses could have been waited out"
+        )
         failure = dispatcher.failures[0]
         assert (failure.channel, failure.reason) == (DISPATCH, RECOVERY_FAILED), failure
         # Nothing could be published during the pause: the position is the last event the client got.
@@ -140,7 +155,7 @@ async def _recovery_fails_then_delivery_goes_on(
 async def _the_recovery_buffer_is_bounded(
     world: Deployment, redis_proc: RedisServer, dispatcher: Listener
 ) -> None:
-    bound = DEFAULT_RECOVERY.max_buffer  # 1,000, as docs/protocol.md says
+    bound = RECOVERY.max_buffer  # 1,000, as docs/protocol.md says (not a setting)
     live = Keys(prefix=world.prefix).broker_pubsub(DISPATCH)
     epoch = dispatcher.events[-1].epoch
     assert epoch is not None

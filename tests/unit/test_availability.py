@@ -1,11 +1,20 @@
 """The doctor-availability rules (``dispatch/availability.py``) and the call feed as a plain hub
 subscriber (``dispatch/call_feed.py``), on the memory engine and the session's SQLite database (a change
-persists the doctor's choice with its outbox row)."""
+persists the doctor's choice with its outbox row).
+
+Every test's rules are stopped at its end (:func:`make_rules`), before its engine is disposed: left
+running, the publisher's marker (``dispatch/publisher.py``: it marks published rows in one UPDATE
+100 ms after a publish) wrote in a later test, through the finished test's engine, a second SQLite
+connection on the loop's thread. SQLAlchemy commits a ``sessions.begin()`` block in a task of its own,
+so either connection can hold the write lock across a loop iteration while the other writes: the
+writer blocked the loop in ``busy_timeout`` (10 s), then failed "database is locked" (about one run
+in five of ``test_a_verified_doctor_becomes_available...``: "status changes failed", ~13 s)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -32,6 +41,18 @@ from realtime.hub import Hub
 DOCTOR = "00000000-0000-0000-0000-000000000001"
 
 
+WRITER_TASKS = ("outbox-marker", "status-writes")
+"""The names of the tasks the publisher and the status writer start on demand."""
+
+
+@pytest.fixture(autouse=True)
+async def _no_writer_left_running() -> AsyncIterator[None]:
+    """After each test (its fixtures torn down), no writer task of it is left for a later test."""
+    yield
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in WRITER_TASKS and not t.done()]
+    assert not left, f"writer tasks left running after the test: {left}"
+
+
 @pytest.fixture
 async def sessions(sqlite_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """The session's migrated SQLite database (the outbox and doctor profiles live there)."""
@@ -40,14 +61,32 @@ async def sessions(sqlite_database_url: str) -> AsyncIterator[async_sessionmaker
     await db.dispose()
 
 
-def availability(
-    changed: list[str], sessions: async_sessionmaker[AsyncSession]
-) -> tuple[Availability, MemoryDoctorStates, MemoryBroker]:
-    states, broker = MemoryDoctorStates(), MemoryBroker()
-    rules = Availability(
-        sessions, states, MemoryLocationIndex(), EventPublisher(broker, sessions), changed.append
-    )
-    return rules, states, broker
+Rules = tuple[Availability, MemoryDoctorStates, MemoryBroker]
+MakeRules = Callable[..., Rules]
+
+
+@pytest.fixture
+async def make_rules(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[MakeRules]:
+    """Makes availability rules on the test's database, each with its own doctor states (``states``,
+    default a new memory one) and broker, reporting changes to ``changed``; at the end of the test
+    writes what they hold and stops their tasks (the status writer, the publisher's marker) before
+    the engine is disposed (see the module docstring)."""
+    made: list[Rules] = []
+
+    def make(changed: list[str], states: MemoryDoctorStates | None = None) -> Rules:
+        states = MemoryDoctorStates() if states is None else states
+        broker = MemoryBroker()
+        rules = Availability(
+            sessions, states, MemoryLocationIndex(), EventPublisher(broker, sessions), changed.append
+        )
+        made.append((rules, states, broker))
+        return rules, states, broker
+
+    yield make
+    for rules, _, broker in made:
+        await rules.writes.aclose()
+        await rules.publisher.aclose()
+        await broker.aclose()
 
 
 async def _doctor(sessions: async_sessionmaker[AsyncSession]) -> str:
@@ -76,10 +115,10 @@ async def _rows(sessions: async_sessionmaker[AsyncSession], channel: str) -> lis
 
 
 async def test_a_change_persists_the_choice_with_its_event_in_one_transaction(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], make_rules: MakeRules
 ) -> None:
     doctor = await _doctor(sessions)
-    rules, _, _ = availability([], sessions)
+    rules, _, _ = make_rules([])
     await rules.set_status(doctor, "paused", verified=True)
     async with sessions() as session:
         profile = await doctor_repo.get_profile(session, uuid.UUID(doctor))
@@ -96,14 +135,11 @@ class _Unreachable(MemoryDoctorStates):
 
 
 async def test_an_unreachable_engine_answers_unavailable_and_commits_nothing(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], make_rules: MakeRules
 ) -> None:
     doctor = await _doctor(sessions)
-    broker = MemoryBroker()
     changed: list[str] = []
-    rules = Availability(
-        sessions, _Unreachable(), MemoryLocationIndex(), EventPublisher(broker, sessions), changed.append
-    )
+    rules, _, _ = make_rules(changed, _Unreachable())
     with pytest.raises(DispatchError) as refused:
         await rules.set_status(doctor, "available", verified=True)
     assert refused.value.code is ErrorCode.UNAVAILABLE and refused.value.http_status == 503
@@ -114,10 +150,10 @@ async def test_an_unreachable_engine_answers_unavailable_and_commits_nothing(
 
 
 async def test_a_verified_doctor_becomes_available_and_every_device_hears_of_it(
-    sessions: async_sessionmaker[AsyncSession],
+    make_rules: MakeRules,
 ) -> None:
     changed: list[str] = []
-    rules, states, broker = availability(changed, sessions)
+    rules, states, broker = make_rules(changed)
     await broker.subscribe(f"doctor:{DOCTOR}")
     state = await rules.set_status(DOCTOR, "available", verified=True)
     assert state.status is DoctorStatus.AVAILABLE
@@ -142,10 +178,10 @@ async def test_refused_moves_change_nothing(
     verified: bool,
     code: ErrorCode,
     field: str | None,
-    sessions: async_sessionmaker[AsyncSession],
+    make_rules: MakeRules,
 ) -> None:
     changed: list[str] = []
-    rules, states, _ = availability(changed, sessions)
+    rules, states, _ = make_rules(changed)
     with pytest.raises(DispatchError) as refused:
         await rules.set_status(DOCTOR, wanted, verified=verified)
     assert (refused.value.code, refused.value.field) == (code, field)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from realtime.session import DEFAULT_RECOVERY
 from server.settings import SettingsError, load_settings
 
 KEY = "k" * 40
@@ -33,6 +34,8 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"TOT_DB_POOL_SIZE": "0"}, "TOT_DB_POOL_SIZE"),
         ({"TOT_DB_POOL_TIMEOUT": "soon"}, "TOT_DB_POOL_TIMEOUT"),
         ({"TOT_DB_POOL_TIMEOUT": "0"}, "TOT_DB_POOL_TIMEOUT"),
+        ({"TOT_WS_RECOVERY_ATTEMPTS": "0"}, "TOT_WS_RECOVERY_ATTEMPTS"),
+        ({"TOT_WS_RECOVERY_TIMEOUT": "0"}, "TOT_WS_RECOVERY_TIMEOUT"),
     ],
 )
 def test_bad_settings_name_themselves_in_one_line(environ: dict[str, str], setting: str) -> None:
@@ -70,6 +73,17 @@ def test_database_pool_settings() -> None:
         environ={"TOT_SECRET_KEY": KEY, "TOT_DB_POOL_SIZE": "40", "TOT_DB_POOL_TIMEOUT": "2.5"}
     )
     assert (settings.db_pool_size, settings.db_pool_timeout_s) == (40, 2.5)
+
+
+def test_recovery_retry_settings() -> None:
+    """Defaults as realtime/session.py's DEFAULT_RECOVERY (docs/protocol.md: 3 reads of at most 5 s)."""
+    defaults = load_settings(environ={"TOT_SECRET_KEY": KEY})
+    pair = (defaults.ws_recovery_attempts, defaults.ws_recovery_timeout_s)
+    assert pair == (DEFAULT_RECOVERY.attempts, DEFAULT_RECOVERY.attempt_timeout_s) == (3, 5.0)
+    settings = load_settings(
+        environ={"TOT_SECRET_KEY": KEY, "TOT_WS_RECOVERY_ATTEMPTS": "5", "TOT_WS_RECOVERY_TIMEOUT": "0.5"}
+    )
+    assert (settings.ws_recovery_attempts, settings.ws_recovery_timeout_s) == (5, 0.5)
 
 
 def test_tokens_in_logged_paths_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
