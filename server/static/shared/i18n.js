@@ -10,7 +10,7 @@
 //   t("console.counts.doctors", { count: 5 })       // plural forms: key.one, .few, .many, .other
 //   t("common.unit.km", { n: 3.4 })                 // numbers in {braces} formatted for the language
 //   label("common.callStatus", call.status)         // a server value's name, or the value itself
-//   <span data-i18n="common.signIn">, data-i18n-title, -placeholder, -aria-label: applyTranslations()
+//   <span data-i18n="common.action.signIn">, data-i18n-title, -placeholder, -aria-label: applyTranslations()
 //
 // tests/unit/test_i18n_catalogues.py checks that every key the apps use is in every catalogue.
 
@@ -142,7 +142,7 @@ export function bindLanguageSelect(select) {
   select.replaceChildren(...LANGUAGES.map((lang) => {
     const option = document.createElement("option");
     option.value = lang;
-    option.textContent = (catalogues[lang] && catalogues[lang]["common.languageName"]) || lang;
+    option.textContent = (catalogues[lang] && catalogues[lang]["common.language.name"]) || lang;
     return option;
   }));
   select.value = current;

@@ -103,7 +103,7 @@ export class CallDetail {
   render() {
     const call = this.id && this.calls.get(this.id);
     if (!call) {
-      if (this.id) this.panel.replaceChildren(h("p", { class: "muted" }, t("console.call.gone")), h("button", { onclick: () => this.close() }, t("common.close")));
+      if (this.id) this.panel.replaceChildren(h("p", { class: "muted" }, t("console.call.gone")), h("button", { onclick: () => this.close() }, t("common.action.close")));
       return;
     }
     const focused = document.activeElement;
@@ -111,7 +111,7 @@ export class CallDetail {
     this.panel.replaceChildren(...[
       h("div", { class: "line" },
         h("h2", {}, h("span", { class: `badge ${call.urgency}` }, label("common.urgency", call.urgency)), " ", call.address),
-        h("button", { onclick: () => this.close(), title: t("common.close"), "aria-label": t("common.close") }, "×")),
+        h("button", { onclick: () => this.close(), title: t("common.action.close"), "aria-label": t("common.action.close") }, "×")),
       h("div", { class: "muted" }, `${label("common.specialty", call.specialty)} · ${label("common.callStatus", call.status)} · ${t("console.call.waiting")} `,
         h("span", { class: "wait", dataset: { since: call.created_at } }, duration(Date.now() - call.created_at))),
       call.symptoms ? h("p", {}, call.symptoms) : null,
