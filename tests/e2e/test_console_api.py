@@ -225,6 +225,10 @@ async def _two_processes(world: City) -> None:
             await watcher.start(here)
         for watcher in watchers:  # the doctor's fixes reach process 0; both processes show them
             assert await watcher.until(here, lambda ids: ids == [doctor.id])
+        # The live doctors' extent is read from Redis, by either process (a box over the whole world).
+        extent = (await world.http("GET", "/v1/map/extent", world.dispatcher, server=1)).json()
+        assert extent["doctors"] == 1
+        assert extent["bbox"] == pytest.approx([CENTRE[1], CENTRE[0], CENTRE[1], CENTRE[0]], abs=1e-5)
         doctor.lat, doctor.lon = offset(*CENTRE, 300, 0)
         for watcher in watchers:
             await watcher.until(here, lambda ids: True)
