@@ -49,24 +49,26 @@ export async function drawZones(map) {
 /**
  * Open where the doctors are: the zones' bounds when there are zones, else the live doctors' (GET
  * /v1/map/extent), else the configured view. While neither zones nor doctors are known (a demo still
- * starting its fleet), ask again every few seconds until the doctors appear or the dispatcher moves
- * the map. Resolves with how the view was chosen: "zones", "doctors" or "configured".
+ * starting its fleet), ask again every few seconds until the doctors appear or the map leaves the
+ * configured view (the dispatcher, or a script, moved it). Resolves with how the view was chosen:
+ * "zones", "doctors" or "configured".
  */
 export async function firstView(map, zoneBounds, { onChange = () => {} } = {}) {
   if (zoneBounds) {
     map.fitBounds(zoneBounds, FIT);
     return "zones";
   }
-  const placed = { center: map.getCenter(), zoom: map.getZoom() };
-  const untouched = () => map.getZoom() === placed.zoom && map.getCenter().distanceTo(placed.center) < 1;
+  const home = L.latLng(config.view.lat, config.view.lon);
+  const untouched = () => map.getZoom() === config.view.zoom && map.getCenter().distanceTo(home) < 1;
   const fitDoctors = async () => {
     const { bbox } = await api.get("/v1/map/extent");
-    if (!bbox) return false;
+    if (!bbox || !untouched()) return false;
     const [west, south, east, north] = bbox;
     map.fitBounds([[south, west], [north, east]], FIT);
     return true;
   };
   if (await fitDoctors()) return "doctors";
+  if (!untouched()) return "configured";
   const timer = setInterval(async () => {
     if (!untouched()) { clearInterval(timer); return; } // the dispatcher took over
     try {
