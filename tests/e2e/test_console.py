@@ -86,7 +86,7 @@ async def doctors(world: City) -> AsyncIterator[list[Doctor]]:
 @pytest.fixture(scope="module")
 async def page(world: City, doctors: list[Doctor]) -> AsyncIterator[Page]:
     async with chromium() as browser:
-        context = await browser.new_context(viewport={"width": 1400, "height": 860})
+        context = await browser.new_context(viewport={"width": 1400, "height": 860}, locale="en-US")
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
