@@ -198,26 +198,19 @@ class AccountBook:
         """The account's user (``UserOut``) with its tokens taken. Known to the state file (its refresh
         token was refused): log in, register when the server does not know it. New to the file:
         register, log in when the server has it already."""
-        if account.email in self._cache:
-            user = await self._login(account)
-            if user is not None:
-                return user
-            registered = await self._register(account, extra)
-            if registered is None:
-                raise AccountSetupError(f"{account.email}: exists with another password")
-            self.registered += 1
-            return registered
+        known = account.email in self._cache
+        if known and (user := await self._login(account)) is not None:
+            return user
         user = await self._register(account, extra)
         if user is not None and await self._is_real(account):
             self.registered += 1
             return user
-        user = await self._login(account)
-        if user is None:
-            raise AccountSetupError(
-                f"{account.email}: registration refused and login failed; "
-                "an account with this email but another password exists?"
-            )
-        return user
+        if not known and (user := await self._login(account)) is not None:
+            return user
+        raise AccountSetupError(
+            f"{account.email}: neither registered nor signed in; "
+            "an account with this email but another password exists?"
+        )
 
     async def _is_real(self, account: Account) -> bool:
         """Whether the account's access token is accepted (``GET /v1/me``): registering a taken email
