@@ -11,7 +11,7 @@ import { h } from "./dom.js";
 export { L };
 
 const EXTENT_EVERY_MS = 3000; // while nothing shows where the doctors are, ask again this often
-const FIT = { padding: [20, 20], maxZoom: 15 };
+const FIT = { padding: [40, 40], maxZoom: 15 };
 
 /** The Leaflet map in `element`, at the configured view until firstView() moves it. */
 export function createMap(element) {
