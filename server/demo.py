@@ -22,6 +22,8 @@ DEMO_LOG_FILE = Path("tot-demo.log")
 shows the replay's progress rather than a line per socket."""
 
 
+INTERRUPTED = 130
+"""The replay's exit status after Ctrl+C (the demo is stopping too: nothing to say)."""
 Account = tuple[str, str, str, str]
 """A demo account: role, email, password, full name."""
 
@@ -49,10 +51,14 @@ def demo_banner(address: str, accounts: Sequence[Account], log_file: Path | None
 
 
 def announce_replay_end(replay: subprocess.Popen[bytes], address: str) -> None:
-    """Say so when the demo city's replay ends by itself (its summary is printed just above)."""
+    """Say so when the demo city's replay ends by itself (its summary, or why it could not run, is
+    printed just above)."""
 
     def wait() -> None:
-        if replay.wait() in (0, 1):  # done (1: an integrity check failed); not interrupted
+        code = replay.wait()
+        if code in (0, 1):  # done (1: an integrity check failed)
             click.echo(f"The demo city's replay is over; the server keeps serving on {address}.")
+        elif code > 0 and code != INTERRUPTED:  # it could not run: its reason is printed above
+            click.echo(f"The demo city's replay stopped (exit status {code}); the server keeps serving.")
 
     threading.Thread(target=wait, name="demo-replay-watch", daemon=True).start()
