@@ -225,6 +225,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
             "TOT_ENGINE_URL": "memory://",
             "TOT_LOG_LEVEL": "warning",
             "TOT_CONSOLE_MAP_VIEW": f"{lat},{lon},10",
+            "TOT_CONSOLE_TILE_URL": "off",  # measures the page, not a tile server (and needs no internet)
         }
         server = start_server("memory", env, workdir, args.server_cpu)
         try:

@@ -225,6 +225,10 @@ def create_app(settings: Settings) -> Starlette:
                 StaticFiles(directory=console_routes.CONSOLE_DIR, check_dir=False),
                 name="console_static",
             ),
+            *(
+                Mount(prefix, StaticFiles(directory=folder, check_dir=False))
+                for prefix, folder in console_routes.SHARED_STATIC.items()
+            ),
         ],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=EXCEPTION_HANDLERS,

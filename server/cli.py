@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import click
 import uvicorn
 
+from server.demo import DEMO_LOG_FILE, announce_replay_end, demo_banner
 from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
 from server.ws.uvicorn_protocol import DirectTextProtocol
 
@@ -82,13 +83,18 @@ def uvicorn_ws_options(max_frame_bytes: int, event_loop: str = "uvloop") -> dict
     }
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+def _serve(settings: Settings, host: str | None, port: int | None, log_file: Path | None = None) -> None:
+    """Run the server until interrupted; its log goes to stderr, or to ``log_file`` (errors on stderr
+    too)."""
     from server.app import create_app
     from server.http_protocol import header_timeout_protocol
     from server.logs import configure_logging
     from server.ws.asgi import asgi_app
 
-    configure_logging(settings.log_level, settings.log_format)
+    try:
+        configure_logging(settings.log_level, settings.log_format, log_file)
+    except OSError as exc:
+        _fail(f"cannot write the log file {log_file}: {exc}")
     # The cyclic garbage collector's young generation is collected every 100,000 allocations instead
     # of 700. With 5,000 connections (~125 tracked objects each) at 4 fixes/s, the default let
     # short-lived objects (a doctor's latest fix lives 250 ms) survive into the old generation, and a
@@ -299,9 +305,16 @@ def set_user_role(who: str, role: str) -> None:
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--no-replay", is_flag=True, help="Only serve; do not replay the demo city against it.")
 @click.option("--replay-speed", type=float, default=10.0, show_default=True, help="Speed of the demo city.")
-def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: float) -> None:
+@click.option(
+    "--log-file",
+    default=str(DEMO_LOG_FILE),
+    show_default=True,
+    help="Where the server's log goes ('-': the terminal).",
+)
+def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: float, log_file: str) -> None:
     """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000, with a
-    replay of a real city (San Francisco's cabs as doctors, their pickups as calls) running against it."""
+    replay of a real city (San Francisco's cabs as doctors, their pickups as calls) running against it.
+    Prints the apps' addresses and the demo accounts; the server's log goes to a file."""
     from migrations import runner as migrations
     from server.accounts import ensure_demo_accounts
 
@@ -315,21 +328,20 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     migrations.upgrade(settings.database_url)
     asyncio.run(ensure_demo_accounts(settings.database_url, DEMO_ACCOUNTS))
     address = f"http://{host or settings.host}:{port or settings.port}"
-    click.echo(
-        f"TOT Dispatch demo on {address}  (health: {address}/v1/health, API: {address}/v1/openapi.json)"
-    )
-    for role, email, password, _ in DEMO_ACCOUNTS:
-        click.echo(f"  {role:<10} login {email}  password {password}")
+    log_path = None if log_file == "-" else Path(log_file).resolve()
+    click.echo("\n".join(demo_banner(address, DEMO_ACCOUNTS, log_path)))
     replay = None
     if city is not None:
         click.echo(
-            f"Replaying San Francisco at x{replay_speed:g} against it. Watch it on the dispatcher console "
-            f"{address}/console; the report will be in {city.demo_report_dir()}/report.md "
-            "(--no-replay to serve only)."
+            f"Replaying San Francisco at x{replay_speed:g} (one hour of the city in {60 / replay_speed:g} "
+            f"minutes): progress below, then a summary; the report will be in "
+            f"{city.demo_report_dir()}/report.md. --no-replay serves only."
         )
         replay = city.start_demo_replay(host or settings.host, port or settings.port, replay_speed)
+        announce_replay_end(replay, address)
+    click.echo("Ctrl+C stops the demo.")
     try:
-        _serve(settings, host, port)
+        _serve(settings, host, port, log_path)
     finally:
         if city is not None and replay is not None:
             city.stop_demo_replay(replay)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from pathlib import Path
 
 import sqlalchemy.exc
 from pythonjsonlogger.json import JsonFormatter
@@ -73,21 +74,32 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extras}" if extras else line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Route every logger (ours and uvicorn's) to stderr at ``level`` in ``fmt`` (``text`` or ``json``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"}
-            )
-        )
+def configure_logging(level: str = "INFO", fmt: str = "text", file: Path | None = None) -> None:
+    """Route every logger (ours and uvicorn's) to stderr at ``level`` in ``fmt`` (``text`` or ``json``).
+
+    ``file``: to that file instead (appended to), with only errors also on stderr (the demo keeps the
+    terminal for its progress). Raises ``OSError`` when the file cannot be opened."""
+    handlers: list[logging.Handler] = []
+    if file is None:
+        handlers.append(logging.StreamHandler(sys.stderr))
     else:
-        handler.setFormatter(TextFormatter(TEXT_FORMAT))
-    handler.addFilter(RedactTokens())
-    handler.addFilter(HideSqlParameters())
+        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+        errors = logging.StreamHandler(sys.stderr)
+        errors.setLevel(logging.ERROR)
+        handlers.append(errors)
+    for handler in handlers:
+        if fmt == "json":
+            handler.setFormatter(
+                JsonFormatter(
+                    "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"}
+                )
+            )
+        else:
+            handler.setFormatter(TextFormatter(TEXT_FORMAT))
+        handler.addFilter(RedactTokens())
+        handler.addFilter(HideSqlParameters())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

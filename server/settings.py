@@ -97,6 +97,7 @@ class Settings:
     # The dispatcher console (docs/console.md).
     map_feed_interval_ms: int = 1000
     console_tile_url: str = ""
+    """The console's base map tile URL template; "" for none (zones only)."""
     console_tile_attribution: str = ""
     console_map_view: tuple[float, float, int] = (55.7558, 37.6173, 11)
     # Abuse limits (server/abuse.py, docs/operations.md "Abuse limits"): ``limits`` rate strings such
@@ -227,15 +228,29 @@ def _choice(config: Config, name: str, default: str, allowed: tuple[str, ...]) -
     return value
 
 
+OSM_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+"""OpenStreetMap's standard tiles: the console's default street map (tile usage policy:
+https://operations.osmfoundation.org/policies/tiles/; a busy deployment should use its own tiles)."""
+OSM_ATTRIBUTION = '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+TILES_OFF = ("", "off", "none")
+
+
 def _tile_url(config: Config) -> str:
-    raw = str(config("TOT_CONSOLE_TILE_URL", default="")).strip()
-    if raw and (
-        urlsplit(raw).scheme not in ("http", "https") or not all(p in raw for p in ("{z}", "{x}", "{y}"))
-    ):
+    """``TOT_CONSOLE_TILE_URL``: unset, OpenStreetMap's tiles; empty, ``off`` or ``none``: no tiles."""
+    raw = str(config("TOT_CONSOLE_TILE_URL", default=OSM_TILE_URL)).strip()
+    if raw.lower() in TILES_OFF:
+        return ""
+    if urlsplit(raw).scheme not in ("http", "https") or not all(p in raw for p in ("{z}", "{x}", "{y}")):
         raise SettingsError(
             "TOT_CONSOLE_TILE_URL", "expected an http(s) URL with {z}, {x} and {y}, or nothing (no tiles)"
         )
     return raw
+
+
+def _tile_attribution(config: Config, tile_url: str) -> str:
+    """``TOT_CONSOLE_TILE_ATTRIBUTION``, else OpenStreetMap's for its tiles (else none)."""
+    given = str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip()
+    return given or (OSM_ATTRIBUTION if tile_url == OSM_TILE_URL else "")
 
 
 def _map_view(config: Config) -> tuple[float, float, int]:
@@ -288,6 +303,7 @@ def load_settings(
     port = _positive_int(config, "TOT_PORT", 8000)
     if port > 65535:
         raise SettingsError("TOT_PORT", f"must be at most 65535, got {port}")
+    tile_url = _tile_url(config)
 
     return Settings(
         engine_url=engine_url,
@@ -339,8 +355,8 @@ def load_settings(
         outbox_relay_batch=_positive_int(config, "TOT_OUTBOX_RELAY_BATCH", 200),
         outbox_retention_s=_positive_int(config, "TOT_OUTBOX_RETENTION", 600),
         map_feed_interval_ms=_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
-        console_tile_url=_tile_url(config),
-        console_tile_attribution=str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip(),
+        console_tile_url=tile_url,
+        console_tile_attribution=_tile_attribution(config, tile_url),
         console_map_view=_map_view(config),
         # The demo's city signs in and registers its hundreds of accounts from 127.0.0.1: no address
         # limits there unless asked for.

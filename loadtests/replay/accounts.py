@@ -9,7 +9,9 @@ The server hashes passwords with argon2 (~50 ms of its CPU per registration or l
 accounts is cached in a JSON state file (``accounts.json`` in the report folder, or ``--accounts``):
 ids, emails and refresh tokens. A re-run first trades the cached refresh token for fresh tokens (no
 argon2 at all), falls back to logging in (a server with another secret key), and registers only
-accounts the server does not know (a new database).
+accounts the server does not know (a new database). An account the file does not know is registered
+straight away, without a failed sign-in first; when the server already has it (a taken licence is a 409,
+a taken email gets the answer a new account gets, whose tokens ``GET /v1/me`` refuses), it logs in.
 
 Access tokens live 15 minutes: :meth:`AccountBook.token_source` gives the async callable that
 ``realtime.client.TotClient`` and :class:`loadtests.replay.api.Rest` call before every (re)connect
@@ -73,6 +75,8 @@ class AccountBook:
         self.registered = 0
         self.logged_in = 0
         self.refreshed = 0
+        self.refused = 0
+        """Sign-ins the server refused (wrong login or password): none when the state file is right."""
         self._cache: dict[str, dict[str, Any]] = self._load()
         self._unsaved = 0
 
@@ -140,6 +144,7 @@ class AccountBook:
             )
         except ApiError as exc:
             if exc.code == "invalid_credentials":
+                self.refused += 1
                 return None
             raise AccountSetupError(f"{account.email}: login refused: {exc}") from exc
         account.take_tokens(body["tokens"])
@@ -158,12 +163,10 @@ class AccountBook:
         return account
 
     async def patient(self, email: str, password: str, name: str) -> Account:
-        """A patient account: cached, logged in, or registered."""
+        """A patient account: cached, registered (new to the file), or logged in."""
         account = Account(email, password, "patient", name)
-        if await self._try_refresh(account) or await self._login(account) is not None:
-            self.remember(account)
-            return account
-        await self._register(account, {})
+        if not await self._try_refresh(account):
+            await self._sign_in_or_register(account, {})
         self.remember(account)
         return account
 
@@ -174,11 +177,8 @@ class AccountBook:
         and verified by ``admin``."""
         account = Account(email, password, "doctor", name)
         if not await self._try_refresh(account):
-            user = await self._login(account)
-            if user is None:
-                user = await self._register(
-                    account, {"role": "doctor", "licence_number": licence, "specialties": [specialty]}
-                )
+            extra = {"role": "doctor", "licence_number": licence, "specialties": [specialty]}
+            user = await self._sign_in_or_register(account, extra)
             account.verified = bool((user.get("doctor") or {}).get("verified"))
         if not account.verified:
             try:
@@ -194,20 +194,58 @@ class AccountBook:
         self.remember(account)
         return account
 
-    async def _register(self, account: Account, extra: dict[str, Any]) -> dict[str, Any]:
+    async def _sign_in_or_register(self, account: Account, extra: dict[str, Any]) -> dict[str, Any]:
+        """The account's user (``UserOut``) with its tokens taken. Known to the state file (its refresh
+        token was refused): log in, register when the server does not know it. New to the file:
+        register, log in when the server has it already."""
+        known = account.email in self._cache
+        if known and (user := await self._login(account)) is not None:
+            return user
+        user = await self._register(account, extra)
+        if user is not None and await self._is_real(account):
+            self.registered += 1
+            return user
+        if not known and (user := await self._login(account)) is not None:
+            return user
+        raise AccountSetupError(
+            f"{account.email}: neither registered nor signed in; "
+            "an account with this email but another password exists?"
+        )
+
+    async def _is_real(self, account: Account) -> bool:
+        """Whether the account's access token is accepted (``GET /v1/me``): registering a taken email
+        answers like a new account, with tokens the server refuses (docs/api.md)."""
+        try:
+            await self.rest.call("GET", "/v1/me", token=account.access)
+        except ApiError as exc:
+            if exc.status == 401:
+                return False
+            raise AccountSetupError(f"{account.email}: could not read the new account: {exc}") from exc
+        return True
+
+    async def _register(self, account: Account, extra: dict[str, Any]) -> dict[str, Any] | None:
+        """Register; the user (``UserOut``), or None when the server says it exists (409)."""
         body = {"email": account.email, "password": account.password, "full_name": account.name, **extra}
         try:
             answer = await self.rest.call("POST", "/v1/auth/register", json=body)
         except ApiError as exc:
-            raise AccountSetupError(
-                f"{account.email}: registration refused ({exc}); "
-                "an account with this email but another password exists?"
-            ) from exc
+            if exc.code in ("licence_exists", "account_exists"):
+                return None
+            raise AccountSetupError(f"{account.email}: registration refused ({exc})") from exc
         account.take_tokens(answer["tokens"])
-        self.registered += 1
         user: dict[str, Any] = answer["user"]
         account.user_id = str(user["id"])
         return user
+
+    def counts(self) -> dict[str, int]:
+        """What the book did, for the report: accounts registered, logged in, refreshed, and sign-ins
+        refused."""
+        return {
+            "registered": self.registered,
+            "logged in": self.logged_in,
+            "refreshed": self.refreshed,
+            "sign-ins refused": self.refused,
+        }
 
     def token_source(self, account: Account) -> TokenFn:
         """An async callable returning a valid access token for ``account``, refreshed over

@@ -226,7 +226,7 @@ async def prepare_accounts(options: ReplayOptions) -> dict[str, int]:
         await wait_healthy(http, options.wall_server_wait_s)
         book = AccountBook(Rest(http), options.accounts_file or report_dir / "accounts.json")
         await _sign_in(options, book, inputs)
-        return {"registered": book.registered, "logged in": book.logged_in, "refreshed": book.refreshed}
+        return book.counts()
 
 
 async def run_replay(options: ReplayOptions) -> RunResult:
@@ -283,11 +283,7 @@ async def run_replay(options: ReplayOptions) -> RunResult:
                 await console.connect()
             meta.setup_wall_s = time.monotonic() - setup_started
             server = await _replay(options, inputs, ctx, doctors, team, patients, meta)
-        meta.accounts = {
-            "registered": book.registered,
-            "logged in": book.logged_in,
-            "refreshed": book.refreshed,
-        }
+        meta.accounts = book.counts()
         book.save()
     checks = run_checks(recorder, server)
     return RunResult(options, meta, recorder, server, checks)

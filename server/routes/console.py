@@ -1,4 +1,5 @@
-"""The dispatcher console: its page (``/console``) and the map cells a view covers.
+"""The dispatcher console: its page (``/console``), the map cells a view covers and where the live
+doctors are (the console's first view).
 
 The page is static (``server/static/console/``, served under ``/console/static/``) apart from a JSON
 block with the map settings (tile URL, attribution, first view). Everything the page shows it reads
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from geo.location_index import DEFAULT_BOX_LIMIT
 from geo.map_cells import MAP_RESOLUTION, TooManyCells, cells_covering
 from models.enums import Role
 from realtime.errors import ErrorCode
@@ -26,8 +28,12 @@ from server.routes.zones import parse_bbox
 from server.schemas import Input
 from server.services import services
 
-CONSOLE_DIR = Path(__file__).resolve().parent.parent / "static" / "console"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CONSOLE_DIR = STATIC_DIR / "console"
 STATIC_PREFIX = "/console/static"
+SHARED_STATIC = {"/static/i18n": STATIC_DIR / "i18n", "/static/shared": STATIC_DIR / "shared"}
+"""What every browser app shares, served as the console's files are: the translation catalogues and
+the modules (``shared/i18n.js``)."""
 STAFF = (Role.DISPATCHER, Role.ADMIN)
 MAX_MAP_CELLS = 300
 """Most map cells one view may cover (~10,000 km² at resolution 6); the console asks to zoom in
@@ -126,3 +132,49 @@ async def map_cells(request: Request) -> Response:
     except TooManyCells as exc:
         raise ApiError(ErrorCode.TOO_MANY_CELLS, str(exc), field="bbox", limit=exc.limit) from None
     return json_response({"resolution": MAP_RESOLUTION, "cells": cells})
+
+
+class ExtentOut(BaseModel):
+    """Where the live doctors are: ``bbox`` is ``[west, south, east, north]`` (degrees), null when none."""
+
+    doctors: int
+    bbox: list[float] | None
+
+
+WORLD = (-85.0, -180.0, 85.0, 180.0)
+"""south, west, north, east: everything the location index can hold."""
+TRIM_FROM = 50
+"""With at least this many doctors the extent drops the outer 2 % on each side (a stray fix far away,
+e.g. at 0,0, would otherwise zoom the first view out to the whole world)."""
+
+
+def doctors_extent(points: list[tuple[float, float]]) -> list[float] | None:
+    """``[west, south, east, north]`` around ``points`` (lat, lon), trimmed as :data:`TRIM_FROM` says;
+    None for no points."""
+    if not points:
+        return None
+    lats = sorted(p[0] for p in points)
+    lons = sorted(p[1] for p in points)
+    cut = len(points) // 50 if len(points) >= TRIM_FROM else 0
+    last = len(points) - 1 - cut
+    return [lons[cut], lats[cut], lons[last], lats[last]]
+
+
+@api.route(
+    "GET",
+    "/v1/map/extent",
+    summary="Where the live doctors are",
+    tag="console",
+    response=ExtentOut,
+    roles=STAFF,
+)
+async def map_extent(request: Request) -> Response:
+    """Dispatchers and admins: the box around the doctors with a fresh position
+    (``TOT_CANDIDATE_MAX_AGE``), any status; the console opens there when there are no zones. Reads at
+    most 5,000 doctors (the first by id)."""
+    svc = services(request)
+    found = await svc.engine.locations.within_box(
+        *WORLD, limit=DEFAULT_BOX_LIMIT, max_age_ms=svc.settings.candidate_max_age_s * 1000
+    )
+    points = [(d.position.lat, d.position.lon) for d in found]
+    return json_response({"doctors": len(points), "bbox": doctors_extent(points)})

@@ -25,7 +25,7 @@ def child_environ(env: dict[str, str]) -> dict[str, str]:
     from a scratch folder, where an editable install would otherwise import the packages of whichever
     checkout was installed (another worktree), not the code under test."""
     path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **UNLIMITED_ENV, **env}
+    return {**os.environ, "PYTHONPATH": path, **UNLIMITED_ENV, **OFFLINE_ENV, **env}
 
 
 UNLIMITED_ENV = {
@@ -39,6 +39,11 @@ UNLIMITED_ENV = {
 }
 """The abuse limits off for a test's server processes unless its ``env`` sets them: the tests sign in,
 register and connect hundreds of accounts from 127.0.0.1 (tests/e2e/test_abuse.py sets its own)."""
+
+
+OFFLINE_ENV = {"TOT_CONSOLE_TILE_URL": "off"}
+"""Tests never reach the internet: the console's base map (OpenStreetMap's tiles by default) is off
+unless a test's ``env`` points it somewhere (a local URL)."""
 
 
 def free_port() -> int:

@@ -27,7 +27,14 @@ def test_demo_migrates_the_embedded_database_and_serves(tmp_path: Path) -> None:
         assert login.status_code == 200
         assert login.json()["user"]["role"] == "dispatcher"
     assert (tmp_path / "tot.db").exists()  # the default SQLite file in the working directory
-    assert "random key" in server.output()
+    terminal = server.output()
+    assert "random key" in terminal
+    # The terminal shows where to go and as whom; the server's log goes to the file it names.
+    assert f"{server.url}/console  (sign in as dispatcher@demo.tot)" in terminal
+    assert "login dispatcher@demo.tot" in terminal and "password demo-dispatcher-pass" in terminal
+    log = tmp_path / "tot-demo.log"
+    assert f"Server log: {log}" in terminal
+    assert " INFO " in log.read_text() and " INFO " not in terminal
 
 
 def test_migrate_create_admin_and_serve_on_postgres(tmp_path: Path) -> None:

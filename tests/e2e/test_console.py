@@ -5,7 +5,11 @@ The tests run in file order on one signed-in page (like a dispatcher's shift): s
 doctor move, see a new call appear and assign it, acknowledge and resolve an SOS, lose the
 connection and get every missed event back. Each step saves a screenshot under
 ``build/console-screenshots/``; with ``TOT_CONSOLE_DOCS_SCREENSHOT=1`` the SOS step also refreshes
-``docs/console.png``.
+``docs/console.png``. Tests never reach the internet: this server has no street map (zones only).
+
+Then a browser that prefers Russian gets the console in Russian (and switches to English, remembered
+over a reload), and a server without zones opens the console on its live doctors; its street map
+points at a local port where nothing listens, so every tile fails, and the console works all the same.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ SETTINGS = {
     "TOT_MAP_FEED_INTERVAL_MS": "300",
     "TOT_CONSOLE_MAP_VIEW": f"{CENTRE[0]},{CENTRE[1]},13",
 }
+FAR_VIEW = "59.9386,30.3141,12"
+"""The configured first view of the server without zones: St Petersburg, 630 km from the doctors."""
 WAIT_MS = 15_000
 
 
@@ -80,13 +86,25 @@ async def doctors(world: City) -> AsyncIterator[list[Doctor]]:
 @pytest.fixture(scope="module")
 async def page(world: City, doctors: list[Doctor]) -> AsyncIterator[Page]:
     async with chromium() as browser:
-        context = await browser.new_context(viewport={"width": 1400, "height": 860})
+        context = await browser.new_context(viewport={"width": 1400, "height": 860}, locale="en-US")
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda msg: print(f"page {msg.type}: {msg.text}"))
         yield page
         assert errors == [], f"the page threw: {errors}"
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
+    """A server without zones whose configured view is far from its doctors."""
+    settings = {
+        "TOT_MAP_FEED_INTERVAL_MS": "300",
+        "TOT_CONSOLE_MAP_VIEW": FAR_VIEW,
+        "TOT_CONSOLE_TILE_URL": "http://127.0.0.1:9/{z}/{x}/{y}.png",  # nothing listens: every tile fails
+    }
+    with city(tmp_path_factory.mktemp("console-bare"), doctors=2, patients=0, settings=settings) as c:
+        yield c
 
 
 async def js(page: Page, expression: str, arg: Any = None) -> Any:
@@ -98,6 +116,11 @@ async def until(page: Page, predicate: str, arg: Any = None, timeout_ms: int = W
     """Wait until the JS function ``predicate(arg)`` is truthy in the page."""
     await page.wait_for_function(predicate, arg=arg, timeout=timeout_ms)
 
+
+IN_VIEW = """(points) => {
+  const map = window.totConsole && window.totConsole.map;
+  return !!map && points.every(([lat, lon]) => map.getBounds().contains([lat, lon]));
+}"""
 
 DOCTOR_AT = """([id, lat, lon, state]) => {
   const d = window.totConsole && window.totConsole.doctors.get(id);
@@ -136,6 +159,12 @@ async def test_doctors_appear_by_state_and_a_doctor_moves(page: Page, doctors: l
     stats = await js(page, "() => window.totConsole.doctors.stats")
     assert stats["maxEntries"] >= 2
     await screenshot(page, "2-doctor-moved")
+
+
+async def test_the_first_screen_shows_the_zones_and_every_doctor(page: Page, doctors: list[Doctor]) -> None:
+    assert await js(page, "() => window.totConsole.view") == "zones"
+    assert await js(page, IN_VIEW, [[d.lat, d.lon] for d in doctors])
+    assert await js(page, "() => window.totConsole.map.baseLayer") is None  # tiles off in tests
 
 
 async def test_a_new_call_appears_and_is_assigned_from_the_ranked_list(
@@ -237,3 +266,81 @@ async def test_reconnects_by_itself_and_recovers_missed_calls(world: City, page:
     await page.context.set_offline(False)
     await page.wait_for_selector(f"#queue li[data-call='{lost['id']}']", timeout=WAIT_MS)
     assert await js(page, "() => window.totConsole.calls.reloads") == reloads + 1
+
+
+async def test_a_russian_browser_gets_the_console_in_russian(world: City, page: Page) -> None:
+    assert page.context.browser is not None
+    context = await page.context.browser.new_context(viewport={"width": 1400, "height": 860}, locale="ru-RU")
+    errors: list[str] = []
+    try:
+        ru = await context.new_page()
+        ru.on("pageerror", lambda exc: errors.append(str(exc)))
+        await ru.goto(f"{world.url}/console")
+        await ru.wait_for_selector("#login-submit:has-text('Войти')")
+        assert await ru.get_attribute("html", "lang") == "ru"
+        assert await ru.title() == "TOT Dispatch — пульт диспетчера"
+        await ru.fill("#login-name", world.dispatcher.email)
+        await ru.fill("#login-password", "not the password")
+        await ru.click("#login-submit")
+        await ru.wait_for_selector("#login-error:has-text('Неверный логин или пароль')")
+
+        await sign_in(ru, world.url, world.dispatcher.email, PASSWORD)
+        assert await ru.text_content("#conn") == "на связи"
+        assert await ru.text_content(".panel h2") == "Очередь вызовов"
+        assert await ru.text_content("#me") == "Dispatcher 0 (диспетчер)"
+        assert await ru.text_content("#logout") == "Выйти"
+        await ru.wait_for_selector(".legend :text('свободен')")
+        await ru.wait_for_selector("#queue li .status:has-text('нужен диспетчер')")  # the escalated calls
+        await until(ru, "() => document.getElementById('counts').textContent.includes('на карте')")
+        shot = await screenshot(ru, "6-russian")
+        if os.environ.get("TOT_CONSOLE_DOCS_SCREENSHOT"):
+            shutil.copy(shot, ROOT / "docs" / "console-ru.png")
+
+        # Switched to English in the page: everything drawn changes at once, and the choice is kept.
+        await ru.select_option("#language", "en")
+        await ru.wait_for_selector(".panel h2:has-text('Work queue')")
+        assert await ru.text_content("#conn") == "live"
+        await ru.wait_for_selector("#queue li .status:has-text('escalated')")
+        await ru.wait_for_selector(".legend :text('available')")
+        await ru.reload()
+        await ru.wait_for_selector("#conn.conn-online", timeout=WAIT_MS)
+        assert await ru.text_content(".panel h2") == "Work queue"
+        assert await ru.get_attribute("html", "lang") == "en"
+    finally:
+        await context.close()
+    assert errors == [], f"the page threw: {errors}"
+
+
+async def test_without_zones_the_console_opens_where_the_doctors_are(bare: City, page: Page) -> None:
+    assert page.context.browser is not None
+    context = await page.context.browser.new_context(viewport={"width": 1400, "height": 860})
+    places = [(-2_000, -3_000), (2_500, 4_000)]  # metres north and east of the centre
+    people = bare.of_role(Role.DOCTOR)
+    apps = [bare.doctor(p, *offset(*CENTRE, n, e)) for p, (n, e) in zip(people, places, strict=True)]
+    points = [[app.lat, app.lon] for app in apps]
+    try:
+        # No zones and no doctor yet (a demo's fleet still signing in): the configured view, asked again
+        # every few seconds.
+        first = await context.new_page()
+        await sign_in(first, bare.url, bare.dispatcher.email, PASSWORD)
+        await until(first, "() => window.totConsole.view === 'configured'")
+        assert not await js(first, IN_VIEW, points)
+        for app in apps:
+            await app.start()
+        await until(first, IN_VIEW, points)
+        assert await js(first, "() => window.totConsole.view") == "doctors"
+        for app in apps:
+            await until(first, DOCTOR_AT, [app.id, app.lat, app.lon, "available"])
+        # No tile could load (nothing listens there), and the map works all the same.
+        assert await js(first, "() => window.totConsole.map.tileErrors") > 0
+        await screenshot(first, "7-no-zones-doctors")
+
+        # A console opened now starts on the doctors.
+        second = await context.new_page()
+        await sign_in(second, bare.url, bare.dispatcher.email, PASSWORD)
+        await until(second, "() => window.totConsole.view === 'doctors'")
+        assert await js(second, IN_VIEW, points)
+    finally:
+        await context.close()
+        for app in apps:
+            await app.stop()

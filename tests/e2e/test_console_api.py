@@ -85,6 +85,39 @@ async def test_the_page_carries_its_settings_and_a_strict_policy(world: City) ->
     assert leaflet.status_code == 200
 
 
+async def test_the_shared_translations_and_modules_are_served(world: City) -> None:
+    for lang, word in (("en", "Work queue"), ("ru", "Очередь вызовов")):
+        answer = await world.http("GET", f"/static/i18n/{lang}.json", world.dispatcher)
+        assert answer.status_code == 200 and answer.json()["console.queue.title"] == word
+    module = await world.http("GET", "/static/shared/i18n.js", world.dispatcher)
+    assert module.status_code == 200 and "export function t(" in module.text
+    assert module.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert (await world.http("GET", "/static/console/index.html", world.dispatcher)).status_code == 404
+
+
+async def test_the_extent_of_the_live_doctors(world: City) -> None:
+    """Before any doctor of this module is live (the tests run in file order): nothing; then the box
+    around the live doctors, whatever their status."""
+    empty = await world.http("GET", "/v1/map/extent", world.dispatcher)
+    assert empty.status_code == 200 and empty.json() == {"doctors": 0, "bbox": None}
+    people = world.of_role(Role.DOCTOR)[:2]
+    places = [offset(*CENTRE, -1_000, -2_000), offset(*CENTRE, 3_000, 500)]
+    apps = [world.doctor(p, *place) for p, place in zip(people, places, strict=True)]
+    for app in apps:
+        await app.start(available=False)
+    try:
+        extent = (await world.http("GET", "/v1/map/extent", world.dispatcher)).json()
+        assert extent["doctors"] == 2
+        west, south, east, north = extent["bbox"]
+        assert (south, west) == pytest.approx(places[0], abs=1e-5)
+        assert (north, east) == pytest.approx(places[1], abs=1e-5)
+        patient = world.of_role(Role.PATIENT)[0]
+        assert (await world.http("GET", "/v1/map/extent", patient)).status_code == 403
+    finally:
+        for app in apps:
+            await app.stop()
+
+
 async def test_map_cells_of_a_view(world: City) -> None:
     south, west = offset(*CENTRE, -2_000, -2_000)
     north, east = offset(*CENTRE, 2_000, 2_000)
@@ -192,6 +225,10 @@ async def _two_processes(world: City) -> None:
             await watcher.start(here)
         for watcher in watchers:  # the doctor's fixes reach process 0; both processes show them
             assert await watcher.until(here, lambda ids: ids == [doctor.id])
+        # The live doctors' extent is read from Redis, by either process (a box over the whole world).
+        extent = (await world.http("GET", "/v1/map/extent", world.dispatcher, server=1)).json()
+        assert extent["doctors"] == 1
+        assert extent["bbox"] == pytest.approx([CENTRE[1], CENTRE[0], CENTRE[1], CENTRE[0]], abs=1e-5)
         doctor.lat, doctor.lon = offset(*CENTRE, 300, 0)
         for watcher in watchers:
             await watcher.until(here, lambda ids: True)

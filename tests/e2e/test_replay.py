@@ -43,7 +43,9 @@ def write_city(folder: Path) -> tuple[Path, Path]:
     return traces, calls
 
 
-def replay(url: str, folder: Path, report: Path, *extra: str) -> tuple[int, str, dict[str, Any]]:
+def replay(
+    url: str, folder: Path, report: Path, *extra: str, accounts: str = "accounts.json"
+) -> tuple[int, str, dict[str, Any]]:
     traces, calls = write_city(folder)
     args = [
         "replay",
@@ -60,7 +62,7 @@ def replay(url: str, folder: Path, report: Path, *extra: str) -> tuple[int, str,
         "--cancel", "0",
         "--patients", "2",
         "--report", str(report),
-        "--accounts", str(folder / "accounts.json"),
+        "--accounts", str(folder / accounts),
         "--no-progress",
         *extra,
     ]  # fmt: skip
@@ -88,6 +90,8 @@ def test_a_small_city_replays_clean(tmp_path: Path) -> None:
         assert n["tracking_latency_ms"]["n"] > 0
         assert n["sos_ack_ms"]["n"] == len(CALL_MINUTES)  # every SOS acknowledged by a dispatcher
         assert summary["accounts"]["registered"] == CABS + 2  # and two patients
+        # New accounts are registered straight away: no sign-in is tried (and refused) first.
+        assert summary["accounts"]["logged in"] == 2 and summary["accounts"]["sign-ins refused"] == 0
         assert summary["accounts"]["refreshed"] > 0  # tokens renewed over POST /v1/auth/refresh
         report = (tmp_path / "report" / "report.md").read_text()
         assert report.count("**PASS**") == 4 and "FAIL" not in report
@@ -102,3 +106,15 @@ def test_a_small_city_replays_clean(tmp_path: Path) -> None:
         accounts = (tmp_path / "again" / "report.md").read_text()
         assert "registered 0" in accounts and "logged in 2" in accounts, accounts  # admin, dispatcher
         assert summary["numbers"]["created"] == 1
+
+        # Without the state file the accounts exist on the server all the same: registering a taken
+        # licence is refused (doctors), a taken email answered like a new account whose tokens fail
+        # (patients); both then log in.
+        code, output, summary = replay(
+            server.url, tmp_path, tmp_path / "lost", "--max-calls", "1", "--hours", "0.05", accounts="a.json"
+        )
+        assert code == 0, output
+        counts = summary["accounts"]
+        # CABS doctors, one patient (one call), the admin and the dispatcher.
+        assert counts["registered"] == 0 and counts["logged in"] == CABS + 1 + 2, counts
+        assert counts["sign-ins refused"] == 0, counts

@@ -1,5 +1,6 @@
 """The demo keeps the key it generated, so its tokens and the demo city's cached sign-ins survive a
-restart (otherwise every run logs ~480 replay accounts in again: one argon2 verification each)."""
+restart (otherwise every run logs ~480 replay accounts in again: one argon2 verification each); its
+first lines name the apps the server has, the demo accounts and the log file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import DEMO_KEY_FILE, _demo_key
+from server.cli import DEMO_ACCOUNTS, DEMO_KEY_FILE, _demo_key
+from server.demo import DEMO_PAGES, demo_banner
+from server.routes import api
 from server.settings import load_settings
 
 
@@ -30,3 +33,15 @@ def test_a_configured_key_is_used_and_nothing_is_written(
     settings = _demo_key(load_settings(demo=True, environ={"TOT_SECRET_KEY": key}))
     assert settings.secret_key == key and not settings.secret_key_generated
     assert not (tmp_path / DEMO_KEY_FILE).exists()
+
+
+def test_the_banner_lists_the_apps_the_server_has_and_the_accounts() -> None:
+    text = "\n".join(demo_banner("http://h:1", DEMO_ACCOUNTS, Path("/var/tmp/tot-demo.log")))
+    routed = {route.path for route in api.routes()}
+    assert "/console" in routed
+    for name, path, _ in DEMO_PAGES:
+        assert (f"{name}:" in text) == (path in routed), name  # the patient and doctor apps once routed
+    assert "http://h:1/console  (sign in as dispatcher@demo.tot)" in text
+    for _, email, password, _ in DEMO_ACCOUNTS:
+        assert f"login {email}" in text and f"password {password}" in text
+    assert "Server log: /var/tmp/tot-demo.log" in text

@@ -1,11 +1,12 @@
 // REST client: bearer tokens kept in sessionStorage, one refresh and retry on an expired access token.
+import { t } from "/static/shared/i18n.js";
 
 const STORE = "tot-console-session";
 
 export class ApiError extends Error {
   constructor(status, body) {
     const error = (body && body.error) || {};
-    super(error.message || `HTTP ${status}`);
+    super(error.message || t("common.error.http_error", { status }));
     this.status = status;
     this.code = error.code || "http_error";
     this.body = body;
@@ -31,7 +32,7 @@ class Api {
   async login(login, password) {
     const body = await this._fetch("POST", "/v1/auth/login", { login, password }, false);
     if (!["dispatcher", "admin"].includes(body.user.role)) {
-      throw new ApiError(403, { error: { code: "forbidden", message: "the console is for dispatchers and admins" } });
+      throw new ApiError(403, { error: { code: "staff_only", message: t("console.login.staffOnly") } });
     }
     this._save({ user: body.user, tokens: body.tokens });
     return body.user;

@@ -2,6 +2,7 @@
 // available first), cancel and re-launch, its timeline (events) and its chat. While a call is open its
 // channel call:<id> is followed, for status changes, chat and the doctor's live position.
 import { api } from "./api.js";
+import { errorText, label, t } from "/static/shared/i18n.js";
 import { clock, duration, h, metres, shortId } from "./dom.js";
 
 const CANCELLABLE = new Set(["created", "searching", "offered", "escalated", "assigned", "en_route", "arrived", "in_progress"]);
@@ -77,13 +78,15 @@ export class CallDetail {
     if (this.id === id) { this.candidates = items; this.render(); }
   }
 
-  async _act(label, action) {
+  /** Run an action; `key` names it in the catalogue (console.action.*) for the result line. */
+  async _act(key, action) {
+    const what = t(key);
     try {
       await action();
-      this.message = `${label}: done`;
+      this.message = t("console.action.done", { action: what });
       await this.reload(this.id);
     } catch (err) {
-      this.message = `${label}: ${err.message}`;
+      this.message = t("console.action.failed", { action: what, error: errorText(err) });
       this.render();
     }
   }
@@ -91,8 +94,8 @@ export class CallDetail {
   /** Assign (or reassign) the open call to a doctor: POST /v1/calls/{id}/assign. */
   assign(doctorId) {
     const id = this.id;
-    return this._act("assign", async () => {
-      await api.post(`/v1/calls/${id}/assign`, { doctor_id: doctorId, reason: "assigned from the console" });
+    return this._act("console.action.assign", async () => {
+      await api.post(`/v1/calls/${id}/assign`, { doctor_id: doctorId, reason: t("console.call.assignReason") });
       this.candidates = null;
     });
   }
@@ -100,27 +103,28 @@ export class CallDetail {
   render() {
     const call = this.id && this.calls.get(this.id);
     if (!call) {
-      if (this.id) this.panel.replaceChildren(h("p", { class: "muted" }, "This call is no longer active."), h("button", { onclick: () => this.close() }, "Close"));
+      if (this.id) this.panel.replaceChildren(h("p", { class: "muted" }, t("console.call.gone")), h("button", { onclick: () => this.close() }, t("common.action.close")));
       return;
     }
     const focused = document.activeElement;
     const keepInput = focused && this.panel.contains(focused) && focused.tagName === "INPUT" ? { name: focused.name, value: focused.value } : null;
     this.panel.replaceChildren(...[
       h("div", { class: "line" },
-        h("h2", {}, h("span", { class: `badge ${call.urgency}` }, call.urgency), " ", call.address),
-        h("button", { onclick: () => this.close(), title: "close" }, "×")),
-      h("div", { class: "muted" }, `${call.specialty} · ${call.status.replace("_", " ")} · waiting `,
+        h("h2", {}, h("span", { class: `badge ${call.urgency}` }, label("common.urgency", call.urgency)), " ", call.address),
+        h("button", { onclick: () => this.close(), title: t("common.action.close"), "aria-label": t("common.action.close") }, "×")),
+      h("div", { class: "muted" }, `${label("common.specialty", call.specialty)} · ${label("common.callStatus", call.status)} · ${t("console.call.waiting")} `,
         h("span", { class: "wait", dataset: { since: call.created_at } }, duration(Date.now() - call.created_at))),
       call.symptoms ? h("p", {}, call.symptoms) : null,
-      call.escalation ? h("p", { class: "error" }, `Escalated: ${call.escalation}`) : null,
-      call.doctor_id ? h("p", {}, "Doctor: ", call.doctor_name || shortId(call.doctor_id)) : null,
+      call.escalation ? h("p", { class: "error" }, t("console.call.escalated", { reason: call.escalation })) : null,
+      call.doctor_id ? h("p", {}, t("console.call.doctor"), " ", call.doctor_name || shortId(call.doctor_id)) : null,
       this._actions(call),
       this.message ? h("p", { class: "muted", id: "action-result" }, this.message) : null,
       this._candidates(call),
       this._offers(call),
-      h("h3", {}, "Timeline"),
+      h("h3", {}, t("console.call.timeline")),
       h("ol", { class: "timeline" }, this.events.map((e) =>
-        h("li", {}, `${clock(e.at)} ${e.from_status || "—"} → ${e.to_status}`, e.actor_role ? ` (${e.actor_role})` : "", e.reason ? `: ${e.reason}` : ""))),
+        h("li", {}, `${clock(e.at)} ${e.from_status ? label("common.callStatus", e.from_status) : "—"} → ${label("common.callStatus", e.to_status)}`,
+          e.actor_role ? ` (${label("common.role", e.actor_role)})` : "", e.reason ? `: ${e.reason}` : ""))),
       this._chat(call),
     ].filter(Boolean));
     if (keepInput) {
@@ -130,19 +134,19 @@ export class CallDetail {
   }
 
   _actions(call) {
-    const reason = h("input", { name: "cancel-reason", placeholder: "reason to cancel" });
+    const reason = h("input", { name: "cancel-reason", placeholder: t("console.call.cancelReason"), "aria-label": t("console.call.cancelReason") });
     return h("div", { class: "actions" },
       h("button", { class: "primary", id: "show-candidates", onclick: () => this.loadCandidates() },
-        call.doctor_id ? "Reassign…" : "Assign…"),
+        call.doctor_id ? t("console.call.reassign") : t("console.call.assign")),
       call.status === "escalated"
-        ? h("button", { id: "relaunch", onclick: () => this._act("re-launch", () => api.post(`/v1/calls/${call.id}/relaunch`)) }, "Re-launch search")
+        ? h("button", { id: "relaunch", onclick: () => this._act("console.action.relaunch", () => api.post(`/v1/calls/${call.id}/relaunch`)) }, t("console.call.relaunch"))
         : null,
       CANCELLABLE.has(call.status)
         ? h("form", { class: "chat-form", onsubmit: (ev) => {
             ev.preventDefault();
             if (!reason.value.trim()) return;
-            this._act("cancel", () => api.post(`/v1/calls/${call.id}/cancel`, { reason: reason.value.trim() }));
-          } }, reason, h("button", { class: "danger", type: "submit", id: "cancel-call" }, "Cancel call"))
+            this._act("console.action.cancel", () => api.post(`/v1/calls/${call.id}/cancel`, { reason: reason.value.trim() }));
+          } }, reason, h("button", { class: "danger", type: "submit", id: "cancel-call" }, t("console.call.cancel")))
         : null,
     );
   }
@@ -150,15 +154,15 @@ export class CallDetail {
   _candidates(call) {
     if (this.candidates === null) return null;
     return h("div", {},
-      h("h3", {}, "Nearest available doctors"),
+      h("h3", {}, t("console.candidates.title")),
       h("label", { class: "muted" },
         h("input", { type: "checkbox", checked: this.anySpecialty, onchange: (ev) => { this.anySpecialty = ev.target.checked; this.loadCandidates(); } }),
-        " any specialty"),
-      this.candidates.length === 0 ? h("p", { class: "muted" }, "No available doctor with a fresh position nearby. Pick one on the map.") : null,
+        " ", t("console.candidates.anySpecialty")),
+      this.candidates.length === 0 ? h("p", { class: "muted" }, t("console.candidates.none")) : null,
       h("ul", { class: "candidates" }, this.candidates.map((c) =>
         h("li", { dataset: { doctor: c.doctor_id } },
-          h("span", {}, c.name || shortId(c.doctor_id), h("span", { class: "muted" }, ` ${metres(c.distance_m)} · ETA ${duration(c.eta_s * 1000)}${c.serves_zone ? "" : " · other zone"}`)),
-          h("button", { class: "primary", onclick: () => this.assign(c.doctor_id) }, "Assign")))),
+          h("span", {}, c.name || shortId(c.doctor_id), h("span", { class: "muted" }, ` ${metres(c.distance_m)} · ${t("console.candidates.eta", { time: duration(c.eta_s * 1000) })}${c.serves_zone ? "" : ` · ${t("console.candidates.otherZone")}`}`)),
+          h("button", { class: "primary", onclick: () => this.assign(c.doctor_id) }, t("console.candidates.assign"))))),
     );
   }
 
@@ -166,17 +170,17 @@ export class CallDetail {
     const offers = call.offers || [];
     if (!offers.length) return null;
     return h("div", {},
-      h("h3", {}, "Offers"),
+      h("h3", {}, t("console.call.offers")),
       h("ul", { class: "offers" }, offers.map((o) =>
         h("li", {},
           h("span", {}, shortId(o.doctor_id), h("span", { class: "muted" }, ` ${o.distance_m ? metres(o.distance_m) : ""}`)),
           o.outcome === "pending"
             ? h("span", { class: "countdown", dataset: { deadline: o.deadline_at } }, duration(o.deadline_at - Date.now()))
-            : h("span", { class: "muted" }, o.outcome)))));
+            : h("span", { class: "muted" }, label("common.offerOutcome", o.outcome))))));
   }
 
   _chat(call) {
-    const text = h("input", { name: "chat-text", placeholder: "message to patient and doctor", maxlength: 2000 });
+    const text = h("input", { name: "chat-text", placeholder: t("console.chat.placeholder"), "aria-label": t("console.chat.placeholder"), maxlength: 2000 });
     const send = async (ev) => {
       ev.preventDefault();
       const value = text.value.trim();
@@ -187,15 +191,15 @@ export class CallDetail {
         if (!this.messages.some((m) => m.id === sent.id)) this.messages.push(sent);
         this.render();
       } catch (err) {
-        this.message = `chat: ${err.message}`;
+        this.message = t("console.action.failed", { action: t("console.action.chat"), error: errorText(err) });
         this.render();
       }
     };
     return h("div", {},
-      h("h3", {}, "Chat"),
+      h("h3", {}, t("console.chat.title")),
       h("div", { class: "chat" }, this.messages.map((m) =>
-        h("div", {}, h("span", { class: "from" }, `${clock(m.at)} ${m.sender.name || m.sender.role}: `), m.text))),
-      h("form", { class: "chat-form", onsubmit: send }, text, h("button", { type: "submit" }, "Send")));
+        h("div", {}, h("span", { class: "from" }, `${clock(m.at)} ${m.sender.name || label("common.role", m.sender.role)}: `), m.text))),
+      h("form", { class: "chat-form", onsubmit: send }, text, h("button", { type: "submit" }, t("console.chat.send"))));
   }
 
   tick() {

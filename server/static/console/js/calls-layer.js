@@ -1,6 +1,7 @@
 // Active calls on the map: a diamond coloured by urgency, outlined by status; the selected call's
 // doctor is joined to it by a line.
 import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import { label } from "/static/shared/i18n.js";
 
 const URGENCY_COLOURS = { emergency: "#c62828", urgent: "#ef6c00", planned: "#1565c0" };
 const STATUS_OUTLINE = { escalated: "#000", searching: "#ef6c00", created: "#ef6c00", offered: "#f9a825" };
@@ -37,7 +38,7 @@ export class CallsLayer {
       if (!marker) {
         marker = L.marker([call.lat, call.lon], { icon: this._icon(call), zIndexOffset: 500 });
         marker.on("click", () => this.onSelect(call.id));
-        marker.bindTooltip(() => `${call.address} · ${call.status}`);
+        marker.bindTooltip(() => `${call.address} · ${label("common.callStatus", this.calls.get(call.id)?.status || call.status)}`);
         marker.key = key;
         this.group.addLayer(marker);
         this.markers.set(call.id, marker);

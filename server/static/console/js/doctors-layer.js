@@ -1,6 +1,7 @@
 // Doctors on the map, from the map channels' per-cell batches (docs/protocol.md, "map.doctors"):
 // one canvas circle per doctor, coloured by state, moved in place when a new batch arrives.
 import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import { label } from "/static/shared/i18n.js";
 
 export const STATE_COLOURS = {
   available: "#2e7d32",
@@ -82,7 +83,7 @@ export class DoctorsLayer {
       d = { id, lat, lon, state, ts, cell };
       d.marker = L.circleMarker([lat, lon], { renderer: this.renderer, ...this._style(d) });
       d.marker.on("click", () => this.onClick(id, d.marker.getLatLng()));
-      d.marker.bindTooltip(() => `${id.slice(0, 8)} · ${d.state}`);
+      d.marker.bindTooltip(() => `${id.slice(0, 8)} · ${label("common.doctorState", d.state)}`);
       this.group.addLayer(d.marker);
       this.doctors.set(id, d);
       return;

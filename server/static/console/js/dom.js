@@ -1,4 +1,5 @@
 // Small DOM and formatting helpers shared by the console's views.
+import { clockTime, t } from "/static/shared/i18n.js";
 
 /** An element: h("li", {class: "x", onclick: fn}, "text", child, ...). */
 export function h(tag, attrs = {}, ...children) {
@@ -26,12 +27,12 @@ export function duration(ms) {
 
 /** Local clock time "14:03:27" of an epoch-millisecond timestamp. */
 export function clock(ms) {
-  return ms ? new Date(ms).toLocaleTimeString([], { hour12: false }) : "";
+  return clockTime(ms);
 }
 
-/** "850 m" or "3.4 km". */
+/** "850 m" or "3.4 km" ("850 м", "3,4 км"). */
 export function metres(m) {
-  return m < 1000 ? `${Math.round(m)} m` : `${(m / 1000).toFixed(1)} km`;
+  return m < 1000 ? t("common.unit.m", { n: Math.round(m) }) : t("common.unit.km", { n: Math.round(m / 100) / 10 });
 }
 
 /** A short id for display: the first 8 characters of a UUID. */

@@ -1,12 +1,14 @@
 // The dispatcher console's entry point: sign-in, then the map, the queue, SOS and the socket wired
 // together. Every piece of data comes from the public REST API and the WebSocket (docs/console.md).
+// Texts come from the shared catalogues (/static/i18n, docs/console.md "Languages").
+import { bindLanguageSelect, errorText, initI18n, label, onLanguageChange, t } from "/static/shared/i18n.js";
 import { api, ApiError } from "./api.js";
 import { CallDetail } from "./call-detail.js";
 import { Calls } from "./calls.js";
 import { CallsLayer } from "./calls-layer.js";
 import { DoctorsLayer } from "./doctors-layer.js";
 import { h, shortId } from "./dom.js";
-import { createMap, drawZones, L } from "./map.js";
+import { createMap, drawZones, firstView, L, mapNote } from "./map.js";
 import { MapCells } from "./map-cells.js";
 import { Queue } from "./queue.js";
 import { Socket } from "./socket.js";
@@ -26,14 +28,15 @@ function showLogin() {
       $("login").hidden = true;
       start();
     } catch (err) {
-      $("login-error").textContent = err instanceof ApiError && err.status === 401 ? "Wrong login or password." : err.message;
+      $("login-error").textContent = err instanceof ApiError && err.status === 401 ? t("common.error.invalid_credentials") : errorText(err);
     }
   };
 }
 
 function start() {
   $("app").hidden = false;
-  $("me").textContent = `${api.user.full_name} (${api.user.role})`;
+  const me = () => { $("me").textContent = `${api.user.full_name} (${label("common.role", api.user.role)})`; };
+  me();
   const map = createMap($("map"));
   const socket = new Socket({ getToken: () => api.accessToken, refreshToken: () => api.refresh() });
   const calls = new Calls(socket);
@@ -44,7 +47,7 @@ function start() {
   const queue = new Queue($("queue"), calls, { onSelect: (id) => select(id) });
   const callsLayer = new CallsLayer(map, calls, doctors, { onSelect: (id) => select(id) });
   const sos = new Sos($("sos-banner"), map, socket, $("sound-toggle"));
-  const note = (text) => { $("map-note").hidden = !text; $("map-note").textContent = text; };
+  const note = mapNote($("map-note"));
   const cells = new MapCells(map, socket, doctors, { onNote: note });
 
   function select(id) {
@@ -64,10 +67,10 @@ function start() {
   const names = new Map();
   async function doctorPopup(id, latlng) {
     const d = doctors.get(id);
-    const body = h("div", { class: "doctor-popup", dataset: { doctor: id } }, h("strong", {}, names.get(id) || shortId(id)), ` · ${d ? d.state : ""}`);
+    const body = h("div", { class: "doctor-popup", dataset: { doctor: id } }, h("strong", {}, names.get(id) || shortId(id)), d ? ` · ${label("common.doctorState", d.state)}` : "");
     const call = selected && calls.get(selected);
     if (call && d && d.state !== "busy" && d.state !== "offered" && call.doctor_id !== id) {
-      body.append(h("div", {}, h("button", { class: "primary assign-here", onclick: () => { map.closePopup(); detail.assign(id); } }, "Assign to the open call")));
+      body.append(h("div", {}, h("button", { class: "primary assign-here", onclick: () => { map.closePopup(); detail.assign(id); } }, t("console.doctor.assignHere"))));
     }
     L.popup().setLatLng(latlng).setContent(body).openOn(map);
     if (!names.has(id)) {
@@ -79,12 +82,20 @@ function start() {
     }
   }
 
-  showConnection($("conn"), socket);
-  setInterval(() => {
-    const counts = doctors.counts();
-    $("counts").textContent = `${doctors.doctors.size} doctors on the map (${Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ")}) · ${calls.calls.size} active calls`;
-    callsLayer.updateLink();
-  }, 1000);
+  const connection = showConnection($("conn"), socket);
+  const showCounts = () => {
+    const states = Object.entries(doctors.counts()).map(([state, n]) => `${n} ${label("common.doctorState", state)}`).join(", ");
+    $("counts").textContent = `${t("console.counts.doctors", { count: doctors.doctors.size })}${states ? ` (${states})` : ""} · ${t("console.counts.calls", { count: calls.calls.size })}`;
+  };
+  setInterval(() => { showCounts(); callsLayer.updateLink(); }, 1000);
+  onLanguageChange(() => {
+    me();
+    showCounts();
+    connection();
+    queue.render();
+    detail.render();
+    sos.render();
+  });
   $("logout").onclick = () => { socket.stop(); api.signOut(); };
   api.onSignedOut = () => location.reload();
 
@@ -92,7 +103,14 @@ function start() {
   sos.start();
   socket.start();
   let zones = null;
-  drawZones(map).then((n) => { zones = n; }).catch((err) => console.warn("zones", err)).finally(() => cells.update());
+  let view = null; // how the first view was chosen: "zones", "doctors" or "configured"
+  drawZones(map)
+    .then((drawn) => { zones = drawn.count; return drawn.bounds; })
+    .catch((err) => { console.warn("zones", err); return null; })
+    .then((bounds) => firstView(map, bounds, { onChange: (how) => { view = how; } }))
+    .then((how) => { view = how; })
+    .catch((err) => { console.warn("first view", err); view = "configured"; })
+    .finally(() => cells.update());
   map.whenReady(() => cells.schedule());
 
   // Read-only handles for the end-to-end tests and the browser benchmark (docs/console.md).
@@ -100,8 +118,12 @@ function start() {
     map, socket, calls, doctors, sos, cells, select,
     get selected() { return selected; },
     get zones() { return zones; },
+    get view() { return view; },
   };
 }
 
+await initI18n();
+bindLanguageSelect($("login-language"));
+bindLanguageSelect($("language"));
 if (api.session) start();
 else showLogin();

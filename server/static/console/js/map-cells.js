@@ -34,7 +34,7 @@ export class MapCells {
     } catch (err) {
       if (!(err instanceof ApiError) || err.code !== "too_many_cells") throw err;
       wanted = new Set();
-      this.onNote("Zoom in to see doctors: this view covers too much of the map.");
+      this.onNote("console.map.zoomIn");
     }
     if (generation !== this.generation) return; // a newer view superseded this one
     for (const cell of this.cells) {

@@ -1,5 +1,6 @@
 // The work queue: escalated calls first (a human must act), then calls still searching, then offers
 // in flight (with the time left), then calls a doctor has; oldest first within each group.
+import { label, t } from "/static/shared/i18n.js";
 import { duration, h } from "./dom.js";
 
 const GROUP = { escalated: 0, created: 1, searching: 1, offered: 2, assigned: 3, en_route: 3, arrived: 3, in_progress: 3 };
@@ -49,10 +50,10 @@ export class Queue {
       li.className = `${call.status}${call.id === this.selected ? " selected" : ""}`;
       li.replaceChildren(
         h("div", { class: "line" },
-          h("span", {}, h("span", { class: `badge ${call.urgency}` }, call.urgency), " ", call.address),
+          h("span", {}, h("span", { class: `badge ${call.urgency}` }, label("common.urgency", call.urgency)), " ", call.address),
           h("span", { class: "wait", dataset: { since: call.created_at } }, duration(Date.now() - call.created_at))),
         h("div", { class: "line muted" },
-          h("span", { class: "status" }, call.status.replace("_", " "), call.escalation ? ` — ${call.escalation}` : ""),
+          h("span", { class: "status" }, label("common.callStatus", call.status), call.escalation ? ` — ${call.escalation}` : ""),
           this._offerText(call)),
       );
       this.list.append(li); // moves it into order
@@ -62,13 +63,13 @@ export class Queue {
   _offerText(call) {
     const deadline = call.status === "offered" ? offerDeadline(call) : null;
     if (deadline === null) return call.doctor_name ? h("span", {}, call.doctor_name) : "";
-    return h("span", { class: "countdown", dataset: { deadline } }, `offer ${duration(deadline - Date.now())}`);
+    return h("span", { class: "countdown", dataset: { deadline } }, t("console.queue.offer", { time: duration(deadline - Date.now()) }));
   }
 
   /** Once a second: waiting times and offer countdowns, without rebuilding the list. */
   tick() {
     const now = Date.now();
     for (const el of this.list.querySelectorAll(".wait")) el.textContent = duration(now - Number(el.dataset.since));
-    for (const el of this.list.querySelectorAll(".countdown")) el.textContent = `offer ${duration(Number(el.dataset.deadline) - now)}`;
+    for (const el of this.list.querySelectorAll(".countdown")) el.textContent = t("console.queue.offer", { time: duration(Number(el.dataset.deadline) - now) });
   }
 }

@@ -1,6 +1,7 @@
 // The console's one WebSocket (/v1/ws, docs/protocol.md): reconnects by itself, resubscribes every
 // channel with its last {offset, epoch} so missed events are recovered, and tells each channel's owner
 // when they could not be (recovered: false) so it re-reads its state over REST.
+import { t } from "/static/shared/i18n.js";
 
 const PING_MS = 20_000; // the server closes a silent connection after 60 s
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -72,7 +73,7 @@ export class Socket {
     if (ws !== this.ws) return;
     clearInterval(this.pingTimer);
     this.ws = null;
-    for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(new Error("connection lost")); }
+    for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(Object.assign(new Error(t("common.error.connection_lost")), { code: "connection_lost" })); }
     this.pending.clear();
     this.queue = [];
     for (const ch of this.channels.values()) ch.live = false;
@@ -142,8 +143,8 @@ export class Socket {
   request(op, fields = {}) {
     const ref = this.nextRef++;
     return new Promise((resolve, reject) => {
-      if (!this.send({ op, ref, ...fields })) { reject(Object.assign(new Error("offline"), { code: "offline" })); return; }
-      const timer = setTimeout(() => { this.pending.delete(ref); reject(new Error(`${op}: no answer`)); }, REQUEST_TIMEOUT_MS);
+      if (!this.send({ op, ref, ...fields })) { reject(Object.assign(new Error(t("common.error.offline")), { code: "offline" })); return; }
+      const timer = setTimeout(() => { this.pending.delete(ref); reject(Object.assign(new Error(t("common.error.no_answer")), { code: "no_answer" })); }, REQUEST_TIMEOUT_MS);
       this.pending.set(ref, { resolve, reject, timer });
     });
   }

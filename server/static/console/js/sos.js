@@ -2,11 +2,12 @@
 // (WebAudio) while any alert is unacknowledged, and a flashing marker on the map. Acknowledge and
 // resolve go over the socket (sos.ack, sos.resolve), over REST when the socket is down.
 import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import { errorText, label, t } from "/static/shared/i18n.js";
 import { api } from "./api.js";
 import { clock, h, shortId } from "./dom.js";
 
 const ALARM_EVERY_MS = 2000;
-const KIND_TEXT = { danger: "DANGER", complex_call: "Complex call", emergency: "Patient emergency" };
+const SOCKET_DOWN = new Set(["offline", "connection_lost", "no_answer"]); // then the same over REST
 
 /** A two-tone alarm through WebAudio (browsers allow sound only after a user gesture: unlock()). */
 class Alarm {
@@ -89,7 +90,7 @@ export class Sos {
       const ack = await this.socket.request(op, fields);
       return ack.sos;
     } catch (err) {
-      if (err.code && err.code !== "offline") throw err;
+      if (err.code && !SOCKET_DOWN.has(err.code)) throw err;
       return api.post(rest, body); // the socket is down: the same over REST
     }
   }
@@ -105,7 +106,9 @@ export class Sos {
   }
 
   render() {
-    this.soundButton.textContent = this.alarm.enabled ? (this.alarm.audible ? "sound on" : "sound: click to enable") : "sound off";
+    const sound = this.alarm.enabled ? (this.alarm.audible ? "console.sound.on" : "console.sound.locked") : "console.sound.off";
+    this.soundButton.dataset.i18n = sound; // kept by applyTranslations after a switch of language
+    this.soundButton.textContent = t(sound);
     const alerts = [...this.alerts.values()].sort((a, b) => (a.status === "open" ? 0 : 1) - (b.status === "open" ? 0 : 1) || a.created_at - b.created_at);
     this.banner.hidden = alerts.length === 0;
     this.banner.style.animation = this.unacknowledged().length ? "" : "none";
@@ -119,23 +122,24 @@ export class Sos {
         icon: L.divIcon({ className: "", iconSize: [28, 28], html: `<div class="sos-marker" data-sos="${a.id}"></div>` }),
         zIndexOffset: 1000,
       }).addTo(this.map);
-      marker.bindTooltip(`SOS ${KIND_TEXT[a.kind] || a.kind}`);
+      marker.bindTooltip(() => t("console.sos.marker", { kind: label("common.sosKind", a.kind) }));
       this.markers.set(a.id, marker);
     }
   }
 
   _item(a) {
-    const note = h("input", { name: `note-${a.id}`, placeholder: "how it ended" });
-    const where = a.lat !== null && a.lat !== undefined ? h("button", { onclick: () => this.map.setView([a.lat, a.lon], 15) }, "show") : null;
+    const note = h("input", { name: `note-${a.id}`, placeholder: t("console.sos.notePlaceholder"), "aria-label": t("console.sos.notePlaceholder") });
+    const where = a.lat !== null && a.lat !== undefined ? h("button", { onclick: () => this.map.setView([a.lat, a.lon], 15) }, t("console.sos.show")) : null;
+    const line = t("console.sos.line", { kind: label("common.sosKind", a.kind), time: clock(a.created_at), who: shortId(a.raised_by) });
     return h("div", { class: `sos-item ${a.status}`, dataset: { sos: a.id } },
-      h("span", {}, `SOS ${KIND_TEXT[a.kind] || a.kind} · ${clock(a.created_at)} · from ${shortId(a.raised_by)}${a.message ? ` · ${a.message}` : ""}`),
+      h("span", {}, `${line}${a.message ? ` · ${a.message}` : ""}`),
       where,
       a.status === "open"
-        ? h("button", { class: "sos-ack", onclick: () => this.acknowledge(a.id).catch((err) => alert(err.message)) }, "Acknowledge")
+        ? h("button", { class: "sos-ack", onclick: () => this.acknowledge(a.id).catch((err) => alert(errorText(err))) }, t("console.sos.acknowledge"))
         : h("form", { class: "chat-form", onsubmit: (ev) => {
             ev.preventDefault();
-            if (note.value.trim()) this.resolve(a.id, note.value.trim()).catch((err) => alert(err.message));
-          } }, h("span", {}, "acknowledged"), note, h("button", { type: "submit", class: "sos-resolve" }, "Resolve")),
+            if (note.value.trim()) this.resolve(a.id, note.value.trim()).catch((err) => alert(errorText(err)));
+          } }, h("span", {}, t("console.sos.acknowledged")), note, h("button", { type: "submit", class: "sos-resolve" }, t("console.sos.resolve"))),
     );
   }
 }
