@@ -5,7 +5,7 @@ are not committed: the install step (``scripts/lib.sh``, the Dockerfile) runs
 ``python -m server.console_assets``, which downloads the pinned package tarball, checks it against the
 ``integrity`` hash the npm registry publishes for that version (Subresource Integrity form,
 ``sha512-<base64>``: the same check ``npm ci`` makes against a lock file) and extracts the listed
-files into ``server/static/console/vendor/<package>/``.
+files into ``server/static/vendor/<package>/``.
 
 Why not ``npm ci``: Node.js is not part of a fresh Debian with Python, and the console needs no build
 (no bundler, no transpiler): three files of one package. Fetching them with Python's standard library
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
-VENDOR_DIR = Path(__file__).resolve().parent / "static" / "console" / "vendor"
+VENDOR_DIR = Path(__file__).resolve().parent / "static" / "vendor"
 STAMP = ".installed"
 DOWNLOAD_TIMEOUT_S = 60
 MAX_TARBALL_BYTES = 50 * 1024 * 1024

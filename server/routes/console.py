@@ -31,9 +31,13 @@ from server.services import services
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CONSOLE_DIR = STATIC_DIR / "console"
 STATIC_PREFIX = "/console/static"
-SHARED_STATIC = {"/static/i18n": STATIC_DIR / "i18n", "/static/shared": STATIC_DIR / "shared"}
+SHARED_STATIC = {
+    "/static/i18n": STATIC_DIR / "i18n",
+    "/static/shared": STATIC_DIR / "shared",
+    "/static/vendor": STATIC_DIR / "vendor",
+}
 """What every browser app shares, served as the console's files are: the translation catalogues and
-the modules (``shared/i18n.js``)."""
+the modules (``shared/i18n.js``) and the pinned libraries (``vendor/``, server.console_assets)."""
 STAFF = (Role.DISPATCHER, Role.ADMIN)
 MAX_MAP_CELLS = 300
 """Most map cells one view may cover (~10,000 km² at resolution 6); the console asks to zoom in

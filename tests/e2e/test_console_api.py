@@ -81,7 +81,7 @@ async def test_the_page_carries_its_settings_and_a_strict_policy(world: City) ->
     assert config["tileUrl"] == TILE_URL and config["mapResolution"] == 6
     script = await world.http("GET", "/console/static/js/main.js", world.dispatcher)
     assert script.status_code == 200 and "import" in script.text
-    leaflet = await world.http("GET", "/console/static/vendor/leaflet/leaflet-src.esm.js", world.dispatcher)
+    leaflet = await world.http("GET", "/static/vendor/leaflet/leaflet-src.esm.js", world.dispatcher)
     assert leaflet.status_code == 200
 
 

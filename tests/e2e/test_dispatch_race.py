@@ -541,13 +541,22 @@ async def _create_call(
     body = {"address": "Race street 5", "lat": place[0], "lon": place[1], "urgency": "urgent"}
     body["specialty"] = "therapist"
     headers = {"Authorization": f"Bearer {patient.token}", "Idempotency-Key": key}
-    for _ in range(BUSY_RETRIES):
-        response = await http.post("/v1/calls", json=body, headers=headers)
+    response: httpx.Response | None = None
+    for attempt in range(BUSY_RETRIES):
+        try:
+            response = await http.post("/v1/calls", json=body, headers=headers)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # A pooled keep-alive connection the server closed (its 5 s idle timeout) just as this
+            # request went out: the app resends with the same key, which makes it one call.
+            if attempt == BUSY_RETRIES - 1:
+                raise
+            continue
         if response.status_code != 503 or response.json()["error"]["code"] != "busy":
             return response
         # Shed under load (the database pool's wait ran out): the app retries with the same key,
         # after the server's Retry-After, as a patient's app does; the key makes it one call.
         await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    assert response is not None
     return response
 
 

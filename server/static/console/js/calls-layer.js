@@ -1,6 +1,6 @@
 // Active calls on the map: a diamond coloured by urgency, outlined by status; the selected call's
 // doctor is joined to it by a line.
-import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import * as L from "/static/vendor/leaflet/leaflet-src.esm.js";
 import { label } from "/static/shared/i18n.js";
 
 const URGENCY_COLOURS = { emergency: "#c62828", urgent: "#ef6c00", planned: "#1565c0" };

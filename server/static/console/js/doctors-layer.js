@@ -1,6 +1,6 @@
 // Doctors on the map, from the map channels' per-cell batches (docs/protocol.md, "map.doctors"):
 // one canvas circle per doctor, coloured by state, moved in place when a new batch arrives.
-import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import * as L from "/static/vendor/leaflet/leaflet-src.esm.js";
 import { label } from "/static/shared/i18n.js";
 
 export const STATE_COLOURS = {

@@ -1,7 +1,7 @@
 // The base map: a street map (OpenStreetMap's standard tiles by default, TOT_CONSOLE_TILE_URL; none
 // when switched off), the zone polygons from the database over it (the base layer when there are no
 // tiles: works with no internet), a legend, and the first view: where the doctors are.
-import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import * as L from "/static/vendor/leaflet/leaflet-src.esm.js";
 import { label, onLanguageChange, t } from "/static/shared/i18n.js";
 import { api } from "./api.js";
 import { config } from "./config.js";

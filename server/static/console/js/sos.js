@@ -1,7 +1,7 @@
 // SOS alerts that cannot be missed: a flashing banner on top of everything, a repeating alarm tone
 // (WebAudio) while any alert is unacknowledged, and a flashing marker on the map. Acknowledge and
 // resolve go over the socket (sos.ack, sos.resolve), over REST when the socket is down.
-import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import * as L from "/static/vendor/leaflet/leaflet-src.esm.js";
 import { errorText, label, t } from "/static/shared/i18n.js";
 import { api } from "./api.js";
 import { clock, h, shortId } from "./dom.js";
