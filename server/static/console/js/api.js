@@ -1,92 +1,10 @@
-// REST client: bearer tokens kept in sessionStorage, one refresh and retry on an expired access token.
-import { t } from "/static/shared/i18n.js";
+// The console's REST client: staff only, kept for this browser tab (a dispatch PC is shared).
+import { ApiError, createApi } from "/static/shared/api.js";
 
-const STORE = "tot-console-session";
-
-export class ApiError extends Error {
-  constructor(status, body) {
-    const error = (body && body.error) || {};
-    super(error.message || t("common.error.http_error", { status }));
-    this.status = status;
-    this.code = error.code || "http_error";
-    this.body = body;
-  }
-}
-
-class Api {
-  constructor() {
-    this.session = JSON.parse(sessionStorage.getItem(STORE) || "null"); // {user, tokens}
-    this.onSignedOut = () => {};
-    this._refreshing = null;
-  }
-
-  get user() { return this.session && this.session.user; }
-  get accessToken() { return this.session && this.session.tokens.access_token; }
-
-  _save(session) {
-    this.session = session;
-    if (session) sessionStorage.setItem(STORE, JSON.stringify(session));
-    else sessionStorage.removeItem(STORE);
-  }
-
-  async login(login, password) {
-    const body = await this._fetch("POST", "/v1/auth/login", { login, password }, false);
-    if (!["dispatcher", "admin"].includes(body.user.role)) {
-      throw new ApiError(403, { error: { code: "staff_only", message: t("console.login.staffOnly") } });
-    }
-    this._save({ user: body.user, tokens: body.tokens });
-    return body.user;
-  }
-
-  signOut() {
-    this._save(null);
-    this.onSignedOut();
-  }
-
-  /** A new access token from the refresh token (one request at a time); signs out when refused. */
-  refresh() {
-    if (!this._refreshing) {
-      this._refreshing = (async () => {
-        try {
-          const tokens = await this._fetch("POST", "/v1/auth/refresh", { refresh_token: this.session.tokens.refresh_token }, false);
-          this._save({ ...this.session, tokens });
-        } catch (err) {
-          if (err instanceof ApiError && err.status === 401) this.signOut();
-          throw err;
-        } finally {
-          this._refreshing = null;
-        }
-      })();
-    }
-    return this._refreshing;
-  }
-
-  async _fetch(method, path, body, auth) {
-    const headers = { accept: "application/json" };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    if (auth && this.accessToken) headers.authorization = `Bearer ${this.accessToken}`;
-    const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await response.text();
-    const data = text ? JSON.parse(text) : null;
-    if (!response.ok) throw new ApiError(response.status, data);
-    return data;
-  }
-
-  /** A JSON request as the signed-in user; an expired token is refreshed once. */
-  async request(method, path, body) {
-    try {
-      return await this._fetch(method, path, body, true);
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401 && this.session) {
-        await this.refresh();
-        return this._fetch(method, path, body, true);
-      }
-      throw err;
-    }
-  }
-
-  get(path) { return this.request("GET", path); }
-  post(path, body = {}) { return this.request("POST", path, body); }
-}
-
-export const api = new Api();
+export { ApiError };
+export const api = createApi({
+  store: "tot-console-session",
+  storage: sessionStorage,
+  roles: ["dispatcher", "admin"],
+  roleErrorKey: "console.login.staffOnly",
+});

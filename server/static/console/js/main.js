@@ -11,7 +11,7 @@ import { h, shortId } from "./dom.js";
 import { createMap, drawZones, firstView, L, mapNote } from "./map.js";
 import { MapCells } from "./map-cells.js";
 import { Queue } from "./queue.js";
-import { Socket } from "./socket.js";
+import { Socket } from "/static/shared/socket.js";
 import { Sos } from "./sos.js";
 import { showConnection } from "./status.js";
 

@@ -1,6 +1,7 @@
-// The console's one WebSocket (/v1/ws, docs/protocol.md): reconnects by itself, resubscribes every
-// channel with its last {offset, epoch} so missed events are recovered, and tells each channel's owner
-// when they could not be (recovered: false) so it re-reads its state over REST.
+// A browser app's one WebSocket (/v1/ws, docs/protocol.md), shared by the console and the apps:
+// reconnects by itself, resubscribes every channel with its last {offset, epoch} so missed events are
+// recovered, and tells each channel's owner when they could not be (recovered: false) so it re-reads its
+// state over REST.
 import { t } from "/static/shared/i18n.js";
 
 const PING_MS = 20_000; // the server closes a silent connection after 60 s
@@ -28,6 +29,9 @@ export class Socket {
     this.tokensAt = performance.now();
     this.drainTimer = null;
     this.frames = 0;
+    /** Called on the server's "reannounce" frame (its live state was rebuilt): a doctor's app sends its
+     * status and position again (docs/protocol.md). A dispatcher or patient has nothing to announce. */
+    this.onReannounce = () => {};
   }
 
   /** fn(state, detail) on every change of the connection state. */
@@ -119,8 +123,9 @@ export class Socket {
         if (frame.ref === undefined) console.warn("server refused a frame", frame);
         break;
       case "reannounce":
-        // Sent to doctors' apps after the server's live state was rebuilt (docs/protocol.md); a
-        // dispatcher has no status or position to announce, and its channels recover on their own.
+        // Sent to doctors' apps after the server's live state was rebuilt (docs/protocol.md); channels
+        // recover on their own.
+        this.onReannounce(frame);
         return;
       default:
         break;
