@@ -327,6 +327,10 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
         )
     migrations.upgrade(settings.database_url)
     asyncio.run(ensure_demo_accounts(settings.database_url, DEMO_ACCOUNTS))
+    if city is not None:
+        created = city.seed_demo_accounts(settings)
+        if created:
+            click.echo(f"Made the demo city's {created} accounts (doctors and patients).")
     address = f"http://{host or settings.host}:{port or settings.port}"
     log_path = None if log_file == "-" else Path(log_file).resolve()
     click.echo("\n".join(demo_banner(address, DEMO_ACCOUNTS, log_path)))

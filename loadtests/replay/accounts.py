@@ -39,6 +39,15 @@ SAVE_EVERY = 25
 """Accounts remembered between two writes of the state file."""
 
 
+def write_state(path: Path, accounts: dict[str, dict[str, Any]]) -> None:
+    """Write the state file: ``accounts`` maps an email to ``{"id", "role", "refresh_token",
+    "verified"}``. Atomic (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": STATE_VERSION, "accounts": accounts}, indent=1))
+    tmp.replace(path)
+
+
 class AccountSetupError(Exception):
     """An account the replay needs could not be made or signed in (with the server's reason)."""
 
@@ -112,10 +121,7 @@ class AccountBook:
         """Write the cache to the state file (atomically: a temporary file renamed over it)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": STATE_VERSION, "accounts": self._cache}, indent=1))
-        tmp.replace(self.path)
+        write_state(self.path, self._cache)
         self._unsaved = 0
 
     # --- signing in ----------------------------------------------------------------------------------
@@ -156,6 +162,9 @@ class AccountBook:
     async def staff(self, email: str, password: str) -> Account:
         """Log a staff account in (admins and dispatchers are never created by the replay)."""
         account = Account(email, password, "staff", email)
+        if await self._try_refresh(account):  # the demo's state file has them (loadtests/replay/demo.py)
+            account.role = str(self._cache[email].get("role", "staff"))
+            return account
         user = await self._login(account)
         if user is None:
             raise AccountSetupError(f"{email}: wrong login or password (staff accounts come from the CLI)")

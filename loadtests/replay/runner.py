@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from tqdm import tqdm
 
+from loadtests.replay import roster
 from loadtests.replay.accounts import Account, AccountBook, AccountSetupError
 from loadtests.replay.api import Rest, wait_healthy
 from loadtests.replay.cleanup import clear_leftovers, close_run
@@ -151,10 +152,6 @@ def load_inputs(options: ReplayOptions) -> Inputs:
     return Inputs(fleet, wanted, start, end, drain_end, traces_read, calls_read)
 
 
-def _slug(vehicle: str) -> str:
-    return vehicle.replace("~", "-x").replace("@", "-").replace(" ", "-").lower()
-
-
 async def _bounded(
     items: list[T], work: Callable[[T], Awaitable[Any]], limit: int, label: str, show: bool
 ) -> list[Any]:
@@ -183,23 +180,21 @@ async def _sign_in(
     except AccountSetupError:
         log.warning("dispatcher login %s failed: the admin acts as dispatcher", options.dispatcher[0])
         dispatcher = admin
-    domain, password = options.email_domain, options.password
 
-    async def doctor(trace: Trace) -> Account:
-        slug = _slug(trace.id)
+    async def doctor(person: roster.Person) -> Account:
         return await book.doctor(
-            f"cab-{slug}@{domain}", password, f"Dr {trace.id}", f"RPL-{slug}", options.specialty, admin
+            person.email, person.password, person.name, person.licence, options.specialty, admin
         )
 
-    async def patient(i: int) -> Account:
-        return await book.patient(f"patient-{i}@{domain}", password, f"Patient {i}")
+    async def patient(person: roster.Person) -> Account:
+        return await book.patient(person.email, person.password, person.name)
 
     try:
-        doctors = await _bounded(inputs.traces, doctor, SETUP_CONCURRENCY, "doctors", options.progress)
-        count = max(1, min(options.patients, len(inputs.calls)))
-        patients = await _bounded(
-            list(range(count)), patient, SETUP_CONCURRENCY, "patients", options.progress
+        doctors = await _bounded(
+            roster.doctors(options, inputs.traces), doctor, SETUP_CONCURRENCY, "doctors", options.progress
         )
+        people = roster.patients(options, len(inputs.calls))
+        patients = await _bounded(people, patient, SETUP_CONCURRENCY, "patients", options.progress)
     finally:
         book.save()
     return admin, dispatcher, doctors, patients

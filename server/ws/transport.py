@@ -293,6 +293,12 @@ class Transport:
                     except TimeoutError:
                         self.stop(conn, *SLOW_CONSUMER)
                         return
+                    except OSError:
+                        # The client is gone (uvicorn's ClientDisconnected): nothing more to write; the
+                        # read loop sees the disconnect and ends the session. Raised here, the writer
+                        # task's error was never retrieved and filled the log at every shutdown.
+                        self.stop(conn, CloseCode.GOING_AWAY, "client_gone")
+                        return
         finally:
             conn.writer = None
 
