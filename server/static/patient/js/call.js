@@ -12,10 +12,11 @@ const CANCELLABLE = new Set(["created", "searching", "offered", "assigned", "en_
 const WITH_DOCTOR = new Set(["assigned", "en_route", "arrived", "in_progress"]);
 
 export class CallView {
-  /** onFinished(call) when the call completes or is cancelled. */
-  constructor(socket, markers, { onFinished }) {
+  /** onChange(call) after every change of the call; onFinished(call) when it completes or is cancelled. */
+  constructor(socket, markers, { onChange = () => {}, onFinished }) {
     this.socket = socket;
     this.markers = markers;
+    this.onChange = onChange;
     this.onFinished = onFinished;
     this.call = null;
     this.doctorName = null;
@@ -82,6 +83,7 @@ export class CallView {
     this.call = call;
     if (!WITH_DOCTOR.has(call.status)) { this.approach = null; this.markers.setDoctor(null); }
     this.render();
+    this.onChange(call);
     if (FINAL.has(call.status)) {
       const done = this.call;
       this.close();

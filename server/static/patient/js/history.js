@@ -20,6 +20,14 @@ export class History {
     return this.items;
   }
 
+  /** Show a newer state of one call (its status changed while the app watched it). */
+  update(call) {
+    const i = this.items.findIndex((c) => c.id === call.id);
+    if (i < 0) this.items.unshift(call);
+    else this.items[i] = { ...this.items[i], ...call };
+    this.render();
+  }
+
   render() {
     $("history-empty").hidden = this.items.length > 0;
     $("history").replaceChildren(...this.items.map((c) => h("li", { dataset: { call: c.id, status: c.status } },

@@ -75,8 +75,9 @@ function start() {
   const history = new History();
   let rateCall = null;
 
-  const request = new RequestForm(map, markers, { onCreated: (call) => { request.hide(); view.open(call); history.load(); } });
+  const request = new RequestForm(map, markers, { onCreated: (call) => { request.hide(); view.open(call); history.update(call); } });
   const view = new CallView(socket, markers, {
+    onChange: (call) => history.update(call),
     onFinished: (call) => {
       history.load();
       if (call.status === "completed") showRating(call);
