@@ -191,12 +191,13 @@ async def track(request: Request) -> Response:
     tag="share",
     roles=None,
     response_media_type="text/html",
-    alternate=(404, 410),
+    errors=(404, 410),
     path_params={"token": TOKEN_PARAM},
 )
 async def track_page(request: Request) -> Response:
-    """Public. 200 while the call runs; the same page with 404 (unknown link) or 410 (the call is
-    over), where it only says so."""
+    """Public. 200 while the call runs. An unknown link (404 ``not_found``) or a call that is over
+    (410 ``link_expired``): the JSON error body, or, for a browser (``Accept`` names ``text/html``),
+    the page with that status, saying so in the reader's language."""
     svc = services(request)
     settings = svc.settings
     lat, lon, zoom = settings.console_map_view
@@ -210,6 +211,8 @@ async def track_page(request: Request) -> Response:
     try:
         await _live_call(svc, request.path_params["token"])
     except ApiError as exc:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
         config["ended"] = exc.code.value
         status = exc.http_status
     text = orjson.dumps(config).decode().replace("<", "\\u003c")

@@ -236,15 +236,15 @@ async def test_the_doctor_completes_and_the_patient_rates(world: City, page: Pag
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_rated", again.text
 
     # The relative's page now says the visit is over; a reload is refused with 410.
-    track: Page = STATE["track_page"]  # type: ignore[assignment]
+    track: Page = STATE["track_page"]
     try:
         await track.wait_for_selector("#ended[data-code='link_expired']:not([hidden])", timeout=WAIT_MS)
         assert await track.text_content("#ended") == "Визит завершён: ссылка больше не действует."
-        response = await track.goto(str(STATE["track"]))
-        assert response is not None and response.status == 410
+        reloaded = await track.goto(str(STATE["track"]))
+        assert reloaded is not None and reloaded.status == 410
         await track.wait_for_selector("#ended[data-code='link_expired']:not([hidden])", timeout=WAIT_MS)
     finally:
-        await STATE["relative"].close()  # type: ignore[attr-defined]
+        await STATE["relative"].close()
 
 
 async def test_sos_needs_a_confirmation_and_cancel_ends_the_call(

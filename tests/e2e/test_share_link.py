@@ -41,9 +41,9 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         asyncio.run(drop_pg_database(database_url))
 
 
-async def anonymous(world: City, path: str) -> httpx.Response:
+async def anonymous(world: City, path: str, accept: str = "application/json") -> httpx.Response:
     async with httpx.AsyncClient(base_url=world.url, timeout=30) as client:
-        return await client.get(path)
+        return await client.get(path, headers={"Accept": accept})
 
 
 async def stored_hashes(world: City) -> list[str]:
@@ -60,7 +60,7 @@ async def until_doctor_at(world: City, path: str, lat: float, timeout_s: float =
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        body = (await anonymous(world, path)).json()
+        body: dict[str, object] = (await anonymous(world, path)).json()
         doctor = body.get("doctor")
         if isinstance(doctor, dict) and abs(float(doctor["lat"]) - lat) < 1e-6:
             return body
@@ -92,7 +92,7 @@ async def test_a_link_follows_the_visit_and_dies_with_it(world: City) -> None:
         before = await anonymous(world, api_path)
         assert before.status_code == 200, before.text
         assert before.json()["status"] in {"searching", "offered"} and before.json()["doctor"] is None
-        page = await anonymous(world, link["path"])
+        page = await anonymous(world, link["path"], accept="text/html")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert page.headers["referrer-policy"] == "no-referrer"
 
@@ -114,7 +114,8 @@ async def test_a_link_follows_the_visit_and_dies_with_it(world: City) -> None:
             assert response.status_code in (404, 422), response.text
             if response.status_code == 404:
                 assert response.json()["error"]["code"] == "not_found"
-        assert (await anonymous(world, f"/track/{secrets.token_urlsafe(32)}")).status_code == 404
+        unknown = await anonymous(world, f"/track/{secrets.token_urlsafe(32)}", accept="text/html")
+        assert unknown.status_code == 404 and '"ended":"not_found"' in unknown.text
 
         for status in ("en_route", "arrived", "in_progress", "completed"):
             response = await world.http(
@@ -123,8 +124,10 @@ async def test_a_link_follows_the_visit_and_dies_with_it(world: City) -> None:
             assert response.status_code == 200, response.text
         gone = await anonymous(world, api_path)
         assert gone.status_code == 410 and gone.json()["error"]["code"] == "link_expired"
-        gone_page = await anonymous(world, link["path"])
+        gone_page = await anonymous(world, link["path"], accept="text/html,application/xhtml+xml")
         assert gone_page.status_code == 410 and '"ended":"link_expired"' in gone_page.text
+        gone_json = await anonymous(world, link["path"])
+        assert gone_json.status_code == 410 and gone_json.json()["error"]["code"] == "link_expired"
         # A final call gets no new link.
         again = await world.http("POST", share, patient)
         assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_transition"
