@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -41,6 +42,30 @@ def map_config(request: Request) -> dict[str, object]:
         "tileAttribution": settings.console_tile_attribution,
         "view": {"lat": lat, "lon": lon, "zoom": zoom},
     }
+
+
+class ManifestIcon(BaseModel):
+    """One icon of the manifest: URL, sizes (``any`` for SVG), MIME type, purpose."""
+
+    src: str
+    sizes: str
+    type: str
+    purpose: str
+
+
+class ManifestOut(BaseModel):
+    """The web app manifest (W3C Web App Manifest): what an installed app is called and opens."""
+
+    name: str
+    short_name: str
+    description: str
+    start_url: str
+    scope: str
+    id: str
+    display: str
+    background_color: str
+    theme_color: str
+    icons: list[ManifestIcon]
 
 
 @api.route(
@@ -92,6 +117,7 @@ async def patient_service_worker(request: Request) -> Response:
     summary="The patient app's web app manifest",
     tag="patient app",
     roles=None,
+    response=ManifestOut,
     response_media_type="application/manifest+json",
 )
 async def patient_manifest(request: Request) -> Response:
