@@ -11,6 +11,7 @@ The service worker registers with scope ``/app``. Screenshots go to ``build/cons
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 
 from models.enums import Role
-from tests.e2e.console_browser import chromium, screenshot
+from tests.e2e.console_browser import ROOT, chromium, screenshot
 from tests.e2e.dispatch_world import CENTRE, City, Doctor, Person, city, offset
 
 WAIT_MS = 15_000
@@ -141,10 +142,17 @@ async def test_request_a_doctor_and_watch_the_doctor_approach(
     assert await page.is_visible("#call-approach")
     assert "km" in (await page.text_content("#call-distance") or "")
 
+    # The phone loses its network while the doctor sets off: the app says so, and once back it
+    # recovers the missed status from the channel's history (offset recovery).
+    await page.context.set_offline(True)
+    await page.wait_for_selector("#conn.conn-offline", timeout=WAIT_MS)
     response = await world.http(
         "POST", f"/v1/calls/{call['id']}/status", doctor.person, json={"status": "en_route"}
     )
     assert response.status_code == 200, response.text
+    assert await js(page, "() => window.totPatient.call.status") == "assigned"
+    await page.context.set_offline(False)
+    await page.wait_for_selector("#conn.conn-online", timeout=WAIT_MS)
     await page.wait_for_selector("#call-status[data-status='en_route']", timeout=WAIT_MS)
     doctor.lat, doctor.lon = offset(*CENTRE, 600)
     await doctor.fix()
@@ -153,6 +161,8 @@ async def test_request_a_doctor_and_watch_the_doctor_approach(
     assert nearer["distance_m"] < first["distance_m"] - 1_000 and nearer["eta_s"] < first["eta_s"]
     assert "m" in (await page.text_content("#call-distance") or "")
     await screenshot(page, "patient-approach")
+    if os.environ.get("TOT_PATIENT_DOCS_SCREENSHOT"):
+        await page.screenshot(path=str(ROOT / "docs" / "patient-app.png"))
 
 
 async def test_the_share_link_shows_the_doctor_without_an_account(
@@ -299,3 +309,26 @@ async def test_russian_and_a_reload_keeps_the_session(world: City, page: Page) -
     await page.wait_for_selector("#request:not([hidden])", timeout=WAIT_MS)
     assert await page.text_content("#request-submit") == "Вызвать врача"
     assert await page.text_content("#history li:first-child .status") == "отменён"
+    if os.environ.get("TOT_PATIENT_DOCS_SCREENSHOT"):
+        await page.screenshot(path=str(ROOT / "docs" / "patient-app-ru.png"))
+
+
+async def test_a_refused_location_is_said_and_the_map_still_works(world: City, browser: Browser) -> None:
+    context = await browser.new_context(locale="en-US")  # no geolocation permission
+    try:
+        page = await context.new_page()
+        await page.goto(f"{world.url}/app")
+        await page.fill("#login-name", STATE["email"])
+        await page.fill("#login-password", PATIENT_PASSWORD)
+        await page.click("#login-submit")
+        await page.wait_for_selector("#request:not([hidden])", timeout=WAIT_MS)
+        await page.click("#locate")
+        await page.wait_for_selector("#request-error:has-text('may not use your location')", timeout=WAIT_MS)
+        await page.fill("#address", "Tverskaya 7")
+        await page.click("#request-submit")  # no point yet: refused in the page, nothing sent
+        await page.wait_for_selector("#request-error:has-text('Show on the map')", timeout=WAIT_MS)
+        await page.click("#map", position={"x": 300, "y": 300})
+        await page.wait_for_selector("#point-note:has-text('Point on the map')", timeout=WAIT_MS)
+        assert await js(page, "() => !!window.totPatient.markers.point")
+    finally:
+        await context.close()
