@@ -160,6 +160,11 @@ async def test_request_a_doctor_and_watch_the_doctor_approach(
     nearer = await js(page, "() => window.totPatient.approach")
     assert nearer["distance_m"] < first["distance_m"] - 1_000 and nearer["eta_s"] < first["eta_s"]
     assert "m" in (await page.text_content("#call-distance") or "")
+    assert await page.text_content("#call-doctor") == "Your doctor: Doctor 0"
+    await page.reload()  # the app finds its open call again, with the doctor's name
+    await page.wait_for_selector("#call-status[data-status='en_route']", timeout=WAIT_MS)
+    await page.wait_for_selector("#call-doctor:has-text('Doctor 0')", timeout=WAIT_MS)
+    await until(page, DOCTOR_AT, [doctor.lat, doctor.lon])
     await screenshot(page, "patient-approach")
     if os.environ.get("TOT_PATIENT_DOCS_SCREENSHOT"):
         await page.screenshot(path=str(ROOT / "docs" / "patient-app.png"))
@@ -262,6 +267,8 @@ async def test_sos_needs_a_confirmation_and_cancel_ends_the_call(
 ) -> None:
     await doctor.stop()  # nobody takes the second call: it stays searching
     await page.fill("#address", "Red Square 3")
+    await page.click("#locate")
+    await page.wait_for_selector("#point-note:has-text('Your location')", timeout=WAIT_MS)
     await page.click("#request-submit")
     await page.wait_for_selector("#call:not([hidden])", timeout=WAIT_MS)
     call_id = (await js(page, "() => window.totPatient.call"))["id"]
@@ -284,6 +291,9 @@ async def test_sos_needs_a_confirmation_and_cancel_ends_the_call(
     alerts = await world.http("GET", "/v1/sos", world.dispatcher)
     mine = [a for a in alerts.json()["items"] if a.get("call") == call_id]
     assert len(mine) == 1 and mine[0]["kind"] == "emergency", alerts.text
+    acknowledged = await world.http("POST", f"/v1/sos/{mine[0]['id']}/acknowledge", world.dispatcher)
+    assert acknowledged.status_code == 200, acknowledged.text
+    await page.wait_for_selector("#call-note:has-text('The dispatcher has seen')", timeout=WAIT_MS)
 
     await page.click("#cancel")
     await page.wait_for_selector("#cancel-confirm:not([hidden])", timeout=WAIT_MS)

@@ -81,6 +81,7 @@ export class CallView {
   update(call) {
     if (!this.call || call.id !== this.call.id || call.version < this.call.version) return;
     this.call = call;
+    if (call.doctor_id && !this.doctorName) this.readDoctorName(call.doctor_id);
     if (!WITH_DOCTOR.has(call.status)) { this.approach = null; this.markers.setDoctor(null); }
     this.render();
     this.onChange(call);
@@ -114,6 +115,16 @@ export class CallView {
       this.note = "patient.sos.resolved";
       this.render();
     }
+  }
+
+  /** The doctor's name after a reload (call.status names the doctor only when the status changes). */
+  async readDoctorName(id) {
+    if (this.readingName === id) return;
+    this.readingName = id;
+    try {
+      const doctor = await api.get(`/v1/doctors/${id}`);
+      if (this.call && this.call.doctor_id === id) { this.doctorName = doctor.full_name; this.render(); }
+    } catch { /* the name stays unknown: "assigned" */ }
   }
 
   async refreshQuietly() {
