@@ -12,6 +12,7 @@ The service worker registers with scope ``/app``. Screenshots go to ``build/cons
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -328,10 +329,16 @@ async def test_a_refused_location_is_said_and_the_map_still_works(world: City, b
     try:
         page = await context.new_page()
         await page.goto(f"{world.url}/app")
-        await page.fill("#login-name", STATE["email"])
-        await page.fill("#login-password", PATIENT_PASSWORD)
-        await page.click("#login-submit")
+        # Another patient signs up with a phone number written as people write it.
+        digits = f"{secrets.randbelow(10**7):07d}"
+        await page.fill("#signup-name", "Ivan Sidorov")
+        await page.fill("#signup-login", f"+7 (999) {digits[:3]}-{digits[3:5]}-{digits[5:]}")
+        await page.fill("#signup-password", PATIENT_PASSWORD)
+        await page.click("#signup-submit")
         await page.wait_for_selector("#request:not([hidden])", timeout=WAIT_MS)
+        session = await js(page, "() => JSON.parse(localStorage.getItem('tot-patient-session'))")
+        assert session["user"]["phone"] == f"+7999{digits}" and session["user"]["role"] == "patient"
+        assert await page.text_content("#history-empty") == "No calls yet."
         await page.click("#locate")
         await page.wait_for_selector("#request-error:has-text('may not use your location')", timeout=WAIT_MS)
         await page.fill("#address", "Tverskaya 7")

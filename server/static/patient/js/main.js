@@ -30,10 +30,12 @@ function showAuth() {
   $("signup-form").onsubmit = async (ev) => {
     ev.preventDefault();
     $("signup-error").textContent = "";
-    const login = $("signup-login").value.trim();
+    const given = $("signup-login").value.trim();
     const password = $("signup-password").value;
     const body = { full_name: $("signup-name").value.trim(), password, role: "patient" };
-    if (PHONE.test(login)) body.phone = login.replace(/[ ()-]/g, "");
+    // A phone number is sent as E.164 (digits after a "+"), and signed in with the same.
+    const login = PHONE.test(given) ? given.replace(/[ ()-]/g, "") : given;
+    if (PHONE.test(given)) body.phone = login;
     else body.email = login;
     $("signup-submit").disabled = true;
     try {
