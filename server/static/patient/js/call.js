@@ -96,11 +96,14 @@ export class CallView {
     if (!this.call) return;
     if (type === "call.status") {
       if (data.version < this.call.version) return; // a late event: the call moved on since
-      if (data.doctor && data.doctor.name) this.doctorName = data.doctor.name;
       if (data.eta_s !== null && data.eta_s !== undefined && !this.approach) this.approach = { eta_s: data.eta_s, distance_m: null };
-      this.update({ ...this.call, status: data.status, version: data.version, doctor_id: data.doctor ? data.doctor.id : this.call.doctor_id });
-      // The event carries the status only: the rest (price, times) is read again.
-      if (FINAL.has(data.status) || data.status === "assigned") this.refreshQuietly();
+      // A call sent back to searching (the doctor dropped it) has no doctor any more.
+      const doctorId = data.doctor ? data.doctor.id : WITH_DOCTOR.has(data.status) ? this.call.doctor_id : null;
+      if (data.doctor && data.doctor.name) this.doctorName = data.doctor.name;
+      else if (doctorId !== this.call.doctor_id) this.doctorName = null;
+      this.update({ ...this.call, status: data.status, version: data.version, doctor_id: doctorId });
+      // The event carries the status only: the rest (doctor, price, times) is read again.
+      this.refreshQuietly();
     } else if (type === "doctor.position") {
       if (!WITH_DOCTOR.has(this.call.status)) return;
       this.approach = { distance_m: data.distance_m, eta_s: data.eta_s, lat: data.lat, lon: data.lon, ts: data.ts };
