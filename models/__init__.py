@@ -12,6 +12,7 @@ from models.doctors import DoctorProfile
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
 from models.ratings import Rating
+from models.share_links import ShareLink
 from models.sos import SosAlert, SosEvent
 from models.track import TrackPoint
 from models.users import User
@@ -29,6 +30,7 @@ __all__ = [
     "OutboxEvent",
     "OutboxRelayLease",
     "Rating",
+    "ShareLink",
     "SosAlert",
     "SosEvent",
     "TrackPoint",

@@ -68,6 +68,7 @@ class ErrorCode(StrEnum):
     OUTSIDE_SERVICE_AREA = "outside_service_area"  # zones exist and the point lies in none of them
     TOO_MANY_CELLS = "too_many_cells"  # a map box needing more than the cell limit
     UNKNOWN_ZONE = "unknown_zone"
+    LINK_EXPIRED = "link_expired"  # a share link whose call is over (completed or cancelled)
     # --- the server ---
     UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
     BUSY = "busy"  # no database connection came free within TOT_DB_POOL_TIMEOUT (overload)
@@ -110,6 +111,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUTSIDE_SERVICE_AREA: 422,
     ErrorCode.TOO_MANY_CELLS: 422,
     ErrorCode.UNKNOWN_ZONE: 422,
+    ErrorCode.LINK_EXPIRED: 410,
     ErrorCode.TOO_MANY_ATTEMPTS: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.BUSY: 503,

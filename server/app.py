@@ -46,7 +46,9 @@ from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import console as console_routes
 from server.routes import doctors as _doctor_routes  # noqa: F401
+from server.routes import patient_app as patient_routes
 from server.routes import ratings as _rating_routes  # noqa: F401
+from server.routes import share as share_routes
 from server.routes import sos as _sos_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
@@ -224,6 +226,16 @@ def create_app(settings: Settings) -> Starlette:
                 console_routes.STATIC_PREFIX,
                 StaticFiles(directory=console_routes.CONSOLE_DIR, check_dir=False),
                 name="console_static",
+            ),
+            Mount(
+                patient_routes.STATIC_PREFIX,
+                StaticFiles(directory=patient_routes.PATIENT_DIR, check_dir=False),
+                name="patient_static",
+            ),
+            Mount(
+                "/track/static",
+                StaticFiles(directory=share_routes.TRACK_DIR, check_dir=False),
+                name="track_static",
             ),
             *(
                 Mount(prefix, StaticFiles(directory=folder, check_dir=False))

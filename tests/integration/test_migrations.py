@@ -33,6 +33,7 @@ EXPECTED_TABLES = {
     "track_points",
     "outbox",
     "outbox_relay_lease",
+    "share_links",
 }
 
 

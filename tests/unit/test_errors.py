@@ -78,6 +78,7 @@ def test_every_socket_code_of_a_refusal_is_in_the_protocol_table() -> None:
             ErrorCode.TOKEN_INVALID,
             ErrorCode.AUTH_REQUIRED,
             ErrorCode.TOO_MANY_ATTEMPTS,  # login and registration only
+            ErrorCode.LINK_EXPIRED,  # share links are REST only (docs/api.md, "Share links")
         }, f"{code.value} can be refused on REST but docs/protocol.md does not list it"
 
 
