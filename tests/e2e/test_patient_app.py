@@ -127,9 +127,13 @@ async def test_request_a_doctor_and_watch_the_doctor_approach(
     await page.wait_for_selector("#point-note:has-text('Your location')", timeout=WAIT_MS)
     await page.select_option("#specialty", "therapist")
     await page.fill("#symptoms", "Fever since the morning")
-    await page.click("#request-submit")
+    async with page.expect_request(lambda r: r.url.endswith("/v1/calls") and r.method == "POST") as sent:
+        await page.click("#request-submit")
     await page.wait_for_selector("#call:not([hidden])", timeout=WAIT_MS)
     call = await js(page, "() => window.totPatient.call")
+    # Sent with a key: an answer lost on a bad network and the request sent again make one call.
+    key = (await sent.value).headers.get("idempotency-key", "")
+    assert len(key) == 32, key
     STATE["call"] = call["id"]
     assert abs(call["lat"] - CENTRE[0]) < 1e-6 and call["symptoms"] == "Fever since the morning"
 

@@ -69,8 +69,8 @@ class Api {
     return this._refreshing;
   }
 
-  async _fetch(method, path, body, auth) {
-    const headers = { accept: "application/json" };
+  async _fetch(method, path, body, auth, extra = {}) {
+    const headers = { accept: "application/json", ...extra };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (auth && this.accessToken) headers.authorization = `Bearer ${this.accessToken}`;
     const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -81,20 +81,30 @@ class Api {
   }
 
   /** A JSON request as the signed-in user; an expired token is refreshed once. */
-  async request(method, path, body) {
+  async request(method, path, body, headers = {}) {
     try {
-      return await this._fetch(method, path, body, true);
+      return await this._fetch(method, path, body, true, headers);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401 && this.session) {
         await this.refresh();
-        return this._fetch(method, path, body, true);
+        return this._fetch(method, path, body, true, headers);
       }
       throw err;
     }
   }
 
   get(path) { return this.request("GET", path); }
-  post(path, body = {}) { return this.request("POST", path, body); }
+  /** idempotencyKey: sent as Idempotency-Key, so that a request sent again (the answer was lost) makes
+   * one change, not two (docs/api.md). */
+  post(path, body = {}, { idempotencyKey } = {}) {
+    return this.request("POST", path, body, idempotencyKey ? { "idempotency-key": idempotencyKey } : {});
+  }
+}
+
+/** A fresh Idempotency-Key: 128 random bits in hex (crypto.randomUUID needs a secure context; a phone on
+ * a clinic's plain-HTTP network has none, getRandomValues works everywhere). */
+export function newIdempotencyKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A REST client for one app (see the Api constructor for the options). */

@@ -1,6 +1,7 @@
 // "Call a doctor now": the address, the point (a tap on the map or the browser's location), the
 // specialty and the symptoms; POST /v1/calls (urgency "urgent": a visit now).
 import { errorText, label, onLanguageChange, t } from "/static/shared/i18n.js";
+import { newIdempotencyKey } from "/static/shared/api.js";
 import { api } from "./api.js";
 import { $, h } from "./dom.js";
 
@@ -86,7 +87,15 @@ export class RequestForm {
     if (symptoms) body.symptoms = symptoms;
     $("request-submit").disabled = true;
     try {
-      const call = await api.post("/v1/calls", body);
+      // One key per request the patient means: sent again after a lost answer, it is the same call.
+      // A changed form is another request (the server refuses a key sent again with another body).
+      const sent = JSON.stringify(body);
+      if (!this.idempotencyKey || this.idempotencyBody !== sent) {
+        this.idempotencyKey = newIdempotencyKey();
+        this.idempotencyBody = sent;
+      }
+      const call = await api.post("/v1/calls", body, { idempotencyKey: this.idempotencyKey });
+      this.idempotencyKey = null;
       $("symptoms").value = "";
       this.onCreated(call);
     } catch (err) {
