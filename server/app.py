@@ -45,6 +45,7 @@ from server.routes import candidates as _candidate_routes  # noqa: F401
 from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import console as console_routes
+from server.routes import doctor_app
 from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import sos as _sos_routes  # noqa: F401
@@ -225,6 +226,7 @@ def create_app(settings: Settings) -> Starlette:
                 StaticFiles(directory=console_routes.CONSOLE_DIR, check_dir=False),
                 name="console_static",
             ),
+            *doctor_app.mounts(),
             *(
                 Mount(prefix, StaticFiles(directory=folder, check_dir=False))
                 for prefix, folder in console_routes.SHARED_STATIC.items()
