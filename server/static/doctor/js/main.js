@@ -55,6 +55,10 @@ function start() {
     status: $("sos-status"),
   }, { api, socket, getFix });
   $("sos-status").tabIndex = -1;
+  shift.activity = () => {
+    if (visit.call && !visit.ended && !["completed", "cancelled"].includes(visit.call.status)) return "busy";
+    return offer.offer && offer.offer.state === "open" ? "offered" : null;
+  };
 
   // The doctor's own channel first: the server refuses a call channel on a connection without it.
   socket.subscribe(`doctor:${me.id}`, (type, data) => {

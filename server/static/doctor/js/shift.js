@@ -59,6 +59,9 @@ export class Shift {
     this.location = "off"; // off | waiting | ok | stale | denied | unavailable | unsupported
     this.sent = 0; // fixes sent (tests)
     this.wake = new WakeLock(() => this.render());
+    /** "offered" or "busy" while an offer or a call holds the doctor (the server's doctor.status events
+     * carry the availability the doctor chose, not these), else null. Set by the app. */
+    this.activity = () => null;
     for (const button of els.buttons) button.addEventListener("click", () => this.set(button.dataset.status));
     setInterval(() => this._tick(), TICK_MS);
   }
@@ -176,6 +179,8 @@ export class Shift {
   }
 
   _tick() {
+    const shown = this.activity() || this.serverStatus || "";
+    if (shown !== this.els.serverStatus.dataset.status) this.render();
     if (!this.onShift || !this.fix || this.location === "denied") return;
     const age = Date.now() - this.fix.ts;
     const stale = age > config.staleAfterS * 1000;
@@ -190,8 +195,9 @@ export class Shift {
   render() {
     const els = this.els;
     for (const button of els.buttons) button.setAttribute("aria-pressed", String(button.dataset.status === this.wanted));
-    els.serverStatus.textContent = this.serverStatus ? t("doctor.shift.server", { status: label("common.doctorState", this.serverStatus) }) : "";
-    els.serverStatus.dataset.status = this.serverStatus || "";
+    const shown = this.activity() || this.serverStatus;
+    els.serverStatus.textContent = shown ? t("doctor.shift.server", { status: label("common.doctorState", shown) }) : "";
+    els.serverStatus.dataset.status = shown || "";
     els.locationState.dataset.state = this.location;
     const accuracy = this.fix && this.location === "ok" ? Math.round(this.fix.acc) : 0;
     els.locationState.textContent = t(`doctor.location.${this.location}`, { acc: accuracy });
