@@ -38,14 +38,13 @@ from server.engine_care import EngineCare
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
-from server.routes import api
+from server.routes import api, doctor_app
 from server.routes import auth as _auth_routes  # noqa: F401
 from server.routes import calls as _call_routes  # noqa: F401
 from server.routes import candidates as _candidate_routes  # noqa: F401
 from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import console as console_routes
-from server.routes import doctor_app
 from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import sos as _sos_routes  # noqa: F401

@@ -108,4 +108,3 @@ async def doctor_service_worker(request: Request) -> Response:
 async def doctor_manifest(request: Request) -> Response:
     """Name, icon, start URL and scope (``/doctor``) for installing the app on a phone."""
     return Response(_read("manifest.webmanifest"), media_type="application/manifest+json")
-

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Geolocation, Page
 
 from models.enums import Role
 from tests.e2e.console_browser import ROOT, chromium, sign_in
@@ -38,7 +38,7 @@ ROUTE = [offset(*CENTRE, -1_200 + 300 * i, -400 + 100 * i) for i in range(5)]
 CALL_AT = offset(*CENTRE, 200, 100)
 
 
-def geolocation(lat: float, lon: float) -> dict[str, float]:
+def geolocation(lat: float, lon: float) -> Geolocation:
     return {"latitude": lat, "longitude": lon, "accuracy": 12}
 
 
@@ -129,7 +129,8 @@ async def test_installable_manifest_and_service_worker(world: City) -> None:
         manifest = await client.get("/doctor/manifest.webmanifest")
         worker = await client.get("/doctor/sw.js")
         page = await client.get("/doctor")
-    assert manifest.status_code == 200 and manifest.headers["content-type"].startswith("application/manifest+json")
+    assert manifest.status_code == 200
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
     assert manifest.json()["scope"] == "/doctor" and manifest.json()["start_url"] == "/doctor"
     assert worker.status_code == 200 and worker.headers["service-worker-allowed"] == "/doctor"
     assert "PUSH NOTIFICATIONS" in worker.text
@@ -154,6 +155,10 @@ async def test_sign_in_go_on_shift_and_positions_reach_the_server(world: City, p
     for lat, lon in ROUTE[1:3]:  # walking: each new position is streamed
         await page.context.set_geolocation(geolocation(lat, lon))
         await wait_position(world, lat, lon)
+    # The server rebuilt its live state (as after a Redis restart): the app sends its position and status.
+    sent = await page.evaluate("() => window.totDoctor.shift.sent")
+    await page.evaluate("() => window.totDoctor.socket._frame({op: 'reannounce', reason: 'engine_reset'})")
+    await until(page, "(sent) => window.totDoctor.shift.sent > sent", sent)
     # The service worker took the scope of the page itself.
     scope = await page.evaluate("async () => (await navigator.serviceWorker.ready).scope")
     assert scope == f"{world.url}/doctor"
@@ -168,6 +173,7 @@ async def test_an_offer_counts_down_and_is_accepted_from_the_keyboard(world: Cit
     await card.wait_for(timeout=WAIT_MS)
     assert await page.evaluate("() => document.activeElement.id") == "offer"  # the focus moved to it
     assert "fever since yesterday" in (await card.text_content() or "")
+    assert "null" not in (await card.text_content() or "")
     first = await page.text_content("#offer .countdown")
     assert first and first.startswith("0:0")
     await until(page, "(first) => document.querySelector('#offer .countdown').textContent !== first", first)
@@ -183,7 +189,8 @@ async def test_an_offer_counts_down_and_is_accepted_from_the_keyboard(world: Cit
     await page.wait_for_selector("#server-status[data-status='busy']", timeout=WAIT_MS)
     href = await page.get_attribute("#nav-osm", "href") or ""
     assert href.startswith("https://www.openstreetmap.org/directions?") and f"{CALL_AT[0]}" in href
-    assert await page.get_attribute("#nav-geo", "href") == f"geo:{CALL_AT[0]},{CALL_AT[1]}?q={CALL_AT[0]},{CALL_AT[1]}"
+    place = f"{CALL_AT[0]},{CALL_AT[1]}"
+    assert await page.get_attribute("#nav-geo", "href") == f"geo:{place}?q={place}"
 
 
 async def current_call(page: Page) -> str:
@@ -197,6 +204,12 @@ async def step(world: City, page: Page, status: str) -> None:
     await page.click(f"#visit-next[data-next='{status}']")
     await world.wait_status(call_id, {status})
     await page.wait_for_selector(f"#visit[data-status='{status}']", timeout=WAIT_MS)
+
+
+async def patient_says(world: City, call_id: str, msg_id: str, text: str) -> httpx.Response:
+    """The patient's chat line, over REST."""
+    body = {"client_msg_id": msg_id, "text": text}
+    return await world.http("POST", f"/v1/calls/{call_id}/messages", patient(world), json=body)
 
 
 async def test_status_buttons_and_chat_both_ways_across_a_dropped_socket(world: City, page: Page) -> None:
@@ -213,9 +226,7 @@ async def test_status_buttons_and_chat_both_ways_across_a_dropped_socket(world: 
             if [m["text"] for m in lines] == ["I will be there in ten minutes"]:
                 break
             await asyncio.sleep(0.1)
-    sent = await world.http(
-        "POST", f"/v1/calls/{call_id}/messages", patient(world), json={"client_msg_id": "p-1", "text": "Door code 42"}
-    )
+    sent = await patient_says(world, call_id, "p-1", "Door code 42")
     assert sent.status_code in (200, 201), sent.text
     await page.wait_for_selector("#chat-lines li.theirs:has-text('Door code 42')", timeout=WAIT_MS)
 
@@ -223,9 +234,7 @@ async def test_status_buttons_and_chat_both_ways_across_a_dropped_socket(world: 
     reloads = await page.evaluate("() => window.totDoctor.visit.reloads")
     await set_offline(page, True)
     await shot(page, "3-offline")
-    missed = await world.http(
-        "POST", f"/v1/calls/{call_id}/messages", patient(world), json={"client_msg_id": "p-2", "text": "Third floor"}
-    )
+    missed = await patient_says(world, call_id, "p-2", "Third floor")
     assert missed.status_code in (200, 201), missed.text
     await asyncio.sleep(0.5)
     assert await page.locator("#chat-lines li:has-text('Third floor')").count() == 0
@@ -234,6 +243,7 @@ async def test_status_buttons_and_chat_both_ways_across_a_dropped_socket(world: 
     assert await page.evaluate("() => window.totDoctor.visit.reloads") == reloads  # recovered, not re-read
     await step(world, page, "arrived")
     await step(world, page, "in_progress")
+    assert "null" not in (await page.text_content("#visit") or "")
     await shot(page, "4-visit")
 
 
@@ -269,7 +279,8 @@ async def test_an_offer_that_expired_while_the_app_was_hidden_says_so(world: Cit
     countdown = await page.text_content("#offer .countdown")
     async with asyncio.timeout(OFFER_TIMEOUT_S + 10):
         while True:
-            offers = (await world.http("GET", f"/v1/calls/{call_id}/offers", world.dispatcher)).json()["items"]
+            answer = await world.http("GET", f"/v1/calls/{call_id}/offers", world.dispatcher)
+            offers = answer.json()["items"]
             if offers and offers[0]["outcome"] == "expired":
                 break
             await asyncio.sleep(0.2)
@@ -314,7 +325,8 @@ async def test_an_sos_is_confirmed_sounded_in_the_console_and_acknowledged(
         await shot(page, "6-sos-sent")
 
         await item.locator(".sos-ack").click()
-        await page.wait_for_selector(f"#sos-status[data-sos='{sos_id}'][data-status='acknowledged']", timeout=WAIT_MS)
+        acknowledged = f"#sos-status[data-sos='{sos_id}'][data-status='acknowledged']"
+        await page.wait_for_selector(acknowledged, timeout=WAIT_MS)
         assert "A dispatcher acknowledged" in (await page.text_content("#sos-status") or "")
         await shot(page, "7-sos-acknowledged")
     finally:
@@ -327,7 +339,8 @@ async def test_location_denied_is_shown(world: City, browser: Browser) -> None:
         denied = await context.new_page()
         await sign_in(denied, world.url, doctor(world).email, PASSWORD, path="/doctor")
         await denied.click("#shift-available")
-        await denied.wait_for_selector("#location-state[data-state='denied']:has-text('Location denied')", timeout=WAIT_MS)
+        state = "#location-state[data-state='denied']:has-text('Location denied')"
+        await denied.wait_for_selector(state, timeout=WAIT_MS)
         assert "Allow location" in (await denied.text_content("#location-help") or "")
         assert await denied.locator("#location-help").is_visible()
         await shot(denied, "8-location-denied")

@@ -124,7 +124,7 @@ export class OfferCard {
     this.el.dataset.offer = offer.id;
     this.el.dataset.state = offer.state;
     this.el.setAttribute("aria-labelledby", "offer-title");
-    this.el.replaceChildren(
+    this.el.replaceChildren(...[
       h("h2", { id: "offer-title" }, t("doctor.offer.title")),
       h("p", { class: "address" }, call.address || ""),
       h("p", { class: "facts" }, facts.join(" · ")),
@@ -140,7 +140,7 @@ export class OfferCard {
           h("button", { type: "button", class: "decline", disabled: offer.state === "accepting", onclick: () => this.decline() }, t("doctor.offer.decline")))
         : h("div", { class: "line" },
           h("button", { type: "button", class: "dismiss", onclick: () => this.dismiss() }, t("common.action.close"))),
-    );
+    ].filter(Boolean)); // replaceChildren would write null as text
     if (hadFocus) this.el.focus(); // the button that had it was replaced
   }
 }

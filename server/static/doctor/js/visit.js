@@ -168,7 +168,7 @@ export class Visit {
     const note = this.ended
       ? t(`doctor.visit.${this.ended}`)
       : call.status === "completed" ? t("doctor.visit.completed", { price: call.price_final ?? "" }) : "";
-    this.el.replaceChildren(
+    this.el.replaceChildren(...[
       h("h2", {}, t("doctor.visit.title"), " · ", h("span", { class: "status" }, label("common.callStatus", call.status))),
       h("p", { class: "address" }, call.address),
       h("p", { class: "facts" }, [label("common.urgency", call.urgency), label("common.specialty", call.specialty)].join(" · ")),
@@ -187,7 +187,7 @@ export class Visit {
         this.ended || FINAL.has(call.status) ? null : h("form", { id: "chat-form", class: "line", onsubmit: (ev) => this._submitChat(ev) },
           h("input", { id: "chat-text", maxlength: "2000", autocomplete: "off", "aria-label": t("doctor.chat.label"), placeholder: t("doctor.chat.placeholder") }),
           h("button", { type: "submit" }, t("doctor.chat.send")))),
-    );
+    ].filter(Boolean)); // replaceChildren would write null as text
     this._renderChat();
     this._drawMap();
     if (hadFocus && document.getElementById(hadFocus)) document.getElementById(hadFocus).focus();
