@@ -13,6 +13,8 @@ says so; a Russian browser gets the app in Russian. Screenshots go to ``build/do
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,12 @@ async def shot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def docs_copy(path: Path, name: str) -> None:
+    """With ``TOT_DOCTOR_DOCS_SCREENSHOT=1``, refresh ``docs/<name>`` from a screenshot."""
+    if os.environ.get("TOT_DOCTOR_DOCS_SCREENSHOT"):
+        shutil.copy(path, ROOT / "docs" / name)
 
 
 async def until(page: Page, predicate: str, arg: Any = None, timeout_ms: int = WAIT_MS) -> None:
@@ -244,7 +252,10 @@ async def test_status_buttons_and_chat_both_ways_across_a_dropped_socket(world: 
     await step(world, page, "arrived")
     await step(world, page, "in_progress")
     assert "null" not in (await page.text_content("#visit") or "")
-    await shot(page, "4-visit")
+    await page.context.set_geolocation(geolocation(*ROUTE[4]))
+    me = "([lat, lon]) => { const m = window.totDoctor.visit.me; return m && m.getLatLng().lat === lat; }"
+    await until(page, me, list(ROUTE[4]))  # the map follows the doctor
+    docs_copy(await shot(page, "4-visit"), "doctor-app.png")
 
 
 async def test_completed_with_the_final_price(world: City, page: Page) -> None:
@@ -328,7 +339,7 @@ async def test_an_sos_is_confirmed_sounded_in_the_console_and_acknowledged(
         acknowledged = f"#sos-status[data-sos='{sos_id}'][data-status='acknowledged']"
         await page.wait_for_selector(acknowledged, timeout=WAIT_MS)
         assert "A dispatcher acknowledged" in (await page.text_content("#sos-status") or "")
-        await shot(page, "7-sos-acknowledged")
+        docs_copy(await shot(page, "7-sos-acknowledged"), "doctor-app-sos.png")
     finally:
         await console_context.close()
 
@@ -359,6 +370,10 @@ async def test_a_russian_browser_gets_the_app_in_russian(world: City, browser: B
         await sign_in(ru, world.url, doctor(world).email, PASSWORD, path="/doctor")
         assert await ru.text_content("#conn") == "на связи"
         assert await ru.text_content("#shift-available") == "На смене"
+        await ru.click("#shift-available")
+        await ru.wait_for_selector("#location-state[data-state='ok']:has-text('Геолокация')", timeout=WAIT_MS)
+        docs_copy(await shot(ru, "9-russian"), "doctor-app-ru.png")
+        await ru.click("#shift-offline")
         await ru.select_option("#language", "en")
         await ru.wait_for_selector("#shift-available:has-text('On shift')")
     finally:

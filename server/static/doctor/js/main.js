@@ -43,6 +43,7 @@ function start() {
   });
   const getFix = () => shift.fix;
   const visit = new Visit($("visit"), { api, socket, getFix });
+  shift.onFix = (fix) => visit.moved(fix);
   const openVisit = (id) => visit.open(id).catch((err) => { visit.error = errorText(err); console.warn("visit", err); });
   const offer = new OfferCard($("offer"), socket, { onAccepted: openVisit });
   const sos = new SosPanel({

@@ -62,6 +62,7 @@ export class Shift {
     /** "offered" or "busy" while an offer or a call holds the doctor (the server's doctor.status events
      * carry the availability the doctor chose, not these), else null. Set by the app. */
     this.activity = () => null;
+    this.onFix = () => {}; // fn(fix) after each new position (the visit's map)
     for (const button of els.buttons) button.addEventListener("click", () => this.set(button.dataset.status));
     setInterval(() => this._tick(), TICK_MS);
   }
@@ -119,6 +120,7 @@ export class Shift {
     };
     this.location = "ok";
     this.sendFix(false);
+    this.onFix(this.fix);
     this.render();
   }
 

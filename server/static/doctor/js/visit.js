@@ -54,7 +54,7 @@ export class Visit {
     this.messages.clear();
     this.ended = null;
     this.error = "";
-    if (this.map) { this.map.remove(); this.map = null; }
+    if (this.map) { this.map.remove(); this.map = null; this.me = null; }
     this.el.hidden = true;
     this.el.replaceChildren();
   }
@@ -221,6 +221,13 @@ export class Visit {
     list.scrollTop = list.scrollHeight;
   }
 
+  /** A new position of the doctor: move its marker (the map was drawn with the previous one). */
+  moved(fix) {
+    if (!this.map) return;
+    if (this.me) this.me.setLatLng([fix.lat, fix.lon]);
+    else this._drawMap();
+  }
+
   _drawMap() {
     const box = this.el.querySelector("#visit-map");
     if (this.map) { this.map.remove(); this.map = null; }
@@ -230,8 +237,9 @@ export class Visit {
     const target = [call.lat, call.lon];
     L.circleMarker(target, { radius: 9, color: "#c62828", weight: 3 }).addTo(map);
     const fix = this.getFix();
+    this.me = null;
     if (fix) {
-      L.circleMarker([fix.lat, fix.lon], { radius: 7, color: "#1f6feb", fillOpacity: 0.8 }).addTo(map);
+      this.me = L.circleMarker([fix.lat, fix.lon], { radius: 7, color: "#1f6feb", fillOpacity: 0.8 }).addTo(map);
       map.fitBounds([target, [fix.lat, fix.lon]], { padding: [24, 24], maxZoom: 16 });
     } else {
       map.setView(target, 15);
