@@ -40,12 +40,10 @@ def mounts() -> list[BaseRoute]:
 
 def _config_block(request: Request) -> str:
     settings = services(request).settings
-    lat, lon, zoom = settings.console_map_view
     offline_after_s = settings.doctor_offline_after_s
     config = {
         "tileUrl": settings.console_tile_url,
         "tileAttribution": settings.console_tile_attribution,
-        "view": {"lat": lat, "lon": lon, "zoom": zoom},
         # Seconds: when a fix is called stale, and how often the last fresh one is re-sent so that a
         # doctor standing still is not taken off shift (watchPosition fires only on movement).
         "staleAfterS": offline_after_s * STALE_FRACTION,

@@ -2,7 +2,7 @@
 
 const block = document.getElementById("doctor-config");
 
-/** {tileUrl, tileAttribution, view: {lat, lon, zoom}, staleAfterS, heartbeatS} */
+/** {tileUrl, tileAttribution, staleAfterS, heartbeatS} */
 export const config = block
   ? JSON.parse(block.textContent)
-  : { tileUrl: "", tileAttribution: "", view: { lat: 0, lon: 0, zoom: 2 }, staleAfterS: 30, heartbeatS: 15 };
+  : { tileUrl: "", tileAttribution: "", staleAfterS: 30, heartbeatS: 15 };
