@@ -24,6 +24,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Geolocation, Page
 
 from models.enums import Role
+from realtime.client import Event, TotClient
 from tests.e2e.console_browser import ROOT, chromium, sign_in
 from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person, city, offset
 
@@ -159,6 +160,9 @@ async def test_sign_in_go_on_shift_and_positions_reach_the_server(world: City, p
     await page.wait_for_selector("#location-state[data-state='ok']", timeout=WAIT_MS)
     await page.wait_for_selector("#server-status[data-status='available']", timeout=WAIT_MS)
     assert await page.get_attribute("#shift-available", "aria-pressed") == "true"
+    # Headless Chromium refuses the wake lock; the app says whether the screen is kept awake.
+    wake = "() => ['on', 'refused', 'unsupported'].includes(document.getElementById('wake-state').dataset.state)"
+    await until(page, wake)
     await wait_position(world, *ROUTE[0])
     for lat, lon in ROUTE[1:3]:  # walking: each new position is streamed
         await page.context.set_geolocation(geolocation(lat, lon))
@@ -220,11 +224,42 @@ async def patient_says(world: City, call_id: str, msg_id: str, text: str) -> htt
     return await world.http("POST", f"/v1/calls/{call_id}/messages", patient(world), json=body)
 
 
+MOVING = """([lat, lon]) => window.totDoctor.shift._position({
+  coords: { latitude: lat, longitude: lon, accuracy: 5, heading: 90, speed: 3 }, timestamp: Date.now() })"""
+"""A fix as a phone in a moving car gives it (Playwright emulates neither heading nor speed), handed to
+the app's watchPosition callback."""
+
+
+async def patient_sees_position(world: City, page: Page, call_id: str) -> dict[str, Any]:
+    """The first ``doctor.position`` with a heading the call's patient gets while the app reports the
+    moving fix (each forwarded at most once a second of fix time: sent again until one arrives)."""
+    seen: list[dict[str, Any]] = []
+
+    async def read(client: TotClient) -> None:
+        async for event in client.events():
+            if isinstance(event, Event) and event.type == "doctor.position" and event.data["heading"]:
+                seen.append(event.data)
+
+    async with TotClient(world.url, patient(world).token) as watcher:
+        await watcher.subscribe(f"call:{call_id}")
+        reader = asyncio.create_task(read(watcher))
+        try:
+            async with asyncio.timeout(WAIT_MS / 1000):
+                while not seen:
+                    await page.evaluate(MOVING, list(ROUTE[3]))
+                    await asyncio.sleep(0.3)
+        finally:
+            reader.cancel()
+    return seen[0]
+
+
 async def test_status_buttons_and_chat_both_ways_across_a_dropped_socket(world: City, page: Page) -> None:
     call_id = await current_call(page)
     await step(world, page, "en_route")
     await page.context.set_geolocation(geolocation(*ROUTE[3]))
     await wait_position(world, *ROUTE[3])
+    position = await patient_sees_position(world, page, call_id)
+    assert (position["acc"], position["heading"], position["speed"]) == (5, 90, 3)
 
     await page.fill("#chat-text", "I will be there in ten minutes")
     await page.press("#chat-text", "Enter")

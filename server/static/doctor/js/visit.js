@@ -39,9 +39,15 @@ export class Visit {
 
   /** Open call `id` (after an accept, a call.assigned or a reload). */
   async open(id) {
-    if (this.call && this.call.id === id && !this.ended) return;
+    // The accept's answer and the call.assigned event both open the call: once is enough.
+    if ((this.call && this.call.id === id && !this.ended) || this.opening === id) return;
     this.close();
-    this.call = await this.api.get(`/v1/calls/${id}`);
+    this.opening = id;
+    try {
+      this.call = await this.api.get(`/v1/calls/${id}`);
+    } finally {
+      this.opening = null;
+    }
     this.ended = null;
     this.socket.subscribe(`call:${id}`, (type, data) => this._event(type, data), { onResync: () => this.refresh() });
     await this._loadMessages();
