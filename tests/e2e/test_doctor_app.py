@@ -161,7 +161,7 @@ async def test_sign_in_go_on_shift_and_positions_reach_the_server(world: City, p
     await page.wait_for_selector("#server-status[data-status='available']", timeout=WAIT_MS)
     assert await page.get_attribute("#shift-available", "aria-pressed") == "true"
     # Headless Chromium refuses the wake lock; the app says whether the screen is kept awake.
-    wake = "() => ['on', 'refused', 'unsupported'].includes(document.querySelector('#wake-state').dataset.state)"
+    wake = "() => ['on', 'refused', 'unsupported'].includes(window.totDoctor.shift.wake.state)"
     await until(page, wake)
     await wait_position(world, *ROUTE[0])
     for lat, lon in ROUTE[1:3]:  # walking: each new position is streamed
