@@ -413,3 +413,22 @@ async def test_a_russian_browser_gets_the_app_in_russian(world: City, browser: B
         await ru.wait_for_selector("#shift-available:has-text('On shift')")
     finally:
         await context.close()
+
+
+async def test_the_installed_app_opens_offline(world: City, browser: Browser) -> None:
+    context = await new_context(browser)
+    try:
+        app = await context.new_page()
+        await sign_in(app, world.url, doctor(world).email, PASSWORD, path="/doctor")
+        await until(app, "() => !!navigator.serviceWorker.controller")  # installed, and controls the page
+        await context.set_offline(True)
+        await app.reload()
+        # The shell came from the service worker's cache: the signed-in app, saying it is offline.
+        await app.wait_for_selector("#app:not([hidden]) #conn.conn-offline", timeout=WAIT_MS)
+        assert await app.text_content("#me") == "Doctor 0"
+        assert await app.text_content("#shift-available") == "On shift"  # the catalogue, cached too
+        await shot(app, "10-offline-shell")
+        await context.set_offline(False)
+        await app.wait_for_selector("#conn.conn-online", timeout=WAIT_MS)
+    finally:
+        await context.close()
