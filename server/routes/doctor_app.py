@@ -2,7 +2,9 @@
 
 The page is static (``server/static/doctor/``, served under ``/doctor/static/``) apart from a JSON
 block with its settings (map tiles, how old a location fix may get before the app calls it stale).
-Everything else it reads and does through the public REST API and the WebSocket (docs/doctor-app.md).
+Everything else it reads and does through the public REST API and the WebSocket (docs/doctor-app.md);
+the one endpoint added for it is here: ``GET /v1/offers/open`` (offers still waiting for the doctor,
+read again after a reload).
 
 The service worker is served from ``/doctor/sw.js`` with ``Service-Worker-Allowed: /doctor`` so that
 its scope can be ``/doctor`` itself (the page has no trailing slash; a script's default scope would be
@@ -11,15 +13,24 @@ its scope can be ``/doctor`` itself (the page has no trailing slash; a script's 
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+import uuid
+from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
+from dispatch.events import call_summary, epoch_ms
+from models.enums import Role
+from models.repositories import calls as call_repo
+from models.repositories import offers as offer_repo
 from server.console_assets import PACKAGES, installed
+from server.http import json_response
 from server.routes import api
 from server.routes.console import CSP, MISSING_ASSETS, STATIC_DIR
 from server.services import services
@@ -106,3 +117,53 @@ async def doctor_service_worker(request: Request) -> Response:
 async def doctor_manifest(request: Request) -> Response:
     """Name, icon, start URL and scope (``/doctor``) for installing the app on a phone."""
     return Response(_read("manifest.webmanifest"), media_type="application/manifest+json")
+
+
+class OpenOffer(BaseModel):
+    """An offer waiting for the doctor's answer, as the ``offer.created`` event carried it: the offer's
+    id, the call, distance (m), ETA (s) and ``deadline`` (epoch ms)."""
+
+    offer: uuid.UUID
+    call: dict[str, Any]
+    distance_m: float | None
+    eta_s: float | None
+    deadline: int
+
+
+class OpenOffers(BaseModel):
+    """The doctor's open offers, soonest deadline first."""
+
+    items: list[OpenOffer]
+
+
+@api.route(
+    "GET",
+    "/v1/offers/open",
+    summary="Your offers waiting for an answer",
+    tag="calls",
+    response=OpenOffers,
+    roles=(Role.DOCTOR,),
+)
+async def open_offers(request: Request) -> Response:
+    """Doctors: the offers made to you that are still pending and before their deadline, with their
+    calls (the doctor's app shows them again after a reload, or after ``doctor:<id>`` lost events it
+    could not recover). Accept or decline them as usual (``offer.accept`` / ``offer.decline``)."""
+    svc = services(request)
+    doctor_id = svc.principal(request).user_id
+    now = dt.datetime.now(dt.UTC)
+    items = []
+    async with svc.sessions() as session:
+        for offer in await offer_repo.open_offers_of_doctor(session, doctor_id, now):
+            call = await call_repo.get_call(session, offer.call_id)
+            if call is None:
+                continue
+            items.append(
+                {
+                    "offer": str(offer.id),
+                    "call": call_summary(call),
+                    "distance_m": None if offer.distance_m is None else round(offer.distance_m, 1),
+                    "eta_s": None if offer.eta_s is None else round(offer.eta_s),
+                    "deadline": epoch_ms(offer.deadline_at),
+                }
+            )
+    return json_response({"items": items})

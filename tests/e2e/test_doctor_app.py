@@ -307,6 +307,28 @@ async def test_completed_with_the_final_price(world: City, page: Page) -> None:
     await page.wait_for_selector("#server-status[data-status='available']", timeout=WAIT_MS)
 
 
+async def test_an_offer_comes_back_after_a_reload_and_is_declined(world: City, page: Page) -> None:
+    response = await world.create_call(patient(world), *CALL_AT)
+    call_id = response.json()["id"]
+    await page.wait_for_selector("#offer[data-state='open']", timeout=WAIT_MS)
+    offer_id = await page.get_attribute("#offer", "data-offer")
+    await page.reload()  # the phone's browser dropped the tab: the offer is read back over REST
+    await page.wait_for_selector(f"#offer[data-state='open'][data-offer='{offer_id}']", timeout=WAIT_MS)
+    assert await page.evaluate("() => document.activeElement.id") == "offer"
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("() => document.activeElement.className") == "decline"
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#offer", state="hidden")
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while True:
+            answer = await world.http("GET", f"/v1/calls/{call_id}/offers", world.dispatcher)
+            if [o["outcome"] for o in answer.json()["items"]] == ["declined"]:
+                break
+            await asyncio.sleep(0.1)
+    await page.wait_for_selector("#location-state[data-state='ok']", timeout=WAIT_MS)  # the shift resumed
+
+
 HIDE = """(hidden) => {
   if (hidden) Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
   else delete document.visibilityState;

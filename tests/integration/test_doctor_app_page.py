@@ -9,6 +9,7 @@ import orjson
 
 from server.console_assets import PACKAGES, installed
 from server.routes.doctor_app import DOCTOR_DIR
+from tests.helpers import bearer, register
 
 
 async def test_the_page_carries_its_settings_and_the_csp(client: httpx.AsyncClient) -> None:
@@ -53,3 +54,13 @@ async def test_every_file_the_offline_shell_caches_is_served(client: httpx.Async
         response = await client.get(path)
         expected = {200, 503} if path == "/doctor" else {200}  # the page: 503 without Leaflet
         assert response.status_code in expected, path
+
+
+async def test_open_offers_are_the_doctors_own(client: httpx.AsyncClient) -> None:
+    doctor = await register(client, "doctor")
+    mine = await client.get("/v1/offers/open", headers=bearer(doctor["tokens"]["access_token"]))
+    assert (mine.status_code, mine.json()) == (200, {"items": []})
+    patient = await register(client)
+    refused = await client.get("/v1/offers/open", headers=bearer(patient["tokens"]["access_token"]))
+    assert refused.status_code == 403
+    assert (await client.get("/v1/offers/open")).status_code == 401

@@ -76,8 +76,11 @@ function start() {
       default: break;
     }
   }, {
-    // Events we could not get back (and at start): the active call is read over REST.
-    onResync: () => visit.reload().catch((err) => console.warn("reload", err)),
+    // Events we could not get back (and at start): the active call and open offers are read over REST.
+    onResync: () => {
+      visit.reload().catch((err) => console.warn("reload", err));
+      offer.reload(api).catch((err) => console.warn("offers", err));
+    },
     resyncOnStart: true,
   });
 

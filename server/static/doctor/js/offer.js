@@ -37,6 +37,14 @@ export class OfferCard {
     this._schedule();
   }
 
+  /** Show again an offer still open on the server (after a reload, or events the channel lost). */
+  async reload(api) {
+    this.reloads = (this.reloads || 0) + 1;
+    const open = (await api.get("/v1/offers/open")).items;
+    const shown = this.offer && open.find((o) => o.offer === this.offer.id);
+    if (open.length && !shown && !(this.offer && this.offer.state === "open")) this.show(open[0]);
+  }
+
   /** offer.expired or offer.withdrawn: only for the offer on the card (others were never seen). */
   outcome(type, data) {
     if (!this.offer || data.offer !== this.offer.id) return;
