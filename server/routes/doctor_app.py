@@ -106,12 +106,37 @@ async def doctor_service_worker(request: Request) -> Response:
     )
 
 
+class ManifestIcon(BaseModel):
+    """One icon of the manifest."""
+
+    src: str
+    sizes: str
+    type: str
+    purpose: str
+
+
+class Manifest(BaseModel):
+    """The web app manifest (W3C Web Application Manifest): what a phone needs to install the app."""
+
+    name: str
+    short_name: str
+    id: str
+    start_url: str
+    scope: str
+    display: str
+    orientation: str
+    background_color: str
+    theme_color: str
+    icons: list[ManifestIcon]
+
+
 @api.route(
     "GET",
     "/doctor/manifest.webmanifest",
     summary="The doctor's app's web app manifest",
     tag="apps",
     roles=None,
+    response=Manifest,
     response_media_type="application/manifest+json",
 )
 async def doctor_manifest(request: Request) -> Response:

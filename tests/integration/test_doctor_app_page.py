@@ -8,7 +8,7 @@ import httpx
 import orjson
 
 from server.console_assets import PACKAGES, installed
-from server.routes.doctor_app import DOCTOR_DIR
+from server.routes.doctor_app import DOCTOR_DIR, Manifest
 from tests.helpers import bearer, register
 
 
@@ -37,6 +37,7 @@ async def test_the_service_worker_may_control_the_page_and_the_manifest_names_it
     manifest = await client.get("/doctor/manifest.webmanifest")
     assert manifest.headers["content-type"].startswith("application/manifest+json")
     data = manifest.json()
+    Manifest.model_validate(data, strict=True)  # as the OpenAPI document says
     assert (data["scope"], data["start_url"], data["display"]) == ("/doctor", "/doctor", "standalone")
 
 
