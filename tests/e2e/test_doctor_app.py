@@ -1,5 +1,6 @@
 """The doctor's app (``/doctor``) in a real browser: headless Chromium with an emulated position moved
-along a route, against a real server on the embedded default (SQLite, memory engine).
+along a route, against a real server on the embedded default (SQLite, memory engine), then the same
+on PostgreSQL with the Redis engine.
 
 The tests run in file order on one signed-in page (like a doctor's shift): sign in and go on shift,
 positions reach the server, a patient's call is offered with a countdown and accepted from the
@@ -25,8 +26,9 @@ from playwright.async_api import Browser, BrowserContext, Geolocation, Page
 
 from models.enums import Role
 from realtime.client import Event, TotClient
+from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.console_browser import ROOT, chromium, sign_in
-from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person, city, offset
+from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person, city, forget_engine_keys, offset
 
 OFFER_TIMEOUT_S = 6
 SETTINGS = {
@@ -72,10 +74,26 @@ async def new_context(browser: Browser, *, located: bool = True, locale: str = "
     return await browser.new_context(**options)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
-    with city(tmp_path_factory.mktemp("doctor-app"), doctors=1, patients=1, settings=SETTINGS) as c:
-        yield c
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
+    """One doctor and one patient on the embedded default (SQLite, memory engine), then on PostgreSQL
+    with the Redis engine."""
+    cwd = tmp_path_factory.mktemp("doctor-app")
+    if request.param == "sqlite":
+        with city(cwd, doctors=1, patients=1, settings=SETTINGS) as c:
+            yield c
+        return
+    database_url = asyncio.run(create_migrated_pg_database("tot_doctor_app"))
+    prefix = ""
+    try:
+        stores: dict[str, Any] = {"database_url": database_url, "engine_url": redis_test_url()}
+        with city(cwd, doctors=1, patients=1, settings=SETTINGS, **stores) as c:
+            prefix = c.env["TOT_ENGINE_PREFIX"]
+            yield c
+    finally:
+        if prefix:
+            asyncio.run(forget_engine_keys(prefix))
+        asyncio.run(drop_pg_database(database_url))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +103,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-async def page(browser: Browser) -> AsyncIterator[Page]:
+async def page(world: City, browser: Browser) -> AsyncIterator[Page]:
     context = await new_context(browser)
     page = await context.new_page()
     errors: list[str] = []
