@@ -430,7 +430,10 @@ async def test_location_denied_is_shown(world: City, browser: Browser) -> None:
         assert "Allow location" in (await denied.text_content("#location-help") or "")
         assert await denied.locator("#location-help").is_visible()
         await shot(denied, "8-location-denied")
-        await denied.click("#shift-offline")
+        await denied.click("#logout")  # off shift, then signed out
+        await denied.wait_for_selector("#login-form", timeout=WAIT_MS)
+        assert await denied.evaluate("() => localStorage.getItem('tot-doctor-session')") is None
+        assert await denied.evaluate("() => localStorage.getItem('tot-doctor-shift')") == "offline"
     finally:
         await context.close()
 

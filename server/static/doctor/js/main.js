@@ -100,8 +100,8 @@ function start() {
     visit.render();
     sos.render();
   });
-  $("logout").onclick = () => {
-    shift.set("offline");
+  $("logout").onclick = async () => {
+    await shift.set("offline"); // off shift first: signed out, the app could not say so any more
     socket.stop();
     api.signOut();
   };

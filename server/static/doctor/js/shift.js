@@ -75,14 +75,15 @@ export class Shift {
     this.render();
   }
 
-  /** The doctor picked `status` (available, paused or offline). */
+  /** The doctor picked `status` (available, paused or offline); resolves once the server answered. */
   set(status) {
     this.wanted = status;
     localStorage.setItem(STORE, status);
     if (this.onShift) this._startShift();
     else this._stopShift();
-    this.sendStatus();
+    const sent = this.sendStatus();
     this.render();
+    return sent;
   }
 
   _startShift() {
