@@ -38,7 +38,7 @@ from server.engine_care import EngineCare
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
-from server.routes import api
+from server.routes import api, doctor_app
 from server.routes import auth as _auth_routes  # noqa: F401
 from server.routes import calls as _call_routes  # noqa: F401
 from server.routes import candidates as _candidate_routes  # noqa: F401
@@ -237,6 +237,7 @@ def create_app(settings: Settings) -> Starlette:
                 StaticFiles(directory=share_routes.TRACK_DIR, check_dir=False),
                 name="track_static",
             ),
+            *doctor_app.mounts(),
             *(
                 Mount(prefix, StaticFiles(directory=folder, check_dir=False))
                 for prefix, folder in console_routes.SHARED_STATIC.items()

@@ -96,3 +96,19 @@ async def offers_by_id(session: AsyncSession, offer_ids: list[uuid.UUID]) -> dic
         )
         found.update((offer.id, offer) for offer in rows)
     return found
+
+
+async def open_offers_of_doctor(session: AsyncSession, doctor_id: uuid.UUID, now: dt.datetime) -> list[Offer]:
+    """The doctor's offers still waiting for an answer whose deadline is after ``now``, soonest first
+    (what the doctor's app shows again after a reload)."""
+    rows = await session.scalars(
+        sa.select(Offer)
+        .where(
+            Offer.doctor_id == doctor_id,
+            Offer.outcome == OfferOutcome.PENDING.value,
+            Offer.deadline_at > now,
+        )
+        .order_by(Offer.deadline_at)
+        .limit(20)
+    )
+    return list(rows)

@@ -41,9 +41,10 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def sign_in(page: Page, base_url: str, login: str, password: str) -> None:
-    """Open the console and sign in through its form; returns once the socket is live."""
-    await page.goto(f"{base_url}/console")
+async def sign_in(page: Page, base_url: str, login: str, password: str, path: str = "/console") -> None:
+    """Open the console (or another app at ``path`` with the same sign-in form and ``#conn`` badge: the
+    doctor's app) and sign in through its form; returns once the socket is live."""
+    await page.goto(f"{base_url}{path}")
     await page.fill("#login-name", login)
     await page.fill("#login-password", password)
     await page.click("#login-submit")

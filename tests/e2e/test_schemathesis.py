@@ -72,12 +72,15 @@ def test_the_server_answers_as_its_document_says(deployed: Deployment, role: str
         "--no-color",
         "--warnings",
         "off",
-        # The console's and the patient app's pages answer 503 by design where the map library was
-        # not installed (as here); they are HTML pages for people, not part of the API.
+        # The console's and the apps' pages answer 503 by design where the map library was not
+        # installed (as here); they are HTML pages for people, not part of the API (the apps'
+        # service workers and manifests stay in).
         "--exclude-path",
         "/console",
         "--exclude-path",
         "/app",
+        "--exclude-path",
+        "/doctor",
         # Logging out revokes the run's own token: every later case would be a (documented) 401 and
         # test nothing. tests/e2e/test_revocation.py covers it.
         "--exclude-path",

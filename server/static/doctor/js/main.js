@@ -1,0 +1,124 @@
+// The doctor's app: sign-in, then the shift (status, location, wake lock), offers, the visit with its
+// chat, and SOS, over the public REST API and one WebSocket (docs/doctor-app.md). Texts come from the
+// shared catalogues (/static/i18n).
+import { bindLanguageSelect, errorText, initI18n, onLanguageChange, t } from "/static/shared/i18n.js";
+import { Socket } from "/static/shared/socket.js";
+import { api, ApiError } from "./api.js";
+import { OfferCard } from "./offer.js";
+import { Shift } from "./shift.js";
+import { SosPanel } from "./sos.js";
+import { showConnection } from "./status.js";
+import { Visit } from "./visit.js";
+
+const $ = (id) => document.getElementById(id);
+
+function showLogin() {
+  $("app").hidden = true;
+  $("login").hidden = false;
+  $("login-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    $("login-error").textContent = "";
+    try {
+      await api.login($("login-name").value, $("login-password").value);
+      $("login").hidden = true;
+      start();
+    } catch (err) {
+      $("login-error").textContent = err instanceof ApiError && err.status === 401 ? t("common.error.invalid_credentials") : errorText(err);
+    }
+  };
+}
+
+function start() {
+  $("app").hidden = false;
+  const me = api.user;
+  $("me").textContent = me.full_name;
+  const socket = new Socket({ getToken: () => api.accessToken, refreshToken: () => api.refresh() });
+  const shift = new Shift(socket, {
+    buttons: [$("shift-available"), $("shift-paused"), $("shift-offline")],
+    serverStatus: $("server-status"),
+    locationState: $("location-state"),
+    locationHelp: $("location-help"),
+    wakeState: $("wake-state"),
+    error: $("shift-error"),
+  });
+  const getFix = () => shift.fix;
+  const visit = new Visit($("visit"), { api, socket, getFix });
+  shift.onFix = (fix) => visit.moved(fix);
+  const openVisit = (id) => visit.open(id).catch((err) => { visit.error = errorText(err); console.warn("visit", err); });
+  const offer = new OfferCard($("offer"), socket, { onAccepted: openVisit });
+  const sos = new SosPanel({
+    buttons: [$("sos-danger"), $("sos-complex")],
+    confirm: $("sos-confirm"),
+    confirmText: $("sos-confirm-text"),
+    message: $("sos-message"),
+    send: $("sos-send"),
+    cancel: $("sos-cancel"),
+    status: $("sos-status"),
+  }, { api, socket, getFix });
+  $("sos-status").tabIndex = -1;
+  shift.activity = () => {
+    if (visit.call && !visit.ended && !["completed", "cancelled"].includes(visit.call.status)) return "busy";
+    return offer.offer && offer.offer.state === "open" ? "offered" : null;
+  };
+
+  // The doctor's own channel first: the server refuses a call channel on a connection without it.
+  socket.subscribe(`doctor:${me.id}`, (type, data) => {
+    switch (type) {
+      case "doctor.status": shift.serverChanged(data.status); break;
+      case "offer.created": offer.show(data); break;
+      case "offer.expired":
+      case "offer.withdrawn": offer.outcome(type, data); break;
+      case "call.assigned": offer.assigned(data); openVisit(data.call.id); break;
+      case "call.unassigned":
+      case "call.cancelled": visit.left(type, data); break;
+      case "sos.acknowledged":
+      case "sos.resolved": sos.update(data); break;
+      default: break;
+    }
+  }, {
+    // Events we could not get back (and at start): the active call and open offers are read over REST.
+    onResync: () => {
+      visit.reload().catch((err) => console.warn("reload", err));
+      offer.reload(api).catch((err) => console.warn("offers", err));
+    },
+    resyncOnStart: true,
+  });
+
+  const connection = showConnection($("conn"), socket);
+  socket.onState((state) => {
+    // Connected or reconnected: the server may have taken the doctor off shift meanwhile (no fix for
+    // a minute), and fixes taken while offline were not sent: say where the phone is and what the
+    // doctor chose.
+    if (state === "online") shift.reannounce();
+  });
+  socket.onReannounce = () => shift.reannounce();
+
+  onLanguageChange(() => {
+    connection();
+    shift.render();
+    offer.render();
+    visit.render();
+    sos.render();
+  });
+  $("logout").onclick = async () => {
+    await shift.set("offline"); // off shift first: signed out, the app could not say so any more
+    socket.stop();
+    api.signOut();
+  };
+  api.onSignedOut = () => location.reload();
+
+  shift.resume();
+  socket.start();
+
+  // Read-only handles for the end-to-end tests (docs/doctor-app.md).
+  window.totDoctor = { socket, shift, offer, visit, sos };
+}
+
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("/doctor/sw.js", { scope: "/doctor" }).catch((err) => console.warn("service worker", err));
+}
+await initI18n();
+bindLanguageSelect($("login-language"));
+bindLanguageSelect($("language"));
+if (api.session) start();
+else showLogin();
