@@ -138,20 +138,31 @@ async def create_account(database_url: str, account: NewAccount) -> uuid.UUID:
         await engine.dispose()
 
 
+DEMO_DOCTOR_LICENCE = "DEMO-0001"
+DEMO_DOCTOR_SPECIALTIES = ("therapist", "pediatrician")
+
+
 async def ensure_demo_accounts(database_url: str, accounts: Iterable[tuple[str, str, str, str]]) -> None:
-    """Create each ``(role, email, password, full_name)`` account unless its email exists."""
+    """Create each ``(role, email, password, full_name)`` account unless its email exists. A doctor is
+    made verified, with licence :data:`DEMO_DOCTOR_LICENCE` and :data:`DEMO_DOCTOR_SPECIALTIES` (one
+    demo doctor: the licence is unique)."""
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
             for role, email, password, name in accounts:
                 if await user_repo.find_by_login(session, email) is None:
-                    await add_account(
+                    doctor = Role(role) is Role.DOCTOR
+                    user, profile = await add_account(
                         session,
                         role=Role(role),
                         full_name=name,
                         password_hash=hash_password(password),  # a CLI step, no loop to keep free
                         email=email,
+                        licence_number=DEMO_DOCTOR_LICENCE if doctor else None,
+                        specialties=DEMO_DOCTOR_SPECIALTIES if doctor else (),
                     )
+                    if profile is not None:
+                        await doctor_repo.set_verified(session, profile, True, user.id)
     finally:
         await engine.dispose()
 

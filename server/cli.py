@@ -33,7 +33,11 @@ from server.ws.uvicorn_protocol import DirectTextProtocol
 DEMO_ACCOUNTS = (
     ("admin", "admin@demo.tot", "demo-admin-pass", "Demo Admin"),
     ("dispatcher", "dispatcher@demo.tot", "demo-dispatcher-pass", "Demo Dispatcher"),
+    ("doctor", "doctor@demo.tot", "demo-doctor-pass", "Demo Doctor"),
+    ("patient", "patient@demo.tot", "demo-patient-pass", "Demo Patient"),
 )
+"""The demo's people to sign in as. The doctor is a verified therapist whom the replay does not drive:
+open /doctor as them and /app as the patient in another browser to play a visit by hand."""
 
 
 DEMO_KEY_FILE = Path("tot-demo.key")

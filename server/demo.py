@@ -12,11 +12,11 @@ import click
 
 DEMO_PAGES = (
     ("Dispatcher console", "/console", "dispatcher"),
-    ("Patient app", "/app", None),
-    ("Doctor app", "/doctor", None),
+    ("Patient app", "/app", "patient"),
+    ("Doctor app", "/doctor", "doctor"),
 )
-"""The browser apps the demo lists: name, path and the demo account to sign in with. Only the paths the
-server routes are printed (the patient's and the doctor's apps are still to come)."""
+"""The browser apps the demo lists: name, path and the role of the demo account to sign in with. Only the
+paths the server routes are printed."""
 DEMO_LOG_FILE = Path("tot-demo.log")
 """Where the demo writes the server's log (the working directory, beside its database), so the terminal
 shows the replay's progress rather than a line per socket."""
@@ -39,7 +39,7 @@ def demo_banner(address: str, accounts: Sequence[Account], log_file: Path | None
     lines = [f"TOT Dispatch demo on {address}"]
     for name, path, role in DEMO_PAGES:
         if path in paths:
-            account = f"  (sign in as {logins[role]})" if role else ""
+            account = f"  (sign in as {logins[role]})" if role in logins else ""
             lines.append(f"  {name + ':':<20} {address}{path}{account}")
     lines.append(f"  {'REST API:':<20} {address}/v1/openapi.json  (health: {address}/v1/health)")
     lines.append("Demo accounts:")

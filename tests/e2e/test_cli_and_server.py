@@ -26,11 +26,22 @@ def test_demo_migrates_the_embedded_database_and_serves(tmp_path: Path) -> None:
         )
         assert login.status_code == 200
         assert login.json()["user"]["role"] == "dispatcher"
+        # The demo doctor is verified (the doctor app can go on shift at once); the demo patient exists.
+        doctor = httpx.post(
+            f"{server.url}/v1/auth/login", json={"login": "doctor@demo.tot", "password": "demo-doctor-pass"}
+        ).json()["user"]
+        assert doctor["role"] == "doctor" and doctor["doctor"]["verified"] is True
+        patient = httpx.post(
+            f"{server.url}/v1/auth/login", json={"login": "patient@demo.tot", "password": "demo-patient-pass"}
+        )
+        assert patient.status_code == 200
     assert (tmp_path / "tot.db").exists()  # the default SQLite file in the working directory
     terminal = server.output()
     assert "random key" in terminal
     # The terminal shows where to go and as whom; the server's log goes to the file it names.
     assert f"{server.url}/console  (sign in as dispatcher@demo.tot)" in terminal
+    assert f"{server.url}/app  (sign in as patient@demo.tot)" in terminal
+    assert f"{server.url}/doctor  (sign in as doctor@demo.tot)" in terminal
     assert "login dispatcher@demo.tot" in terminal and "password demo-dispatcher-pass" in terminal
     log = tmp_path / "tot-demo.log"
     assert f"Server log: {log}" in terminal

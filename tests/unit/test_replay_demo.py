@@ -42,6 +42,8 @@ def test_the_banner_lists_the_apps_the_server_has_and_the_accounts() -> None:
     for name, path, _ in DEMO_PAGES:
         assert (f"{name}:" in text) == (path in routed), name  # the patient and doctor apps once routed
     assert "http://h:1/console  (sign in as dispatcher@demo.tot)" in text
+    assert "http://h:1/app  (sign in as patient@demo.tot)" in text
+    assert "http://h:1/doctor  (sign in as doctor@demo.tot)" in text
     for _, email, password, _ in DEMO_ACCOUNTS:
         assert f"login {email}" in text and f"password {password}" in text
     assert "Server log: /var/tmp/tot-demo.log" in text
