@@ -46,6 +46,7 @@ def _from(address: str) -> httpx.Client:
 def test_wrong_logins_from_one_address_are_limited_and_the_owner_signs_in_elsewhere(dep: Deployment) -> None:
     login = "patient@deploy.test"
     statuses = []
+    first_minute = time.time() // 60
     with _from("127.0.0.2") as attacker:
         for _ in range(30):
             answer = attacker.post(
@@ -55,7 +56,13 @@ def test_wrong_logins_from_one_address_are_limited_and_the_owner_signs_in_elsewh
             if answer.status_code == 429:
                 refused = answer
     assert statuses[:20] == [401] * 20, statuses
-    assert statuses[20:] == [429] * 10, statuses
+    if time.time() // 60 == first_minute:
+        assert statuses[20:] == [429] * 10, statuses
+    else:
+        # The tries straddled a minute: the sliding-window counter (limits) weighs the last minute's
+        # tries by the share of it still in the window, so a few more may pass, and later ones again
+        # as that share shrinks; the address is still refused.
+        assert 429 in statuses[20:], statuses
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     error = refused.json()["error"]
     assert error["code"] == "too_many_attempts"
