@@ -161,6 +161,12 @@ RECORD_CALL_STATUSES = """() => {
 """Install, in a signed-in console, a record of the statuses it holds for each call, each change once
 (``window.totVisitStatuses``: call id -> statuses in order; a call that ended: its final status)."""
 
+CONSOLE_IN_VIEW = """(points) => {
+  const map = window.totConsole && window.totConsole.map;
+  return !!map && points.every(([lat, lon]) => map.getBounds().contains([lat, lon]));
+}"""
+"""Whether the console's map shows every ``[lat, lon]`` of ``points``."""
+
 CONSOLE_SAW = """([id, status]) => {
   const seen = (window.totVisitStatuses || {})[id] || [];
   return seen[seen.length - 1] === status;

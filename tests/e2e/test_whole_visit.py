@@ -24,6 +24,7 @@ from models.enums import Role
 from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.apps_browser import (
     APPROACH_AT,
+    CONSOLE_IN_VIEW,
     DESKTOP,
     PATIENT_DOCTOR_AT,
     RECORD_APPROACH,
@@ -46,11 +47,15 @@ from tests.e2e.apps_browser import (
 from tests.e2e.console_browser import chromium, sign_in
 from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, city, forget_engine_keys, offset
 
+CONSOLE_ZOOM = 13
+"""The console's configured first view's zoom (it opens nearer, on the live doctor)."""
 SETTINGS = {
     "TOT_OFFER_TIMEOUT": "60",  # a loaded machine still accepts in time
     "TOT_MAP_FEED_INTERVAL_MS": "300",
-    "TOT_POSITION_FORWARD_INTERVAL_MS": "100",  # every step of the route reaches the patient
-    "TOT_CONSOLE_MAP_VIEW": f"{CENTRE[0]},{CENTRE[1]},13",
+    # Every step of the route reaches the patient: the test moves the phone within milliseconds of the
+    # last fix, and a fix sooner than the interval after the last forwarded one is not forwarded.
+    "TOT_POSITION_FORWARD_INTERVAL_MS": "1",
+    "TOT_CONSOLE_MAP_VIEW": f"{CENTRE[0]},{CENTRE[1]},{CONSOLE_ZOOM}",
     "TOT_CONSOLE_TILE_URL": "off",  # tests never reach the internet
 }
 HOME = CENTRE
@@ -164,7 +169,13 @@ async def visit(
     assert abs(call["lat"] - HOME[0]) < 1e-6 and abs(call["lon"] - HOME[1]) < 1e-6
     item = console.locator(f"#queue li[data-call='{call_id}']")
     await item.wait_for(timeout=WAIT_MS)
-    await item.click()  # the console opens the call: its detail follows call:<id>
+    # The console opened on the one live doctor, 2 km from the call: picking the call in the queue
+    # opens its detail (which follows call:<id>) and brings it into view.
+    zoomed_in = "(zoom) => window.totConsole.view === 'doctors' && window.totConsole.map.getZoom() > zoom"
+    await until(console, zoomed_in, CONSOLE_ZOOM)
+    assert not await js(console, CONSOLE_IN_VIEW, [list(HOME)])
+    await item.click()
+    await until(console, CONSOLE_IN_VIEW, [list(HOME)])
 
     # The doctor's app offers the call, counting down to the deadline; the doctor accepts.
     card = doctor_app.locator("#offer[data-state='open']:has-text('Fever since the morning')")
