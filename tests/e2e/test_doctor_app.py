@@ -22,11 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Geolocation, Page
+from playwright.async_api import Browser, BrowserContext, Page
 
 from models.enums import Role
 from realtime.client import Event, TotClient
 from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
+from tests.e2e.apps_browser import geolocation, until
 from tests.e2e.console_browser import ROOT, chromium, sign_in
 from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person, city, forget_engine_keys, offset
 
@@ -43,10 +44,6 @@ ROUTE = [offset(*CENTRE, -1_200 + 300 * i, -400 + 100 * i) for i in range(5)]
 CALL_AT = offset(*CENTRE, 200, 100)
 
 
-def geolocation(lat: float, lon: float) -> Geolocation:
-    return {"latitude": lat, "longitude": lon, "accuracy": 12}
-
-
 async def shot(page: Page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
@@ -58,11 +55,6 @@ def docs_copy(path: Path, name: str) -> None:
     """With ``TOT_DOCTOR_DOCS_SCREENSHOT=1``, refresh ``docs/<name>`` from a screenshot."""
     if os.environ.get("TOT_DOCTOR_DOCS_SCREENSHOT"):
         shutil.copy(path, ROOT / "docs" / name)
-
-
-async def until(page: Page, predicate: str, arg: Any = None, timeout_ms: int = WAIT_MS) -> None:
-    """Wait until the JS function ``predicate(arg)`` is truthy in the page."""
-    await page.wait_for_function(predicate, arg=arg, timeout=timeout_ms)
 
 
 async def new_context(browser: Browser, *, located: bool = True, locale: str = "en-US") -> BrowserContext:

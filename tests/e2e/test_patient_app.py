@@ -21,6 +21,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 
 from models.enums import Role
+from tests.e2e.apps_browser import PATIENT_DOCTOR_AT, js, until
 from tests.e2e.console_browser import ROOT, chromium, screenshot
 from tests.e2e.dispatch_world import CENTRE, City, Doctor, Person, city, offset
 
@@ -81,22 +82,9 @@ TRACK_DOCTOR_AT = """([lat, lon]) => {
 }"""
 
 
-async def js(page: Page, expression: str, arg: Any = None) -> Any:
-    return await page.evaluate(expression, arg)
-
-
-async def until(page: Page, predicate: str, arg: Any = None) -> None:
-    await page.wait_for_function(predicate, arg=arg, timeout=WAIT_MS)
-
-
 STATE: dict[str, Any] = {"call": None, "email": f"patient-{uuid.uuid4().hex[:8]}@app.test"}
 APPROACH = "() => window.totPatient && window.totPatient.approach && window.totPatient.approach.distance_m"
-DOCTOR_AT = """([lat, lon]) => {
-  const m = window.totPatient && window.totPatient.markers.doctor;
-  if (!m) return false;
-  const at = m.getLatLng();
-  return Math.abs(at.lat - lat) < 1e-6 && Math.abs(at.lng - lon) < 1e-6;
-}"""
+DOCTOR_AT = PATIENT_DOCTOR_AT
 
 
 async def test_sign_up_and_the_service_worker(world: City, page: Page) -> None:

@@ -103,7 +103,9 @@ export class CallDetail {
   render() {
     const call = this.id && this.calls.get(this.id);
     if (!call) {
-      if (this.id) this.panel.replaceChildren(h("p", { class: "muted" }, t("console.call.gone")), h("button", { onclick: () => this.close() }, t("common.action.close")));
+      const ended = this.id && this.calls.ended.get(this.id);
+      const gone = ended ? t("console.call.ended", { status: label("common.callStatus", ended) }) : t("console.call.gone");
+      if (this.id) this.panel.replaceChildren(h("p", { class: "muted", id: "call-gone", dataset: { status: ended || "" } }, gone), h("button", { onclick: () => this.close() }, t("common.action.close")));
       return;
     }
     const focused = document.activeElement;

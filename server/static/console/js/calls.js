@@ -6,6 +6,7 @@ export const ACTIVE = ["created", "searching", "offered", "escalated", "assigned
 const FINAL = new Set(["completed", "cancelled"]);
 const PAGE = 200;
 const MAX_PAGES = 10;
+const ENDED_KEPT = 500;
 
 export class Calls {
   constructor(socket) {
@@ -14,6 +15,9 @@ export class Calls {
     this.listeners = new Set();
     this.loaded = false;
     this.reloads = 0; // REST re-reads (first load, and each unrecoverable gap)
+    // id -> final status of calls that ended while the console watched (the newest ENDED_KEPT): an
+    // open call's panel says how it ended instead of only that it left.
+    this.ended = new Map();
   }
 
   /** fn(callId | null) after any change (null: everything may have changed). */
@@ -44,10 +48,21 @@ export class Calls {
 
   async fetch(id) {
     const call = await api.get(`/v1/calls/${id}`);
-    if (FINAL.has(call.status)) this.calls.delete(id);
-    else this.calls.set(id, { ...this.calls.get(id), ...call });
-    this._changed(id);
+    if (FINAL.has(call.status)) {
+      this._end(id, call.status);
+    } else {
+      this.calls.set(id, { ...this.calls.get(id), ...call });
+      this._changed(id);
+    }
     return call;
+  }
+
+  _end(id, status) {
+    this.calls.delete(id);
+    this.ended.delete(id);
+    this.ended.set(id, status);
+    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value);
+    this._changed(id);
   }
 
   async loadOffers(id) {
@@ -66,8 +81,7 @@ export class Calls {
     } else if (type === "call.status") {
       const call = this.calls.get(data.call);
       if (FINAL.has(data.status)) {
-        this.calls.delete(data.call);
-        this._changed(data.call);
+        this._end(data.call, data.status);
         return;
       }
       if (!call || data.version > call.version + 1) {

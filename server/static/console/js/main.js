@@ -58,6 +58,8 @@ function start() {
     else detail.close(false);
     const call = id && calls.get(id);
     doctors.highlight(call ? call.doctor_id : null);
+    // A call picked in the queue may lie off the map: pan (no zoom change) just enough to show it.
+    if (call && Number.isFinite(call.lat) && Number.isFinite(call.lon)) map.panInside([call.lat, call.lon], { padding: [60, 60] });
   }
   calls.onChange((id) => {
     if (selected && (id === null || id === selected)) doctors.highlight(calls.get(selected)?.doctor_id || null);

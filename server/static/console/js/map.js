@@ -11,7 +11,9 @@ import { h } from "./dom.js";
 export { L };
 
 const EXTENT_EVERY_MS = 3000; // while nothing shows where the doctors are, ask again this often
-const FIT = { padding: [40, 40], maxZoom: 15 };
+// Not animated: the end of a zoom animation re-sets the view it aimed at, undoing a pan the dispatcher
+// (or a call picked in the queue) began meanwhile.
+const FIT = { padding: [40, 40], maxZoom: 15, animate: false };
 
 /** The Leaflet map in `element`, at the configured view until firstView() moves it. */
 export function createMap(element) {
