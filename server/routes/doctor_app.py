@@ -59,6 +59,10 @@ def _config_block(request: Request) -> str:
         # doctor standing still is not taken off shift (watchPosition fires only on movement).
         "staleAfterS": offline_after_s * STALE_FRACTION,
         "heartbeatS": offline_after_s / 4,
+        # Milliseconds of fix time between two positions the server forwards to the call's patient: the
+        # app sends a fix it took sooner again once this has passed, else a doctor who stopped right
+        # after it would be shown where they were until the next heartbeat.
+        "forwardMs": settings.position_forward_interval_ms,
     }
     text = orjson.dumps(config).decode().replace("<", "\\u003c")
     return f'<script type="application/json" id="doctor-config">{text}</script>'

@@ -52,9 +52,11 @@ CONSOLE_ZOOM = 13
 SETTINGS = {
     "TOT_OFFER_TIMEOUT": "60",  # a loaded machine still accepts in time
     "TOT_MAP_FEED_INTERVAL_MS": "300",
-    # Every step of the route reaches the patient: the test moves the phone within milliseconds of the
-    # last fix, and a fix sooner than the interval after the last forwarded one is not forwarded.
-    "TOT_POSITION_FORWARD_INTERVAL_MS": "1",
+    # The test moves the phone within milliseconds of the last fix: the server forwards one fix a second
+    # (the default interval) and the app sends the dropped one again a second later (doctor/js/shift.js).
+    # Its heartbeat, a quarter of this, is far beyond the test's waits: without that re-send a step
+    # would reach the patient only then, and the test would time out.
+    "TOT_DOCTOR_OFFLINE_AFTER": "600",
     "TOT_CONSOLE_MAP_VIEW": f"{CENTRE[0]},{CENTRE[1]},{CONSOLE_ZOOM}",
     "TOT_CONSOLE_TILE_URL": "off",  # tests never reach the internet
 }

@@ -2,7 +2,7 @@
 
 const block = document.getElementById("doctor-config");
 
-/** {tileUrl, tileAttribution, staleAfterS, heartbeatS} */
+/** {tileUrl, tileAttribution, staleAfterS, heartbeatS, forwardMs} */
 export const config = block
   ? JSON.parse(block.textContent)
-  : { tileUrl: "", tileAttribution: "", staleAfterS: 30, heartbeatS: 15 };
+  : { tileUrl: "", tileAttribution: "", staleAfterS: 30, heartbeatS: 15, forwardMs: 1000 };

@@ -149,7 +149,27 @@ export class Shift {
     if (!this.socket.send(frame)) return false;
     this.sentAt = Date.now();
     this.sent += 1;
+    this._trail(ts);
     return true;
+  }
+
+  /** The server forwards to the patient one fix per `forwardMs` of fix time and drops the ones between
+   * (they still reach the live index for dispatch). After a dropped fix, send the latest one again,
+   * stamped now, once that time has passed: the patient then sees where the doctor stopped, not where
+   * they were a moment before, until the next heartbeat. */
+  _trail(ts) {
+    const gap = config.forwardMs || 0;
+    if (this.forwardedTs === undefined || ts - this.forwardedTs >= gap) {
+      this.forwardedTs = ts;
+      clearTimeout(this.trailTimer);
+      this.trailTimer = null;
+      return;
+    }
+    if (this.trailTimer) return;
+    this.trailTimer = setTimeout(() => {
+      this.trailTimer = null;
+      if (this.location === "ok") this.sendFix(true);
+    }, this.forwardedTs + gap - ts + 20);
   }
 
   /** Tell the server the chosen status (the doctor's choice; `auto`: a reconnect or a re-announce). */
