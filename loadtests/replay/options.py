@@ -9,11 +9,15 @@ timers (offer deadlines, SOS repeats) and are therefore never compressed.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cabspotting-sf-fleet-1day"
+SHARED_DATA = Path(os.environ.get("TOT_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
+"""The folder of the real datasets (``../shared/data`` beside the checkout; ``TOT_SHARED_DATA`` names
+another, e.g. for a checkout cloned elsewhere)."""
+DEFAULT_DATA = SHARED_DATA / "cabspotting-sf-fleet-1day"
 DEFAULT_TRACES = DEFAULT_DATA / "cabspotting_fleet_2008-05-28.csv"
 DEFAULT_CALLS = DEFAULT_DATA / "pickups_2008-05-28.csv"
 DEFAULT_TZ = "America/Los_Angeles"
