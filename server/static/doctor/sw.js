@@ -2,7 +2,7 @@
 // cached at install and served network-first, so an online phone always runs the newest code and an
 // offline one still opens the app (which then shows "offline" and reconnects by itself). API calls
 // and the WebSocket are never cached.
-const CACHE = "tot-doctor-shell-v1";
+const CACHE = "tot-doctor-shell-v2";
 const SHELL = [
   "/doctor",
   "/doctor/manifest.webmanifest",
@@ -18,6 +18,7 @@ const SHELL = [
   "/doctor/static/js/status.js",
   "/doctor/static/js/visit.js",
   "/static/shared/api.js",
+  "/static/shared/dom.js",
   "/static/shared/i18n.js",
   "/static/shared/socket.js",
   "/static/i18n/en.json",

@@ -1,21 +1,6 @@
 // Small DOM and formatting helpers shared by the console's views.
 import { clockTime, t } from "/static/shared/i18n.js";
-
-/** An element: h("li", {class: "x", onclick: fn}, "text", child, ...). */
-export function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "dataset") Object.assign(el.dataset, value);
-    else el.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === undefined || child === null || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
+export { h, metres } from "/static/shared/dom.js";
 
 /** "4:05" or "1:02:03" for a duration in milliseconds (negative counts as zero). */
 export function duration(ms) {
@@ -28,11 +13,6 @@ export function duration(ms) {
 /** Local clock time "14:03:27" of an epoch-millisecond timestamp. */
 export function clock(ms) {
   return clockTime(ms);
-}
-
-/** "850 m" or "3.4 km" ("850 м", "3,4 км"). */
-export function metres(m) {
-  return m < 1000 ? t("common.unit.m", { n: Math.round(m) }) : t("common.unit.km", { n: Math.round(m / 100) / 10 });
 }
 
 /** A short id for display: the first 8 characters of a UUID. */
