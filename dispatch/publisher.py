@@ -167,6 +167,7 @@ class OutboxTransaction:
             self._now_ms + self._lease_ms,
             subject=subject,
             stale_ms=stale_ms,
+            notified_ms=None if event_type.value in self._publisher.settings.notify_types else self._now_ms,
         )
         self._staged.append((row, payload))
 

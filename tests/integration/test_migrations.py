@@ -33,6 +33,12 @@ EXPECTED_TABLES = {
     "track_points",
     "outbox",
     "outbox_relay_lease",
+    "notifications",
+    "notify_throttle",
+    "notify_preferences",
+    "telegram_links",
+    "telegram_link_tokens",
+    "telegram_updates",
 }
 
 
