@@ -113,6 +113,16 @@ class Settings:
     http_header_timeout_s: float = 10.0
     http_keep_alive_timeout_s: int = 5
     forwarded_allow_ips: str = "127.0.0.1"
+    # Notifications (server/notify/, docs/notifications.md). Telegram is off without a bot token.
+    telegram_bot_token: str = field(default="", repr=False)
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_secret: str = field(default="", repr=False)
+    telegram_bot_username: str = ""
+    telegram_link_ttl_s: int = 600
+    telegram_rate_per_s: float = 30.0
+    telegram_chat_interval_ms: int = 1000
+    notify_sender_interval_ms: int = 200
+    notify_max_attempts: int = 5
 
     @property
     def engine_scheme(self) -> str:
@@ -266,6 +276,21 @@ def _map_view(config: Config) -> tuple[float, float, int]:
     return lat, lon, zoom
 
 
+def _telegram(config: Config) -> tuple[str, str, str]:
+    """``(bot token, API URL, webhook secret)``; a token needs a secret (the webhook checks it)."""
+    token = str(config("TOT_TELEGRAM_BOT_TOKEN", default="")).strip()
+    api_url = str(config("TOT_TELEGRAM_API_URL", default="https://api.telegram.org")).strip().rstrip("/")
+    if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
+        raise SettingsError("TOT_TELEGRAM_API_URL", f"expected an http(s) URL, got {api_url!r}")
+    secret = str(config("TOT_TELEGRAM_WEBHOOK_SECRET", default="")).strip()
+    if token and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+        raise SettingsError(
+            "TOT_TELEGRAM_WEBHOOK_SECRET",
+            "required with TOT_TELEGRAM_BOT_TOKEN: 16-256 of A-Za-z0-9_- (Telegram's secret_token)",
+        )
+    return token, api_url, secret
+
+
 def load_settings(
     *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -304,6 +329,7 @@ def load_settings(
     if port > 65535:
         raise SettingsError("TOT_PORT", f"must be at most 65535, got {port}")
     tile_url = _tile_url(config)
+    telegram_token, telegram_api_url, telegram_secret = _telegram(config)
 
     return Settings(
         engine_url=engine_url,
@@ -372,4 +398,13 @@ def load_settings(
         http_header_timeout_s=_positive_float(config, "TOT_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
         http_keep_alive_timeout_s=_positive_int(config, "TOT_HTTP_KEEP_ALIVE_TIMEOUT", 5),
         forwarded_allow_ips=str(config("TOT_FORWARDED_ALLOW_IPS", default="127.0.0.1")).strip(),
+        telegram_bot_token=telegram_token,
+        telegram_api_url=telegram_api_url,
+        telegram_webhook_secret=telegram_secret,
+        telegram_bot_username=str(config("TOT_TELEGRAM_BOT_USERNAME", default="")).strip().lstrip("@"),
+        telegram_link_ttl_s=_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
+        telegram_rate_per_s=_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
+        telegram_chat_interval_ms=_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
+        notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
+        notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
     )

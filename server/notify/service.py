@@ -1,0 +1,87 @@
+"""The notification pipeline of one process, built from the settings: channels, the deriver, the
+sender and (with a bot token) Telegram's bot, link tokens and webhook handler.
+
+``server/app.py`` builds one :class:`Notify` per process, sets the outbox to stage the rules' event
+types unread (``OutboxSettings.notify_types``), starts :meth:`Notify.tasks` and calls
+:meth:`Notify.stop` at shutdown. Everything but the inbox is off unless configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch.offer_loop import OfferLoop
+from realtime.clock import Clock, wall_clock_ms
+from server.notify.bot_updates import BotUpdates
+from server.notify.channels import Channel
+from server.notify.deriver import Deriver
+from server.notify.links import LinkTokens
+from server.notify.sender import Sender, SenderSettings
+from server.notify.telegram import TelegramChannel, close_bot, make_bot
+from server.settings import Settings
+
+
+class Notify:
+    """See the module docstring. ``telegram``/``updates``/``links`` are None without a bot token."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        dispatch: OfferLoop,
+        *,
+        clock: Clock = wall_clock_ms,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.clock = clock
+        owner = owner or uuid.uuid4().hex
+        channels: dict[str, Channel] = {}
+        self.telegram: TelegramChannel | None = None
+        self.updates: BotUpdates | None = None
+        self.links: LinkTokens | None = None
+        if settings.telegram_bot_token:
+            bot = make_bot(settings.telegram_bot_token, settings.telegram_api_url)
+            self.telegram = TelegramChannel(
+                bot,
+                rate_per_s=settings.telegram_rate_per_s,
+                chat_interval_ms=settings.telegram_chat_interval_ms,
+            )
+            channels[self.telegram.name] = self.telegram
+            self.links = LinkTokens(sessions, settings.telegram_link_ttl_s * 1000, clock)
+            self.updates = BotUpdates(bot, sessions, dispatch, self.links, clock)
+        self.channels = channels
+        self.sender = Sender(
+            sessions,
+            channels,
+            settings=SenderSettings(
+                interval_ms=settings.notify_sender_interval_ms, max_attempts=settings.notify_max_attempts
+            ),
+            clock=clock,
+            owner=owner,
+        )
+        self.deriver = Deriver(sessions, channels, clock=clock, owner=owner, on_derived=self.sender.wake)
+        self._bot_username = settings.telegram_bot_username
+
+    async def bot_username(self) -> str:
+        """The bot's username for deep links: ``TOT_TELEGRAM_BOT_USERNAME``, else asked once (getMe)."""
+        if not self._bot_username and self.telegram is not None:
+            me = await self.telegram.bot.get_me()
+            self._bot_username = me.username or ""
+        return self._bot_username
+
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The loops to run for the process's life, by name."""
+        return {"notify_rules": self.deriver.run(), "notify_sender": self.sender.run()}
+
+    async def stop(self) -> None:
+        """After the loops were cancelled: hand the rules' lease over, close the bot's HTTP client."""
+        await self.deriver.stop()
+        if self.telegram is not None:
+            await asyncio.shield(close_bot(self.telegram.bot))

@@ -1,0 +1,77 @@
+"""The inbox: a person's own notifications, newest first (docs/notifications.md)."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from models.repositories import notifications as repo
+from server.http import json_response, parse_query
+from server.notify.channels import INBOX
+from server.notify.templates import render
+from server.routes import api
+from server.schemas import Input
+from server.services import services
+
+
+class InboxQuery(Input):
+    """``before``: the ``next`` cursor of the previous page (none: from the newest); ``limit``: 1-100."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before: int | None = Field(default=None, ge=1)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class InboxItem(BaseModel):
+    """One notification: ``kind`` (offer, assigned, en_route, arrived, cancelled, escalated,
+    sos_unanswered), its ``text`` in the person's language, ``call`` it is about, ``at`` (epoch ms)."""
+
+    id: int
+    kind: str
+    text: str
+    call: uuid.UUID | None
+    at: int
+
+
+class InboxPage(BaseModel):
+    """``items`` newest first; ``next``: the cursor of the next (older) page, null at the end."""
+
+    items: list[InboxItem]
+    next: int | None
+
+
+@api.route(
+    "GET",
+    "/v1/notifications",
+    summary="Your notifications",
+    tag="notifications",
+    query=InboxQuery,
+    response=InboxPage,
+)
+async def inbox(request: Request) -> Response:
+    """The signed-in person's own notifications (whatever channels also carried them)."""
+    svc = services(request)
+    principal = svc.principal(request)
+    query = parse_query(request, InboxQuery)
+    async with svc.sessions() as session:
+        rows = await repo.inbox(session, principal.user_id, INBOX, query.before, query.limit + 1)
+        person = (await repo.people(session, [principal.user_id])).get(principal.user_id)
+    language = person.language if person else None
+    zone = person.time_zone if person else None
+    page = rows[: query.limit]
+    items = [
+        {
+            "id": row.id,
+            "kind": row.kind,
+            "text": render(row.kind, language, orjson.loads(row.params), zone),
+            "call": None if row.call_id is None else str(row.call_id),
+            "at": row.created_ms,
+        }
+        for row in page
+    ]
+    return json_response({"items": items, "next": page[-1].id if len(rows) > query.limit else None})
