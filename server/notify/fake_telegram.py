@@ -26,9 +26,10 @@ import itertools
 import json
 import socket
 import sys
+import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,6 @@ class FakeBotApi:
     echo: bool = False
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100_000))
-    _changed: asyncio.Condition | None = None
 
     def calls(self, method: str) -> list[Request]:
         """The requests of ``method``, in order."""
@@ -81,25 +81,27 @@ class FakeBotApi:
             body["description"] = "Bad Request: chat not found" if status == 400 else "Internal Server Error"
         self.failures.setdefault(method, []).extend([(status, body)] * times)
 
-    async def wait_for(self, method: str, count: int, timeout_s: float = 10.0) -> list[Request]:
-        """Wait until ``count`` calls of ``method`` arrived (raises ``TimeoutError``); returns them."""
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        async with asyncio.timeout(timeout_s), self._changed:
-            await self._changed.wait_for(lambda: len(self.calls(method)) >= count)
-        return self.calls(method)
+    async def wait_for(
+        self, method: str, count: int, timeout_s: float = 10.0, where: Callable[[Request], bool] | None = None
+    ) -> list[Request]:
+        """Wait until ``count`` calls of ``method`` (that ``where`` accepts) arrived; returns them.
+        Raises ``TimeoutError``. Polls every 20 ms: the fake may serve from another thread."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [r for r in self.calls(method) if where is None or where(r)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)} of {count} {method} calls arrived")
+            await asyncio.sleep(0.02)
 
-    async def _record(self, request: Request) -> None:
+    def _record(self, request: Request) -> None:
         self.requests.append(request)
         if self.echo:
             print(
                 json.dumps({"method": request.method, "params": request.params, "at_ms": request.at_ms}),
                 flush=True,
             )
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        async with self._changed:
-            self._changed.notify_all()
 
     def _result(self, method: str, params: dict[str, Any]) -> Any:
         now_s = int(time.time())
@@ -134,7 +136,7 @@ class FakeBotApi:
         elif "x-www-form-urlencoded" in content_type:
             for key, value in urllib.parse.parse_qsl((await request.body()).decode()):
                 params[key] = _decoded(value)
-        await self._record(Request(method, params, token, int(time.time() * 1000)))
+        self._record(Request(method, params, token, int(time.time() * 1000)))
         queued = self.failures.get(method)
         if queued:
             status, body = queued.pop(0)
@@ -192,6 +194,27 @@ async def serving(fake: FakeBotApi, port: int | None = None) -> AsyncIterator[st
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.contextmanager
+def serving_in_thread(fake: FakeBotApi, port: int | None = None) -> Iterator[str]:
+    """Serve ``fake`` on 127.0.0.1 from a thread of its own (for tests whose servers are other
+    processes and whose fixtures are not async); yields its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="fake-telegram", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the fake Bot API did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def main(argv: list[str] | None = None) -> None:
