@@ -123,6 +123,7 @@ class Settings:
     telegram_chat_interval_ms: int = 1000
     notify_sender_interval_ms: int = 200
     notify_max_attempts: int = 5
+    notify_lease_ms: int = 30_000
 
     @property
     def engine_scheme(self) -> str:
@@ -407,4 +408,5 @@ def load_settings(
         telegram_chat_interval_ms=_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
         notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
         notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
+        notify_lease_ms=_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
     )

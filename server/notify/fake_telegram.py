@@ -62,6 +62,8 @@ class FakeBotApi:
     requests: list[Request] = field(default_factory=list)
     failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     echo: bool = False
+    delay_s: float = 0.0
+    """How long each answer takes (the request is recorded on arrival): keeps sends in flight."""
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100_000))
 
@@ -137,6 +139,8 @@ class FakeBotApi:
             for key, value in urllib.parse.parse_qsl((await request.body()).decode()):
                 params[key] = _decoded(value)
         self._record(Request(method, params, token, int(time.time() * 1000)))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         queued = self.failures.get(method)
         if queued:
             status, body = queued.pop(0)

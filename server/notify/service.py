@@ -61,7 +61,9 @@ class Notify:
             sessions,
             channels,
             settings=SenderSettings(
-                interval_ms=settings.notify_sender_interval_ms, max_attempts=settings.notify_max_attempts
+                interval_ms=settings.notify_sender_interval_ms,
+                max_attempts=settings.notify_max_attempts,
+                lease_ms=settings.notify_lease_ms,
             ),
             clock=clock,
             owner=owner,
