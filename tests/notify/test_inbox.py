@@ -1,0 +1,88 @@
+"""The inbox over REST (an in-process app on SQLite): a person's own notifications, newest first, in
+the language their registration's Accept-Language chose, with cursor paging; nobody else's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from models.users import User
+from tests.conftest import app_client_for, make_settings, services_of
+from tests.helpers import bearer, register, unique_email
+
+
+@pytest.fixture
+async def client(sqlite_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client_for(make_settings(sqlite_database_url)) as http:
+        yield http
+
+
+async def _inbox(client: httpx.AsyncClient, token: str, **query: Any) -> dict[str, Any]:
+    response = await client.get("/v1/notifications", params=query, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_the_inbox_pages_a_persons_own_news_in_their_language(client: httpx.AsyncClient) -> None:
+    other = await register(client, "patient")
+    response = await client.post(
+        "/v1/auth/register",
+        json={
+            "email": unique_email("en"),
+            "password": "inbox-password-1",
+            "full_name": "En",
+            "role": "patient",
+        },
+        headers={"Accept-Language": "en-GB,en;q=0.9,ru;q=0.5"},
+    )
+    assert response.status_code == 201, response.text
+    english = response.json()
+    async with services_of(client).sessions() as session:
+        languages = dict((await session.execute(sa.select(User.email, User.language))).all())
+    assert languages[english["user"]["email"]] == "en"
+    assert languages[other["user"]["email"]] == "ru"
+
+    token = english["tokens"]["access_token"]
+    for _ in range(3):
+        created = await client.post(
+            "/v1/calls",
+            json={
+                "address": "Inbox street",
+                "lat": 60.0,
+                "lon": 30.0,
+                "urgency": "urgent",
+                "specialty": "therapist",
+            },
+            headers=bearer(token),
+        )
+        assert created.status_code == 201, created.text
+        cancelled = await client.post(
+            f"/v1/calls/{created.json()['id']}/cancel",
+            json={"reason": "no longer needed"},
+            headers=bearer(token),
+        )
+        assert cancelled.status_code == 200, cancelled.text
+
+    deadline = time.monotonic() + 15
+    while len((await _inbox(client, token, limit=100))["items"]) < 3:  # the deriver runs every 250 ms
+        assert time.monotonic() < deadline, "the notifications were not derived"
+        await asyncio.sleep(0.05)
+    first = await _inbox(client, token, limit=2)
+    assert [i["text"] for i in first["items"]] == ["Your call was cancelled."] * 2
+    assert first["next"] == first["items"][-1]["id"]
+    second = await _inbox(client, token, limit=2, before=first["next"])
+    assert len(second["items"]) == 1 and second["next"] is None
+    ids = [i["id"] for i in first["items"] + second["items"]]
+    assert ids == sorted(ids, reverse=True)
+    assert (await _inbox(client, other["tokens"]["access_token"]))["items"] == []
+    assert (await client.get("/v1/notifications")).status_code == 401
+    assert (
+        await client.get("/v1/notifications", params={"limit": 0}, headers=bearer(token))
+    ).status_code == 422
