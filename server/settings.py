@@ -124,6 +124,16 @@ class Settings:
     notify_sender_interval_ms: int = 200
     notify_max_attempts: int = 5
     notify_lease_ms: int = 30_000
+    # E-mail (off without a host) and SMS (off without a gateway URL).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "tot-dispatch@localhost"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False
+    sms_gateway_url: str = ""
+    sms_api_key: str = field(default="", repr=False)
+    sms_default_region: str = "RU"
 
     @property
     def engine_scheme(self) -> str:
@@ -292,6 +302,14 @@ def _telegram(config: Config) -> tuple[str, str, str]:
     return token, api_url, secret
 
 
+def _sms_url(config: Config) -> str:
+    """``TOT_SMS_GATEWAY_URL``: an http(s) URL, or empty (SMS off)."""
+    url = str(config("TOT_SMS_GATEWAY_URL", default="")).strip().rstrip("/")
+    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+        raise SettingsError("TOT_SMS_GATEWAY_URL", f"expected an http(s) URL or nothing, got {url!r}")
+    return url
+
+
 def load_settings(
     *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -409,4 +427,13 @@ def load_settings(
         notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
         notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
         notify_lease_ms=_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
+        smtp_host=str(config("TOT_SMTP_HOST", default="")).strip(),
+        smtp_port=_positive_int(config, "TOT_SMTP_PORT", 25),
+        smtp_from=str(config("TOT_SMTP_FROM", default="tot-dispatch@localhost")).strip(),
+        smtp_username=str(config("TOT_SMTP_USERNAME", default="")),
+        smtp_password=str(config("TOT_SMTP_PASSWORD", default="")),
+        smtp_starttls=_choice(config, "TOT_SMTP_STARTTLS", "false", ("true", "false")) == "true",
+        sms_gateway_url=_sms_url(config),
+        sms_api_key=str(config("TOT_SMS_API_KEY", default="")),
+        sms_default_region=str(config("TOT_SMS_DEFAULT_REGION", default="RU")).strip().upper(),
     )

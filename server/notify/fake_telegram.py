@@ -31,7 +31,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import uvicorn
@@ -181,8 +181,14 @@ def free_port() -> int:
         return port
 
 
+class Servable(Protocol):
+    """A fake with an ASGI app (:class:`FakeBotApi`, ``fake_sms.FakeSmsGateway``)."""
+
+    def app(self) -> Starlette: ...
+
+
 @contextlib.asynccontextmanager
-async def serving(fake: FakeBotApi, port: int | None = None) -> AsyncIterator[str]:
+async def serving(fake: Servable, port: int | None = None) -> AsyncIterator[str]:
     """Serve ``fake`` on 127.0.0.1 (a free port unless given) in this event loop; yields its base URL
     (``http://127.0.0.1:<port>``, the value of ``TOT_TELEGRAM_API_URL``)."""
     port = port or free_port()
@@ -201,7 +207,7 @@ async def serving(fake: FakeBotApi, port: int | None = None) -> AsyncIterator[st
 
 
 @contextlib.contextmanager
-def serving_in_thread(fake: FakeBotApi, port: int | None = None) -> Iterator[str]:
+def serving_in_thread(fake: Servable, port: int | None = None) -> Iterator[str]:
     """Serve ``fake`` on 127.0.0.1 from a thread of its own (for tests whose servers are other
     processes and whose fixtures are not async); yields its base URL."""
     port = port or free_port()

@@ -163,7 +163,9 @@ class Sender:
             return 0
         key = f"{row.channel}:{address}"
         async with self.sessions.begin() as session:
-            free_at = await repo.take_throttle(session, key, now, channel.address_interval_ms)
+            free_at = None
+            if channel.address_interval_ms > 0:  # e-mail keeps no pace per address
+                free_at = await repo.take_throttle(session, key, now, channel.address_interval_ms)
             if free_at is None:
                 begun = await repo.begin_send(session, row.id, self.owner, now, now + self.settings.lease_ms)
         if free_at is not None:
@@ -186,7 +188,8 @@ class Sender:
         except RetryAfter as exc:
             until = self.clock() + round(exc.seconds * 1000)
             async with self.sessions.begin() as session:
-                await repo.push_throttle(session, key, until)
+                if channel.address_interval_ms > 0:
+                    await repo.push_throttle(session, key, until)
                 await repo.finish(
                     session,
                     row.id,

@@ -20,8 +20,11 @@ from realtime.clock import Clock, wall_clock_ms
 from server.notify.bot_updates import BotUpdates
 from server.notify.channels import Channel
 from server.notify.deriver import Deriver
+from server.notify.email import NAME as EMAIL
+from server.notify.email import EmailChannel, SmtpSettings
 from server.notify.links import LinkTokens
 from server.notify.sender import Sender, SenderSettings
+from server.notify.sms import SmsGateway
 from server.notify.telegram import TelegramChannel, close_bot, make_bot
 from server.settings import Settings
 
@@ -56,6 +59,22 @@ class Notify:
             channels[self.telegram.name] = self.telegram
             self.links = LinkTokens(sessions, settings.telegram_link_ttl_s * 1000, clock)
             self.updates = BotUpdates(bot, sessions, dispatch, self.links, clock)
+        if settings.smtp_host:
+            smtp = SmtpSettings(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                sender=settings.smtp_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                starttls=settings.smtp_starttls,
+            )
+            channels[EMAIL] = EmailChannel(smtp)
+        self.sms: SmsGateway | None = None
+        if settings.sms_gateway_url:
+            self.sms = SmsGateway(
+                settings.sms_gateway_url, settings.sms_api_key, default_region=settings.sms_default_region
+            )
+            channels[self.sms.name] = self.sms
         self.channels = channels
         self.sender = Sender(
             sessions,
@@ -87,3 +106,5 @@ class Notify:
         await self.deriver.stop()
         if self.telegram is not None:
             await asyncio.shield(close_bot(self.telegram.bot))
+        if self.sms is not None:
+            await asyncio.shield(self.sms.close())
