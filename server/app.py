@@ -50,6 +50,7 @@ from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import console as console_routes
 from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import notifications as _notification_routes  # noqa: F401
+from server.routes import notify_preferences as _preference_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import sos as _sos_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401

@@ -319,3 +319,35 @@ async def of_call(session: AsyncSession, call_id: uuid.UUID) -> list[Notificatio
             sa.select(Notification).where(Notification.call_id == call_id).order_by(Notification.id)
         )
     )
+
+
+# --- preferences -----------------------------------------------------------------------------------
+
+
+async def preference_rows(session: AsyncSession, person_id: uuid.UUID) -> list[NotifyPreference]:
+    """``person_id``'s channel choices, by kind then channel."""
+    return list(
+        await session.scalars(
+            sa.select(NotifyPreference)
+            .where(NotifyPreference.person_id == person_id)
+            .order_by(NotifyPreference.kind, NotifyPreference.channel)
+        )
+    )
+
+
+async def replace_preferences(
+    session: AsyncSession, person_id: uuid.UUID, choices: Sequence[tuple[str, str, bool]]
+) -> None:
+    """Replace ``person_id``'s channel choices with ``choices`` (kind, channel, enabled)."""
+    await session.execute(sa.delete(NotifyPreference).where(NotifyPreference.person_id == person_id))
+    for kind, channel, enabled in choices:
+        session.add(NotifyPreference(person_id=person_id, kind=kind, channel=channel, enabled=enabled))
+
+
+async def update_person(session: AsyncSession, person_id: uuid.UUID, **values: Any) -> None:
+    """Set ``language``, ``time_zone``, ``quiet_start_min``, ``quiet_end_min`` (those given)."""
+    allowed = {"language", "time_zone", "quiet_start_min", "quiet_end_min"}
+    if set(values) - allowed:
+        raise ValueError(f"not a notification setting: {sorted(set(values) - allowed)}")
+    if values:
+        await session.execute(sa.update(User).where(User.id == person_id).values(**values))

@@ -7,6 +7,7 @@ Each test works in its own area, 0.5 degree of latitude from the others (as test
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -228,3 +229,47 @@ async def test_webhook_secret_link_reuse_and_unlinking(
     assert (await webhook(world, press)).json()["handled"] == "not_linked"
     assert (await world.call(call_id))["status"] == "offered"
     assert [r for r in api.calls("sendMessage") if to_chat(first)(r) and "reply_markup" in r.params] == []
+
+
+async def test_quiet_hours_hold_back_news_but_not_the_offer_or_arrival(
+    world: City, fake: tuple[FakeBotApi, str], area: Area
+) -> None:
+    """Both in quiet hours that span now (set through the API): the doctor still gets the offer, the
+    patient gets "the doctor has arrived" but neither "accepted" nor "on the way"."""
+    api, _ = fake
+    now = dt.datetime.now(dt.UTC)
+    quiet = {
+        "time_zone": "UTC",
+        "quiet_hours": {
+            "start": (now - dt.timedelta(hours=2)).strftime("%H:%M"),
+            "end": (now + dt.timedelta(hours=2)).strftime("%H:%M"),
+        },
+    }
+    doctor = await area.doctor()
+    for who in (doctor.person, area.patient):
+        response = await world.http("PUT", "/v1/notifications/preferences", who, json=quiet)
+        assert response.status_code == 200, response.text
+    chat = await link(world, api, doctor.person)
+    patient_chat = await link(world, api, area.patient)
+    call_id = await area.call()
+    offer = await doctor.wait_for("offer.created", lambda d: d["call"]["id"] == call_id)
+    await offer_message(api, chat)  # the offer is never held back
+    await doctor.client.request("offer.accept", offer=offer["offer"])
+    for step in ("en_route", "arrived"):
+        moved = await world.http("POST", f"/v1/calls/{call_id}/status", doctor.person, json={"status": step})
+        assert moved.status_code == 200, moved.text
+    [arrived] = await api.wait_for(
+        "sendMessage", 1, where=lambda r: to_chat(patient_chat)(r) and "прибыл" in r.params["text"]
+    )
+    news = [
+        r.params["text"]
+        for r in api.calls("sendMessage")
+        if to_chat(patient_chat)(r) and "Аккаунт" not in r.params["text"]
+    ]
+    assert news == [arrived.params["text"]]
+    inbox = await world.http("GET", "/v1/notifications", area.patient)
+    assert [i["kind"] for i in inbox.json()["items"]] == [
+        "arrived",
+        "en_route",
+        "assigned",
+    ]  # the inbox keeps all

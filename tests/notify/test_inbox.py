@@ -86,3 +86,38 @@ async def test_the_inbox_pages_a_persons_own_news_in_their_language(client: http
     assert (
         await client.get("/v1/notifications", params={"limit": 0}, headers=bearer(token))
     ).status_code == 422
+
+
+async def test_preferences_round_trip_and_refuse_bad_values(client: httpx.AsyncClient) -> None:
+    token = (await register(client, "patient"))["tokens"]["access_token"]
+    url = "/v1/notifications/preferences"
+    start = await client.get(url, headers=bearer(token))
+    assert start.json() == {"language": "ru", "time_zone": None, "quiet_hours": None, "channels": []}
+    body = {
+        "language": "en",
+        "time_zone": "Asia/Yekaterinburg",
+        "quiet_hours": {"start": "22:30", "end": "07:00"},
+        "channels": [
+            {"kind": "*", "channel": "email", "enabled": False},
+            {"kind": "arrived", "channel": "sms", "enabled": True},
+        ],
+    }
+    changed = await client.put(url, json=body, headers=bearer(token))
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {
+        **body,
+        "channels": sorted(body["channels"], key=lambda c: (c["kind"], c["channel"])),
+    }
+    partial = await client.put(url, json={"quiet_hours": None}, headers=bearer(token))
+    assert partial.json()["quiet_hours"] is None
+    assert partial.json()["language"] == "en" and len(partial.json()["channels"]) == 2
+    for bad in (
+        {"language": "de"},
+        {"time_zone": "Mars/Olympus"},
+        {"quiet_hours": {"start": "25:00", "end": "07:00"}},
+        {"channels": [{"kind": "lunch", "channel": "email", "enabled": True}]},
+        {"channels": [{"kind": "*", "channel": "pigeon", "enabled": True}]},
+        {"colour": "blue"},
+    ):
+        refused = await client.put(url, json=bad, headers=bearer(token))
+        assert refused.status_code == 422, (bad, refused.text)
