@@ -93,20 +93,21 @@ async def test_preferences_round_trip_and_refuse_bad_values(client: httpx.AsyncC
     url = "/v1/notifications/preferences"
     start = await client.get(url, headers=bearer(token))
     assert start.json() == {"language": "ru", "time_zone": None, "quiet_hours": None, "channels": []}
-    body = {
+    channels: list[dict[str, Any]] = [
+        {"kind": "arrived", "channel": "sms", "enabled": True},
+        {"kind": "*", "channel": "email", "enabled": False},
+    ]
+    body: dict[str, Any] = {
         "language": "en",
         "time_zone": "Asia/Yekaterinburg",
         "quiet_hours": {"start": "22:30", "end": "07:00"},
-        "channels": [
-            {"kind": "*", "channel": "email", "enabled": False},
-            {"kind": "arrived", "channel": "sms", "enabled": True},
-        ],
+        "channels": channels,
     }
     changed = await client.put(url, json=body, headers=bearer(token))
     assert changed.status_code == 200, changed.text
     assert changed.json() == {
         **body,
-        "channels": sorted(body["channels"], key=lambda c: (c["kind"], c["channel"])),
+        "channels": sorted(channels, key=lambda c: (c["kind"], c["channel"])),
     }
     partial = await client.put(url, json={"quiet_hours": None}, headers=bearer(token))
     assert partial.json()["quiet_hours"] is None
