@@ -1,7 +1,8 @@
 """The buttons under a notification and what they mean when pressed (Telegram callback data).
 
 Data is ``<action>:<id>`` (at most 64 bytes, Telegram's limit): ``oa`` accept and ``od`` decline an
-offer; ``ce`` on the way, ``ca`` arrived and ``cc`` completed for a call. :func:`buttons` gives a
+offer; ``ce`` on the way, ``ca`` arrived and ``cc`` completed for a call (the doctor's); ``pc``
+the patient's cancel of their call while the doctor has not arrived. :func:`buttons` gives a
 message's buttons by kind; :func:`parse` reads a press back (None for anything else).
 """
 
@@ -21,8 +22,9 @@ DECLINE = "od"
 EN_ROUTE = "ce"
 ARRIVED = "ca"
 COMPLETED = "cc"
+CANCEL = "pc"
 OFFER_ACTIONS = (ACCEPT, DECLINE)
-CALL_ACTIONS = (EN_ROUTE, ARRIVED, COMPLETED)
+CALL_ACTIONS = (EN_ROUTE, ARRIVED, COMPLETED, CANCEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,12 @@ def visit_buttons(call_id: uuid.UUID | str, language: str | None) -> list[list[B
     ]
 
 
-def buttons(kind: str, params: dict[str, Any], language: str | None) -> Sequence[Sequence[Button]]:
-    """The buttons of a notification of ``kind``: an offer's Accept / Decline; none otherwise."""
+def buttons(
+    kind: str, params: dict[str, Any], language: str | None, call_id: uuid.UUID | None = None
+) -> Sequence[Sequence[Button]]:
+    """The buttons of a notification of ``kind``: an offer's Accept / Decline; a patient's Cancel under
+    "accepted" and "on the way" (the life cycle lets a patient cancel until the doctor arrives); none
+    otherwise."""
     if kind == Kind.OFFER_CREATED and params.get("offer"):
         offer = params["offer"]
         return [
@@ -63,4 +69,6 @@ def buttons(kind: str, params: dict[str, Any], language: str | None) -> Sequence
                 Button(phrase("decline", language), f"{DECLINE}:{offer}"),
             ]
         ]
+    if kind in (Kind.CALL_ASSIGNED, Kind.CALL_EN_ROUTE) and call_id is not None:
+        return [[Button(phrase("cancel", language), f"{CANCEL}:{call_id}")]]
     return ()

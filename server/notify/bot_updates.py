@@ -5,8 +5,10 @@
 - ``/stop``: unlink the chat.
 - A button press (``callback_query``, data as in ``server/notify/actions.py``) from a linked chat calls
   the same dispatch services as the socket's ops and REST: ``OfferLoop.accept`` / ``decline`` for an
-  offer, ``OfferLoop.visit`` to en route / arrived / completed for a call, as the linked person (their
-  role from the account, as a token would carry it). The press is answered (``answerCallbackQuery``):
+  offer, ``OfferLoop.visit`` to en route / arrived / completed for a call, ``OfferLoop.cancel`` for a
+  patient's Cancel, as the linked person (their role from the account, as a token would carry it: the
+  services' own rules decide, e.g. a patient cancels only their call and only until the doctor
+  arrives). The press is answered (``answerCallbackQuery``):
   "done", "expired" (``offer_expired``), "not linked" (the chat has no person: nothing changes) or
   "not possible now" (any other refusal). After an accepted offer the message's buttons become the
   visit's (en route, arrived, completed).
@@ -133,7 +135,7 @@ class BotUpdates:
         await self._answer(query_id, phrase("done", language))
         if press.action == actions.ACCEPT and call_id is not None:
             await self._show_visit_buttons(query, call_id, language)
-        elif press.action in (actions.DECLINE, actions.COMPLETED):
+        elif press.action in (actions.DECLINE, actions.COMPLETED, actions.CANCEL):
             await self._show_visit_buttons(query, None, language)
         return "done"
 
@@ -144,6 +146,9 @@ class BotUpdates:
             return moved.call.id
         if press.action == actions.DECLINE:
             await self.dispatch.decline(who, press.target, "telegram")
+            return None
+        if press.action == actions.CANCEL:
+            await self.dispatch.cancel(who, press.target, "cancelled in Telegram")
             return None
         await self.dispatch.visit(who, press.target, VISIT_STEPS[press.action])
         return press.target

@@ -178,7 +178,7 @@ class Sender:
         message = Message(
             text=render(row.kind, person.language, params, person.time_zone),
             subject=render(row.kind, person.language, params, person.time_zone).split("\n", 1)[0][:120],
-            buttons=buttons(row.kind, params, person.language),
+            buttons=buttons(row.kind, params, person.language, row.call_id),
             key=f"notification:{row.id}",
         )
         attempts = row.attempts + 1

@@ -43,7 +43,7 @@ def fake() -> Iterator[tuple[FakeBotApi, str]]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, fake: tuple[FakeBotApi, str]) -> Iterator[City]:
     settings = {**SETTINGS, "TOT_TELEGRAM_API_URL": fake[1]}
-    with city(tmp_path_factory.mktemp("telegram"), doctors=12, patients=4, settings=settings) as c:
+    with city(tmp_path_factory.mktemp("telegram"), doctors=18, patients=6, settings=settings) as c:
         yield c
 
 
@@ -273,3 +273,26 @@ async def test_quiet_hours_hold_back_news_but_not_the_offer_or_arrival(
         "en_route",
         "assigned",
     ]  # the inbox keeps all
+
+
+async def test_the_patient_cancels_from_telegram_until_the_doctor_arrives(
+    world: City, fake: tuple[FakeBotApi, str], area: Area
+) -> None:
+    api, _ = fake
+    doctor = await area.doctor()
+    patient_chat = await link(world, api, area.patient)
+    call_id = await area.call()
+    offer = await doctor.wait_for("offer.created", lambda d: d["call"]["id"] == call_id)
+    await doctor.client.request("offer.accept", offer=offer["offer"])
+    [accepted] = await api.wait_for(
+        "sendMessage", 1, where=lambda r: to_chat(patient_chat)(r) and "принял" in r.params["text"]
+    )
+    [[cancel]] = accepted.params["reply_markup"]["inline_keyboard"]
+    assert (cancel["text"], cancel["callback_data"]) == ("Отменить вызов", f"pc:{call_id}")
+    press = press_update(patient_chat, cancel["callback_data"])
+    assert (await webhook(world, press)).json()["handled"] == "done"
+    assert (await world.call(call_id))["status"] == "cancelled"
+    await doctor.wait_for("call.cancelled", lambda d: d["call"] == call_id)
+    again = press_update(patient_chat, cancel["callback_data"])
+    assert (await webhook(world, again)).json()["handled"] == "refused"
+    assert answers(api, again["callback_query"]["id"]) == ["Действие недоступно"]
