@@ -9,6 +9,7 @@ types unread (``OutboxSettings.notify_types``), starts :meth:`Notify.tasks` and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.offer_loop import OfferLoop
+from models.repositories import telegram as telegram_repo
 from realtime.clock import Clock, wall_clock_ms
 from server.notify.bot_updates import BotUpdates
 from server.notify.channels import Channel
@@ -27,6 +29,13 @@ from server.notify.sender import Sender, SenderSettings
 from server.notify.sms import SmsGateway
 from server.notify.telegram import TelegramChannel, close_bot, make_bot
 from server.settings import Settings
+
+log = logging.getLogger("tot.notify")
+
+UPDATES_KEPT_MS = 2 * 24 * 3_600_000
+"""Handled ``update_id`` s are remembered two days (Telegram gives up on an update after a day)."""
+HOUSEKEEPING_S = 600.0
+"""How often a process prunes them (a DELETE of old rows: harmless when several do)."""
 
 
 class Notify:
@@ -99,7 +108,24 @@ class Notify:
 
     def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
         """The loops to run for the process's life, by name."""
-        return {"notify_rules": self.deriver.run(), "notify_sender": self.sender.run()}
+        loops = {"notify_rules": self.deriver.run(), "notify_sender": self.sender.run()}
+        if self.telegram is not None:
+            loops["notify_housekeeping"] = self._housekeeping()
+        return loops
+
+    async def prune_updates(self) -> int:
+        """Forget handled webhook updates older than :data:`UPDATES_KEPT_MS` (Telegram re-sends an
+        update for at most a day); returns how many."""
+        async with self.sessions.begin() as session:
+            return await telegram_repo.prune_updates(session, self.clock() - UPDATES_KEPT_MS)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await self.prune_updates()
+            except Exception:
+                log.exception("could not prune handled Telegram updates")
+            await asyncio.sleep(HOUSEKEEPING_S)
 
     async def stop(self) -> None:
         """After the loops were cancelled: hand the rules' lease over, close the bot's HTTP client."""

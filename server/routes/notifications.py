@@ -1,4 +1,5 @@
-"""The inbox: a person's own notifications, newest first (docs/notifications.md)."""
+"""The inbox: a person's own notifications, newest first; and the staff view of what was sent for a
+call (docs/notifications.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from models.enums import Role
+from models.repositories import calls as call_repo
 from models.repositories import notifications as repo
+from realtime.errors import ErrorCode
+from server.errors import ApiError
 from server.http import json_response, parse_query
 from server.notify.channels import INBOX
 from server.notify.templates import render
@@ -75,3 +80,59 @@ async def inbox(request: Request) -> Response:
         for row in page
     ]
     return json_response({"items": items, "next": page[-1].id if len(rows) > query.limit else None})
+
+
+class SentItem(BaseModel):
+    """One (event, person, channel) about a call: ``status`` queued, sending, sent, failed or
+    suppressed; ``last_error`` the reason of a failure or a suppression; times epoch ms."""
+
+    id: int
+    person: uuid.UUID
+    channel: str
+    kind: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: int
+    sent_at: int | None
+
+
+class SentList(BaseModel):
+    items: list[SentItem]
+
+
+@api.route(
+    "GET",
+    "/v1/calls/{call_id}/notifications",
+    summary="What was sent about a call",
+    tag="notifications",
+    response=SentList,
+    roles=(Role.DISPATCHER, Role.ADMIN),
+    errors=(404,),
+)
+async def call_notifications(request: Request) -> Response:
+    """Every notification about the call, oldest first, on every channel (the inbox included)."""
+    svc = services(request)
+    try:
+        call_id = uuid.UUID(request.path_params["call_id"])
+    except ValueError:
+        raise ApiError(ErrorCode.INVALID_INPUT, "call_id: not a UUID", field="call_id") from None
+    async with svc.sessions() as session:
+        if await call_repo.get_call(session, call_id) is None:
+            raise ApiError(ErrorCode.NOT_FOUND, "no such call")
+        rows = await repo.of_call(session, call_id)
+    items = [
+        {
+            "id": r.id,
+            "person": str(r.person_id),
+            "channel": r.channel,
+            "kind": r.kind,
+            "status": r.status,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+            "created_at": r.created_ms,
+            "sent_at": r.sent_ms,
+        }
+        for r in rows
+    ]
+    return json_response({"items": items})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from models.users import User
 from tests.conftest import app_client_for, make_settings, services_of
-from tests.helpers import bearer, register, unique_email
+from tests.helpers import bearer, register, staff, unique_email
 
 
 @pytest.fixture
@@ -122,3 +123,49 @@ async def test_preferences_round_trip_and_refuse_bad_values(client: httpx.AsyncC
     ):
         refused = await client.put(url, json=bad, headers=bearer(token))
         assert refused.status_code == 422, (bad, refused.text)
+
+
+async def test_staff_see_what_was_sent_for_a_call_and_metrics_count_it(
+    client: httpx.AsyncClient, sqlite_database_url: str
+) -> None:
+    patient = await register(client, "patient")
+    dispatcher = await staff(client, sqlite_database_url, "dispatcher")
+    token = patient["tokens"]["access_token"]
+    created = await client.post(
+        "/v1/calls",
+        json={
+            "address": "Staff street",
+            "lat": 61.0,
+            "lon": 30.0,
+            "urgency": "urgent",
+            "specialty": "therapist",
+        },
+        headers=bearer(token),
+    )
+    call_id = created.json()["id"]
+    deadline = time.monotonic() + 15
+    while (await client.get(f"/v1/calls/{call_id}", headers=bearer(token))).json()["status"] != "escalated":
+        assert time.monotonic() < deadline, "nobody is in range: the call escalates"
+        await asyncio.sleep(0.05)
+    await client.post(
+        f"/v1/calls/{call_id}/cancel", json={"reason": "no longer needed"}, headers=bearer(token)
+    )
+    url = f"/v1/calls/{call_id}/notifications"
+    staff_token = dispatcher["tokens"]["access_token"]
+    while True:
+        items = (await client.get(url, headers=bearer(staff_token))).json()["items"]
+        if {"escalated", "cancelled"} <= {i["kind"] for i in items}:
+            break
+        assert time.monotonic() < deadline, items
+        await asyncio.sleep(0.05)
+    cancelled = [i for i in items if i["kind"] == "cancelled"]
+    assert [(i["person"], i["channel"], i["status"]) for i in cancelled] == [
+        (patient["user"]["id"], "inbox", "sent")
+    ]
+    assert dispatcher["user"]["id"] in {i["person"] for i in items if i["kind"] == "escalated"}
+    assert (await client.get(url, headers=bearer(token))).status_code == 403
+    missing = await client.get(f"/v1/calls/{uuid.uuid4()}/notifications", headers=bearer(staff_token))
+    assert missing.status_code == 404
+    metrics = (await client.get("/metrics")).text
+    derived = [line for line in metrics.splitlines() if line.startswith("tot_notify_derived ")]
+    assert derived and float(derived[0].split()[1]) >= 2

@@ -118,3 +118,14 @@ async def test_link_tokens_are_single_use_and_short_lived(world: World) -> None:
     assert await links.unlink(person)
     assert await links.chat_of(person) is None
     assert not await links.unlink(person)
+
+
+async def test_handled_updates_are_remembered_then_pruned(world: World) -> None:
+    async with world.sessions.begin() as session:
+        assert await telegram_repo.first_sight(session, 7, world.clock())
+        assert not await telegram_repo.first_sight(session, 7, world.clock())
+    world.clock.advance(1)
+    async with world.sessions.begin() as session:
+        assert await telegram_repo.first_sight(session, 8, world.clock())
+        assert await telegram_repo.prune_updates(session, world.clock()) == 1  # 7 only
+        assert not await telegram_repo.first_sight(session, 8, world.clock())
