@@ -173,6 +173,7 @@ def create_app(settings: Settings) -> Starlette:
             on_emergency=dispatch.trigger,
         )
         notify = Notify(settings, sessions, dispatch)
+        publisher.notify_wakeup = notify.deriver.wake
         metrics.watch_notify(notify.sender, notify.deriver)
         app.state.services = Services(
             settings=settings,
