@@ -23,7 +23,9 @@ class OutboxSettings:
     ``relay_batch``: rows per relay publish. ``relay_backoff_max_ms``: the longest pause after
     failed relay publishes (doubling from ``relay_interval_ms``). ``retention_s``: how long published
     rows are kept; ``prune_batch``: rows deleted per pruning statement; ``prune_interval_ms``: how
-    often the relay prunes."""
+    often the relay prunes. ``notify_types``: the event types the notification rules read
+    (``server/notify/rules.py``); rows of other types are staged already marked ``notified_ms`` (the
+    rules never look at them), and with none (the default) no row waits for the rules."""
 
     publish_timeout_ms: int = 500
     commit_lease_ms: int = 5_000
@@ -36,3 +38,4 @@ class OutboxSettings:
     retention_s: int = 600
     prune_batch: int = 1_000
     prune_interval_ms: int = 10_000
+    notify_types: frozenset[str] = frozenset()

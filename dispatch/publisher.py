@@ -167,6 +167,7 @@ class OutboxTransaction:
             self._now_ms + self._lease_ms,
             subject=subject,
             stale_ms=stale_ms,
+            notified_ms=None if event_type.value in self._publisher.settings.notify_types else self._now_ms,
         )
         self._staged.append((row, payload))
 
@@ -248,6 +249,9 @@ class EventPublisher:
         self.clock = clock
         self.stats = OutboxStats()
         self.relay_wakeup: Callable[[], None] | None = None
+        self.notify_wakeup: Callable[[], None] | None = None
+        """Called after a commit that staged rows for the notification rules (the local deriver runs
+        at once instead of at its next poll: ``server/notify/deriver.py``)."""
         self._skip_until_ms = 0
         self._marks: list[int] = []
         self._marker: asyncio.Task[None] | None = None
@@ -277,6 +281,8 @@ class EventPublisher:
         staged = tx.rows
         if not staged:
             return
+        if self.notify_wakeup is not None and any(row.notified_ms is None for row, _ in staged):
+            self.notify_wakeup()
         self.stats.staged += len(staged)
         if skipping:
             self.stats.skipped += len(staged)

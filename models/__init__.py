@@ -9,6 +9,14 @@ from models.chat import ChatMessage
 from models.clinics import Clinic
 from models.doctor_zones import DoctorZone
 from models.doctors import DoctorProfile
+from models.notifications import (
+    Notification,
+    NotifyPreference,
+    NotifyThrottle,
+    TelegramLink,
+    TelegramLinkToken,
+    TelegramUpdate,
+)
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
 from models.ratings import Rating
@@ -26,6 +34,9 @@ __all__ = [
     "Clinic",
     "DoctorProfile",
     "DoctorZone",
+    "Notification",
+    "NotifyPreference",
+    "NotifyThrottle",
     "Offer",
     "OutboxEvent",
     "OutboxRelayLease",
@@ -33,6 +44,9 @@ __all__ = [
     "ShareLink",
     "SosAlert",
     "SosEvent",
+    "TelegramLink",
+    "TelegramLinkToken",
+    "TelegramUpdate",
     "TrackPoint",
     "User",
     "Zone",

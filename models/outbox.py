@@ -61,6 +61,13 @@ class OutboxEvent(Base):
             postgresql_where=sa.text("subject IS NOT NULL"),
             sqlite_where=sa.text("subject IS NOT NULL"),
         ),
+        # The notification rules' query: rows not yet derived (server/notify/deriver.py).
+        sa.Index(
+            "ix_outbox_unnotified",
+            "id",
+            postgresql_where=sa.text("notified_ms IS NULL"),
+            sqlite_where=sa.text("notified_ms IS NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -73,6 +80,7 @@ class OutboxEvent(Base):
     published_ms: Mapped[int | None] = mapped_column(sa.BigInteger)
     subject: Mapped[str | None] = mapped_column(sa.String(80))
     stale_ms: Mapped[int | None] = mapped_column(sa.BigInteger)
+    notified_ms: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class OutboxRelayLease(Base):

@@ -32,6 +32,12 @@ class User(Base):
     role: Mapped[str] = mapped_column(enum_column(values(Role), "user_role"))
     is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
     token_version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # Notifications (server/notify/): the language of their texts ("ru" or "en"), and quiet hours
+    # (minutes after local midnight in ``time_zone``, an IANA name; both None: no quiet hours).
+    language: Mapped[str] = mapped_column(sa.String(8), default="ru", server_default="ru")
+    time_zone: Mapped[str | None] = mapped_column(sa.String(64))
+    quiet_start_min: Mapped[int | None] = mapped_column(sa.Integer)
+    quiet_end_min: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[dt.datetime] = timestamp_default_now()
 
 

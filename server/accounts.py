@@ -81,11 +81,14 @@ async def add_account(
     licence_number: str | None = None,
     specialties: Sequence[str] = (),
     clinic_id: uuid.UUID | None = None,
+    language: str = "ru",
 ) -> tuple[User, DoctorProfile | None]:
     """Insert a user (and, for doctors, an unverified profile) in ``session``; the one path for REST
     registration, the CLI and the demo. Fields are assumed validated; ``password_hash`` comes from
     ``hash_password_off_loop``, called *before* the session opens (an open session holds the embedded
     database, models/sqlite_driver.py, and argon2 takes tens of milliseconds).
+
+    ``language``: of the person's notifications (registration: their ``Accept-Language``).
 
     Raises ``user_repo.DuplicateAccount`` (email or phone taken) or ``doctor_repo.DuplicateLicence``.
     """
@@ -96,6 +99,7 @@ async def add_account(
         password_hash=password_hash,
         full_name=full_name,
         role=role,
+        language=language,
     )
     if role is not Role.DOCTOR:
         return user, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -37,6 +38,8 @@ from server.engine import open_engine
 from server.engine_care import EngineCare
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
+from server.notify.rules import NOTIFY_TYPES
+from server.notify.service import Notify
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
 from server.routes import api, doctor_app
 from server.routes import auth as _auth_routes  # noqa: F401
@@ -46,11 +49,14 @@ from server.routes import chat as _chat_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import console as console_routes
 from server.routes import doctors as _doctor_routes  # noqa: F401
+from server.routes import notifications as _notification_routes  # noqa: F401
+from server.routes import notify_preferences as _preference_routes  # noqa: F401
 from server.routes import patient_app as patient_routes
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import share as share_routes
 from server.routes import sos as _sos_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401
+from server.routes import telegram as _telegram_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import Services
 from server.settings import Settings
@@ -152,7 +158,9 @@ def create_app(settings: Settings) -> Starlette:
         zones = await _load_zones(sessions)
         # The one door for domain events (dispatch/publisher.py), the outbox writer; its relay publishes
         # what a committer could not (dispatch/outbox_relay.py), one active across processes.
-        publisher = EventPublisher(engine.broker, sessions, settings=settings.outbox())
+        # The notification rules read the outbox rows of their event types (server/notify/deriver.py).
+        outbox_settings = dataclasses.replace(settings.outbox(), notify_types=NOTIFY_TYPES)
+        publisher = EventPublisher(engine.broker, sessions, settings=outbox_settings)
         relay = OutboxRelay(publisher)
         metrics.watch_outbox(publisher.stats)
         calls = CallService(sessions, publisher, zones)
@@ -166,6 +174,9 @@ def create_app(settings: Settings) -> Starlette:
             SosSettings(radius_m=settings.sos_radius_km * 1000, repeat_s=settings.sos_repeat_s),
             on_emergency=dispatch.trigger,
         )
+        notify = Notify(settings, sessions, dispatch)
+        publisher.notify_wakeup = notify.deriver.wake
+        metrics.watch_notify(notify.sender, notify.deriver)
         app.state.services = Services(
             settings=settings,
             db=db,
@@ -185,6 +196,7 @@ def create_app(settings: Settings) -> Starlette:
             auth_limits=AuthLimits(open_storage(engine, settings.engine_prefix), settings),
             hash_gate=HashGate(settings.hash_concurrency, settings.hash_queue),
             access=AccessCheck(engine.revocations, sessions),
+            notify=notify,
         )
         gateway = build_gateway(app.state.services)
         ws_ops.register(gateway)
@@ -199,6 +211,7 @@ def create_app(settings: Settings) -> Starlette:
             asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),
             asyncio.create_task(relay.run(), name="outbox_relay"),
+            *(asyncio.create_task(loop, name=name) for name, loop in notify.tasks().items()),
             # The console's map: per-cell batches to this process's own map subscribers.
             asyncio.create_task(
                 MapFeed(engine.locations, gateway.hub, interval_s=settings.map_feed_interval_ms / 1000).run(),
@@ -213,6 +226,7 @@ def create_app(settings: Settings) -> Starlette:
             await dispatch.stop()
             await gateway.stop()
             await relay.stop()
+            await notify.stop()
             await publisher.aclose()
             await engine.close()
             await db.dispose()

@@ -16,6 +16,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatch.publisher import OutboxStats
+from server.notify.deriver import Deriver
+from server.notify.sender import Sender
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Request latency buckets in seconds: REST calls are expected in single-digit milliseconds.
@@ -91,6 +93,22 @@ class Metrics:
             )
             gauge.set_function(_reader(stats, counter.name))
 
+    def watch_notify(self, sender: Sender, deriver: Deriver) -> None:
+        """Expose the notification pipeline's counters (``server/notify/``), read when scraped:
+        ``tot_notify_<counter>`` of the sender (sent, retried, failed, deferred, unknown) and
+        ``tot_notify_derived`` (rows the rules wrote in this process)."""
+        for counter in fields(sender.stats):
+            gauge = Gauge(
+                f"tot_notify_{counter.name}",
+                f"Notifications: {counter.name} since start (server/notify/sender.py SenderStats).",
+                registry=self.registry,
+            )
+            gauge.set_function(_reader(sender.stats, counter.name))
+        derived = Gauge(
+            "tot_notify_derived", "Notification rows derived since start.", registry=self.registry
+        )
+        derived.set_function(_reader(deriver, "derived"))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
@@ -104,7 +122,7 @@ def _task_count() -> float:
         return 0.0
 
 
-def _reader(stats: OutboxStats, name: str) -> Callable[[], float]:
+def _reader(stats: object, name: str) -> Callable[[], float]:
     return lambda: float(getattr(stats, name))
 
 

@@ -20,6 +20,7 @@ from server.auth.principal import Principal, authenticate
 from server.auth.tokens import TokenService
 from server.engine import LiveEngine
 from server.metrics import Metrics
+from server.notify.service import Notify
 from server.settings import Settings
 
 
@@ -48,6 +49,8 @@ class Services:
     """The bounded queue of password hashes (``server/abuse.py``)."""
     access: AccessCheck
     """Whether a verified token is still honoured (revocation, ``server/auth/access.py``)."""
+    notify: Notify | None = None
+    """The notification pipeline (``server/notify/``): channels, Telegram's bot and links."""
 
     async def authorize(self, conn: HTTPConnection) -> Principal:
         """The principal of ``conn``'s bearer token, once the token is verified and not revoked; kept on

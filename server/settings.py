@@ -113,6 +113,27 @@ class Settings:
     http_header_timeout_s: float = 10.0
     http_keep_alive_timeout_s: int = 5
     forwarded_allow_ips: str = "127.0.0.1"
+    # Notifications (server/notify/, docs/notifications.md). Telegram is off without a bot token.
+    telegram_bot_token: str = field(default="", repr=False)
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_secret: str = field(default="", repr=False)
+    telegram_bot_username: str = ""
+    telegram_link_ttl_s: int = 600
+    telegram_rate_per_s: float = 30.0
+    telegram_chat_interval_ms: int = 1000
+    notify_sender_interval_ms: int = 200
+    notify_max_attempts: int = 5
+    notify_lease_ms: int = 30_000
+    # E-mail (off without a host) and SMS (off without a gateway URL).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "tot-dispatch@localhost"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False
+    sms_gateway_url: str = ""
+    sms_api_key: str = field(default="", repr=False)
+    sms_default_region: str = "RU"
 
     @property
     def engine_scheme(self) -> str:
@@ -266,6 +287,29 @@ def _map_view(config: Config) -> tuple[float, float, int]:
     return lat, lon, zoom
 
 
+def _telegram(config: Config) -> tuple[str, str, str]:
+    """``(bot token, API URL, webhook secret)``; a token needs a secret (the webhook checks it)."""
+    token = str(config("TOT_TELEGRAM_BOT_TOKEN", default="")).strip()
+    api_url = str(config("TOT_TELEGRAM_API_URL", default="https://api.telegram.org")).strip().rstrip("/")
+    if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
+        raise SettingsError("TOT_TELEGRAM_API_URL", f"expected an http(s) URL, got {api_url!r}")
+    secret = str(config("TOT_TELEGRAM_WEBHOOK_SECRET", default="")).strip()
+    if token and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+        raise SettingsError(
+            "TOT_TELEGRAM_WEBHOOK_SECRET",
+            "required with TOT_TELEGRAM_BOT_TOKEN: 16-256 of A-Za-z0-9_- (Telegram's secret_token)",
+        )
+    return token, api_url, secret
+
+
+def _sms_url(config: Config) -> str:
+    """``TOT_SMS_GATEWAY_URL``: an http(s) URL, or empty (SMS off)."""
+    url = str(config("TOT_SMS_GATEWAY_URL", default="")).strip().rstrip("/")
+    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+        raise SettingsError("TOT_SMS_GATEWAY_URL", f"expected an http(s) URL or nothing, got {url!r}")
+    return url
+
+
 def load_settings(
     *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -304,6 +348,7 @@ def load_settings(
     if port > 65535:
         raise SettingsError("TOT_PORT", f"must be at most 65535, got {port}")
     tile_url = _tile_url(config)
+    telegram_token, telegram_api_url, telegram_secret = _telegram(config)
 
     return Settings(
         engine_url=engine_url,
@@ -372,4 +417,23 @@ def load_settings(
         http_header_timeout_s=_positive_float(config, "TOT_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
         http_keep_alive_timeout_s=_positive_int(config, "TOT_HTTP_KEEP_ALIVE_TIMEOUT", 5),
         forwarded_allow_ips=str(config("TOT_FORWARDED_ALLOW_IPS", default="127.0.0.1")).strip(),
+        telegram_bot_token=telegram_token,
+        telegram_api_url=telegram_api_url,
+        telegram_webhook_secret=telegram_secret,
+        telegram_bot_username=str(config("TOT_TELEGRAM_BOT_USERNAME", default="")).strip().lstrip("@"),
+        telegram_link_ttl_s=_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
+        telegram_rate_per_s=_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
+        telegram_chat_interval_ms=_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
+        notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
+        notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
+        notify_lease_ms=_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
+        smtp_host=str(config("TOT_SMTP_HOST", default="")).strip(),
+        smtp_port=_positive_int(config, "TOT_SMTP_PORT", 25),
+        smtp_from=str(config("TOT_SMTP_FROM", default="tot-dispatch@localhost")).strip(),
+        smtp_username=str(config("TOT_SMTP_USERNAME", default="")),
+        smtp_password=str(config("TOT_SMTP_PASSWORD", default="")),
+        smtp_starttls=_choice(config, "TOT_SMTP_STARTTLS", "false", ("true", "false")) == "true",
+        sms_gateway_url=_sms_url(config),
+        sms_api_key=str(config("TOT_SMS_API_KEY", default="")),
+        sms_default_region=str(config("TOT_SMS_DEFAULT_REGION", default="RU")).strip().upper(),
     )

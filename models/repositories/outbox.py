@@ -27,11 +27,13 @@ def stage(
     *,
     subject: str | None = None,
     stale_ms: int | None = None,
+    notified_ms: int | None = None,
 ) -> OutboxEvent:
     """A new event row for ``session``'s transaction, kept aside until :func:`insert_staged` writes
     every row staged in it with one statement (its ``id`` is known then). ``payload``: the JSON text of
     the event's data. The row is not added to the session: the ORM's unit of work would cost several
-    times the INSERT itself per row (loadtests/bench_outbox.py)."""
+    times the INSERT itself per row (loadtests/bench_outbox.py). ``notified_ms``: None for a row the
+    notification rules are to read, else its staging time (nothing to derive)."""
     del session  # the rows join the transaction in insert_staged
     return OutboxEvent(
         channel=channel,
@@ -42,6 +44,7 @@ def stage(
         published_ms=None,
         subject=subject,
         stale_ms=stale_ms,
+        notified_ms=notified_ms,
     )
 
 
@@ -68,6 +71,7 @@ async def insert_staged(session: AsyncSession, rows: Sequence[OutboxEvent]) -> N
                 "published_ms": None,
                 "subject": row.subject,
                 "stale_ms": row.stale_ms,
+                "notified_ms": row.notified_ms,
             }
             for row in rows
         ],
@@ -118,12 +122,26 @@ async def mark_published(session: AsyncSession, ids: Sequence[int], at_ms: int) 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+NOTIFY_GRACE_MS = 3_600_000
+"""How long past the retention a published row waits for the notification rules (one hour): news
+older than that is not worth sending, and the table must not grow while no rules run."""
+
+
 async def prune(session: AsyncSession, published_before_ms: int, limit: int) -> int:
     """Delete up to ``limit`` rows published before ``published_before_ms``, oldest first (a bounded
-    batch: a long backlog is pruned over several passes, never in one long write). Returns how many."""
+    batch: a long backlog is pruned over several passes, never in one long write). A row the
+    notification rules have not read yet (``notified_ms`` None) is kept :data:`NOTIFY_GRACE_MS` longer.
+    Returns how many."""
     oldest = (
         sa.select(OutboxEvent.id)
-        .where(OutboxEvent.published_ms.is_not(None), OutboxEvent.published_ms < published_before_ms)
+        .where(
+            OutboxEvent.published_ms.is_not(None),
+            OutboxEvent.published_ms < published_before_ms,
+            sa.or_(
+                OutboxEvent.notified_ms.is_not(None),
+                OutboxEvent.published_ms < published_before_ms - NOTIFY_GRACE_MS,
+            ),
+        )
         .order_by(OutboxEvent.published_ms)
         .limit(limit)
         .scalar_subquery()

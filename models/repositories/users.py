@@ -41,14 +41,23 @@ async def create_user(
     password_hash: str,
     full_name: str,
     role: Role,
+    language: str = "ru",
 ) -> User:
-    """Insert a user (flushed, not committed). Raises :class:`DuplicateAccount` when the email or phone
+    """Insert a user (flushed, not committed); ``language``: of their notifications ("ru" or "en").
+    Raises :class:`DuplicateAccount` when the email or phone
     is taken, including when a concurrent request took it between the check and the insert."""
     email = normalize_email(email)
     duplicate = await find_duplicate(session, email, phone)
     if duplicate is not None:
         raise DuplicateAccount(duplicate)
-    user = User(email=email, phone=phone, password_hash=password_hash, full_name=full_name, role=role.value)
+    user = User(
+        email=email,
+        phone=phone,
+        password_hash=password_hash,
+        full_name=full_name,
+        role=role.value,
+        language=language,
+    )
     session.add(user)
     try:
         await session.flush()

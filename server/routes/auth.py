@@ -25,6 +25,7 @@ from server.auth.revocation import NoSuchAccount, RevokeReason, revoke
 from server.auth.tokens import TokenError
 from server.errors import ApiError
 from server.http import json_response, parse_body
+from server.notify.templates import from_accept_language
 from server.routes import api
 from server.schemas import (
     EMAIL_PATTERN,
@@ -154,6 +155,7 @@ async def register(request: Request) -> Response:
                     licence_number=licence,
                     specialties=specialties,
                     clinic_id=body.clinic_id,
+                    language=from_accept_language(request.headers.get("accept-language")),
                 )
             except doctor_repo.DuplicateLicence:
                 raise ApiError(

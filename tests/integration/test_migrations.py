@@ -34,6 +34,12 @@ EXPECTED_TABLES = {
     "outbox",
     "outbox_relay_lease",
     "share_links",
+    "notifications",
+    "notify_throttle",
+    "notify_preferences",
+    "telegram_links",
+    "telegram_link_tokens",
+    "telegram_updates",
 }
 
 

@@ -98,3 +98,22 @@ def test_tokens_in_logged_paths_are_redacted(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     assert "eyJ.a.b" not in err
     assert "/v1/ws?token=[redacted]&x=1" in err
+
+
+def test_telegram_is_off_by_default_and_a_token_needs_a_webhook_secret() -> None:
+    base = {"TOT_SECRET_KEY": "k" * 32}
+    assert load_settings(environ=base).telegram_bot_token == ""
+    with pytest.raises(SettingsError, match="TOT_TELEGRAM_WEBHOOK_SECRET"):
+        load_settings(environ={**base, "TOT_TELEGRAM_BOT_TOKEN": "1:x"})
+    with pytest.raises(SettingsError, match="TOT_TELEGRAM_API_URL"):
+        load_settings(environ={**base, "TOT_TELEGRAM_API_URL": "ftp://x"})
+    on = load_settings(
+        environ={
+            **base,
+            "TOT_TELEGRAM_BOT_TOKEN": "1:x",
+            "TOT_TELEGRAM_WEBHOOK_SECRET": "s" * 16,
+            "TOT_TELEGRAM_API_URL": "http://127.0.0.1:8081/",
+            "TOT_TELEGRAM_BOT_USERNAME": "@tot_bot",
+        }
+    )
+    assert (on.telegram_api_url, on.telegram_bot_username) == ("http://127.0.0.1:8081", "tot_bot")
