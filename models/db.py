@@ -77,9 +77,9 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
     it pgbouncer-safe), paid by every session before its first statement. A new call and its first
     offer open five or six sessions, each waiting for the next turn of a busy event loop per round
     trip (docs/benchmarks.md, "Issue 16, third session"). A connection in steady use was used a moment
-    ago; if the database went away since, its first statement fails, SQLAlchemy sees a disconnect and
-    invalidates the whole pool, so one request per process gets the error (as any request in flight
-    during the outage does) and the next ones connect afresh."""
+    ago; if the database went away since, its first statement fails (as a request in flight during
+    the outage does), SQLAlchemy sees a disconnect and invalidates the whole pool, and the next
+    sessions connect afresh."""
     pool = engine.sync_engine.pool
     dialect = engine.dialect
 
