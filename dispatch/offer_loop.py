@@ -191,24 +191,43 @@ class OfferLoop:
         periodically (a process that died between a commit and arming the next step; the repair sweep,
         dispatch/repair_sweep.py). Planned calls whose time has not come are re-armed for their time by
         the step itself; an offered call waits on its pending offers' entries, not on a step. Returns
-        how many entries it armed by kind (``{"step": n, "offer": m}``)."""
+        how many entries it armed by kind (``{"step": n, "offer": m}``).
+
+        An entry found missing is armed only if the database, read again *after* the entries, still
+        wants it and it is still missing then. The first read of the database is older than the
+        entries read after it: a step that made its offer and removed its entry in between (the call
+        now ``offered``), or an offer decided in between, would otherwise read as a lost entry and be
+        "repaired" (issue 16's "deadlines re-armed kind=step" under load). Every change that leaves
+        work to do arms its entry before its commit, so a database read after the entry that still
+        wants it proves the entry was lost."""
+        wanted = await self._wanted()
+        missing = [key for key in wanted if await self.deadlines.get(key) is None]
+        armed = {STEP: 0, OFFER: 0}
+        if not missing:
+            return armed
+        again = await self._wanted()
+        for key in missing:
+            if key in again and await self.deadlines.get(key) is None:
+                await self.deadlines.schedule(key, again[key])
+                armed[key.split(":", 1)[0]] += 1
+        return armed
+
+    async def _wanted(self) -> dict[str, int]:
+        """The entries the database wants now, ``key -> due ms``: each pending offer's expiry at its
+        deadline, and a step now for each call created or searching, or offered with no pending offer
+        left. Two reads in one session (calls, then offers)."""
         async with self.sessions() as session:
             active = await call_repo.calls_in_status(
                 session, [CallStatus.CREATED.value, CallStatus.SEARCHING.value]
             )
             offered = await call_repo.calls_in_status(session, [CallStatus.OFFERED.value])
             offers = await offer_repo.all_pending(session)
-        armed = {STEP: 0, OFFER: 0}
-        for offer in offers:
-            if await self.deadlines.get(offer_key(offer.id)) is None:
-                await self.deadlines.schedule(offer_key(offer.id), epoch_ms(offer.deadline_at) or 0)
-                armed[OFFER] += 1
+        wanted = {offer_key(offer.id): epoch_ms(offer.deadline_at) or 0 for offer in offers}
         waiting = {offer.call_id for offer in offers}
+        now_ms = self._now_ms()
         for call_id in [*active, *(c for c in offered if c not in waiting)]:
-            if await self.deadlines.get(step_key(call_id)) is None:
-                await self.deadlines.schedule(step_key(call_id), self._now_ms())
-                armed[STEP] += 1
-        return armed
+            wanted[step_key(call_id)] = now_ms
+        return wanted
 
     async def wait_idle(self) -> None:
         """Wait until every step and deadline handler started in this process has finished (tests)."""

@@ -277,9 +277,16 @@ class SosService:
         armed (0 when every open alert had its entry)."""
         async with self.sessions() as session:
             open_ids = await sos_repo.open_alert_ids(session)
+        missing = [sos_id for sos_id in open_ids if await self.deadlines.get(repeat_key(sos_id)) is None]
+        if not missing:
+            return 0
+        # Read again after the entries (as OfferLoop.resume does): an alert acknowledged meanwhile had
+        # its entry removed, and is not a lost repeat.
+        async with self.sessions() as session:
+            still_open = set(await sos_repo.open_alert_ids(session))
         armed = 0
-        for sos_id in open_ids:
-            if await self.deadlines.get(repeat_key(sos_id)) is None:
+        for sos_id in missing:
+            if sos_id in still_open and await self.deadlines.get(repeat_key(sos_id)) is None:
                 await self.deadlines.schedule(repeat_key(sos_id), self._now_ms())
                 armed += 1
         return armed

@@ -4,6 +4,7 @@ and the repairs after a lost step or lost deadline entries."""
 from __future__ import annotations
 
 import datetime as dt
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
@@ -271,3 +272,33 @@ async def test_resume_restarts_a_call_stuck_in_searching(world: World) -> None:
     await world.loop.resume()
     await world.run_due()
     await world.pending_offer(call_id, second)
+
+
+async def test_resume_leaves_alone_an_entry_removed_by_a_step_that_finished_meanwhile(world: World) -> None:
+    """The race behind issue 16's "deadlines re-armed kind=step" warnings under load: ``resume`` reads
+    the database (the call still searching), a live step then makes its offer and removes its own
+    entry, and only then does ``resume`` read the entry. The entry is not lost (the call now waits on
+    its offer's entry): nothing is armed, and the doctor's offer stands."""
+    first = await world.doctor(north_m=100)
+    second = await world.doctor(north_m=600)
+    call_id = await world.new_call(await world.patient())
+    with lose_spawned_steps(world.loop):
+        await world.loop.decline(first, (await world.pending_offer(call_id, first)).id)
+    assert await world.call_status(call_id) is S.SEARCHING
+    deadlines = world.loop.deadlines
+    real_get = deadlines.get
+    raced: list[str] = []
+
+    async def get_after_a_step(key: str) -> object:
+        if key == f"step:{call_id}" and not raced:
+            raced.append(key)
+            await world.loop.step(call_id)  # the live step: offers, then its entry goes
+            await deadlines.cancel(key)
+        return await real_get(key)
+
+    with mock.patch.object(deadlines, "get", get_after_a_step):
+        armed = await world.loop.resume()
+    assert raced and armed == {"step": 0, "offer": 0}
+    assert await deadlines.get(f"step:{call_id}") is None
+    offer = await world.pending_offer(call_id, second)
+    assert await deadlines.get(f"offer:{offer.id}") is not None

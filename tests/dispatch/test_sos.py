@@ -4,6 +4,7 @@ until a dispatcher acknowledges it; a patient's emergency turns the call into a 
 from __future__ import annotations
 
 import uuid
+from unittest import mock
 
 from dispatch.sos import SosSettings
 from models.enums import CallStatus, DoctorStatus, SosKind, Urgency
@@ -91,3 +92,25 @@ async def test_a_patients_emergency_makes_a_searching_call_a_broadcast(world: Wo
         assert await world.status(doctor) is DoctorStatus.OFFERED
     assert world.events(f"call:{call_id}", "sos.raised") == []  # dispatchers' channel only
     assert world.events("sos", "sos.raised")[0]["call"] == str(call_id)
+
+
+async def test_resume_leaves_alone_an_alert_acknowledged_while_it_looked(world: World) -> None:
+    """``resume`` read the alert open; a dispatcher acknowledged it (its repeat entry removed) before
+    ``resume`` read the entry: not a lost repeat, nothing is armed and nothing repeats."""
+    raiser = await world.doctor(north_m=0)
+    sos_id = uuid.UUID((await world.sos.raise_alert(raiser, SosKind.DANGER))["id"])
+    deadlines = world.sos.deadlines
+    real_get = deadlines.get
+    raced: list[str] = []
+
+    async def get_after_an_acknowledgement(key: str) -> object:
+        if not raced:
+            raced.append(key)
+            await world.sos.acknowledge(world.dispatcher, sos_id)
+        return await real_get(key)
+
+    with mock.patch.object(deadlines, "get", get_after_an_acknowledgement):
+        assert await world.sos.resume() == 0
+    assert raced
+    assert await world.advance_s(REPEAT_S * 3) == 0
+    assert len(world.events("sos", "sos.raised")) == 1
