@@ -102,9 +102,37 @@ def code_of(checkout: Path) -> str:
 
 
 def migrate(checkout: Path, database_url: str) -> None:
-    """Upgrade ``database_url`` to the head of ``checkout``'s migrations (the template is migrated by
-    this checkout's; the other side's may have more: a no-op for this side)."""
+    """Bring ``database_url`` (migrated by this checkout) to the head of ``checkout``'s migrations: an
+    older checkout's head is reached by this checkout's downgrades (the older code does not know the
+    newer revisions), a newer one by its own upgrades."""
     env = {**os.environ, "PYTHONPATH": str(checkout), "TOT_DATABASE_URL": database_url}
+    probe = "from migrations.runner import head_revision; print(head_revision())"
+    head = subprocess.run(
+        [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    ours = {**env, "PYTHONPATH": str(CHECKOUT)}
+    known = (
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from migrations.runner import alembic_config\n"
+                f"from alembic.script import ScriptDirectory\n"
+                f"print(ScriptDirectory.from_config(alembic_config()).get_revision({head!r}) is not None)",
+            ],
+            env=ours,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        == "True"
+    )
+    if known and checkout != CHECKOUT:
+        subprocess.run(
+            [sys.executable, "-m", "server", "migrate", "downgrade", head],
+            env=ours,
+            check=True,
+            capture_output=True,
+        )
     subprocess.run(
         [sys.executable, "-m", "server", "migrate", "upgrade"], env=env, check=True, capture_output=True
     )
