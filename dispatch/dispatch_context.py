@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,10 @@ def reservation(call_id: uuid.UUID, doctor_id: str) -> bytes:
     return f"{call_id}/{doctor_id}".encode()
 
 
+async def _nothing() -> None:
+    """No engine to check (a context without an engine watcher: tests, tools)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchContext:
     """The dependencies of the offer loop's parts. ``now``: the clock (aware UTC datetimes);
@@ -60,6 +64,10 @@ class DispatchContext:
     settling: Callable[[], bool] = lambda: False
     """True while the live engine is being rebuilt after a loss and doctors re-announce
     (``EngineWatch.settling``): a search that finds nobody then looks again instead of escalating."""
+    check_engine: Callable[[], Awaitable[object]] = _nothing
+    """Checks the engine's epoch now (``EngineWatch.check``, rebuilding when it is gone): a search that
+    found nobody asks before it escalates, since the periodic check may not have seen a Redis that came
+    back empty a moment ago (the test of a Redis restart caught a call created 32 ms after it)."""
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:

@@ -105,9 +105,16 @@ class EngineWatch:
         self._unreachable = False
         self._failures = 0
         self._retry_at_ms = 0
+        self._checking = asyncio.Lock()
 
     async def check(self) -> Outcome:
-        """One check (see the module docstring). Never raises but ``CancelledError``."""
+        """One check (see the module docstring). Never raises but ``CancelledError``. One at a time in
+        a process: the periodic loop and a search about to escalate may both ask (the local steps of one
+        change must run once)."""
+        async with self._checking:
+            return await self._check()
+
+    async def _check(self) -> Outcome:
         try:
             current = await self.epoch.get()
         except asyncio.CancelledError:

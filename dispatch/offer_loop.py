@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dispatch.calls import CallService, Moved, Who
@@ -63,6 +63,10 @@ REARM_INTERVAL_S = 60.0
 """How often each process re-arms open calls without a deadline entry (see ``run``)."""
 WORKER_IDLE_S = 0.1
 """Longest sleep of the deadline worker: entries scheduled by other processes are noticed this fast."""
+
+
+async def _no_engine_check() -> None:
+    """Before an engine watcher is attached there is nothing to check."""
 
 
 class OfferLoop:
@@ -101,8 +105,18 @@ class OfferLoop:
         )
         self.settling: Callable[[], bool] = lambda: False
         """Set by the engine watcher's owner (server/engine_care.py): is the engine settling?"""
+        self.check_engine: Callable[[], Awaitable[object]] = _no_engine_check
+        """Set by the same owner: check the engine's epoch now (``EngineWatch.check``)."""
         ctx = DispatchContext(
-            calls, locations, states, deadlines, settings, now, self.worker, lambda: self.settling()
+            calls,
+            locations,
+            states,
+            deadlines,
+            settings,
+            now,
+            self.worker,
+            lambda: self.settling(),
+            lambda: self.check_engine(),
         )
         self.steps = OfferStep(ctx)
         self.answers = OfferAnswers(ctx, self.steps)

@@ -226,6 +226,7 @@ class OfferStep:
             if offered is None:
                 return None  # our view of the round is stale: search again
             return True  # offered, or the call changed under us (cancelled, assigned): nothing to do
+        await self.ctx.check_engine()  # rare (nobody in any ring): one GET of the epoch
         if self.ctx.settling():
             # The engine was just rebuilt: doctors' positions come back as their apps re-announce, so
             # "nobody near" is not yet known. Look again shortly rather than escalate a call that the

@@ -71,6 +71,7 @@ class EngineCare:
             interval_s=settings.engine_watch_interval_s,
         )
         services.dispatch.settling = self.watch.settling
+        services.dispatch.check_engine = self.watch.check
         services.metrics.registry.register(EngineCareMetrics(self))
 
     async def start(self) -> None:

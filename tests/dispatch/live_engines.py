@@ -85,6 +85,7 @@ def attach(world: World, epoch: EngineEpoch) -> Process:
     sweep.attach(world.loop.worker)
     watch = EngineWatch(epoch, rebuild.run, [local_step, sweep.ensure_armed], clock=world.clock)
     world.loop.settling = watch.settling
+    world.loop.check_engine = watch.check
     return Process(world, epoch, rebuild, watch, sweep, changes)
 
 

@@ -161,3 +161,24 @@ async def test_a_call_while_doctors_re_announce_waits_for_them(engines: Engines)
         assert not proc.watch.settling()
         far = await world.new_call(await world.patient(), north_m=-50_000)
         assert await world.call_status(far) is S.ESCALATED
+
+
+@pytest.mark.parametrize("engines", ["redis"], indirect=True)
+async def test_a_call_right_after_the_engine_was_lost_is_not_escalated_before_the_watch_looked(
+    engines: Engines,
+) -> None:
+    """Redis came back empty and the periodic check has not run yet: a search that finds nobody asks
+    the watcher before it escalates, which notices the loss, rebuilds and waits for the doctors."""
+    async with engines.process() as proc:
+        world = proc.world
+        assert await proc.watch.check() is Outcome.REBUILT
+        doctor = await world.doctor(north_m=100)
+        await choose(world, doctor, D.AVAILABLE)
+        await engines.flush()  # and no check: the next periodic one is up to a second away
+
+        call = await world.new_call(await world.patient())
+        assert await world.call_status(call) is S.SEARCHING  # asked first: not escalated
+        assert proc.watch.settling() and proc.watch.totals["rebuilt"] == 2
+        await world.place(doctor, 100)  # the app answers the re-announce frame
+        await world.advance_s(0.5)
+        await world.pending_offer(call, doctor)
