@@ -5,12 +5,17 @@ docs/doctor-app.md and docs/console.md describe."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Geolocation, Page
 
+from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.console_browser import ROOT
+from tests.e2e.dispatch_world import City, city, forget_engine_keys
 
 WAIT_MS = 30_000
 """How long a step waits for the page (generous: a loaded 2-core machine runs three pages and a server)."""
@@ -183,3 +188,25 @@ async def console_statuses(page: Page, call_id: str) -> list[str]:
 async def console_sees(page: Page, call_id: str, status: str) -> None:
     """Wait until the console's latest status for ``call_id`` is ``status``."""
     await until(page, CONSOLE_SAW, [call_id, status])
+
+
+@contextlib.contextmanager
+def deployed_city(deployment: str, cwd: Path, settings: dict[str, str], name: str) -> Iterator[City]:
+    """One doctor and one patient (and the dispatcher) on ``deployment``: ``"sqlite"`` the embedded
+    default (SQLite, memory engine), ``"postgresql"`` a scratch PostgreSQL database ``<name>_*`` with the
+    Redis engine (dropped, with the engine's keys, afterwards)."""
+    if deployment == "sqlite":
+        with city(cwd, doctors=1, patients=1, settings=settings) as c:
+            yield c
+        return
+    database_url = asyncio.run(create_migrated_pg_database(name))
+    prefix = ""
+    try:
+        stores: dict[str, Any] = {"database_url": database_url, "engine_url": redis_test_url()}
+        with city(cwd, doctors=1, patients=1, settings=settings, **stores) as c:
+            prefix = c.env["TOT_ENGINE_PREFIX"]
+            yield c
+    finally:
+        if prefix:
+            asyncio.run(forget_engine_keys(prefix))
+        asyncio.run(drop_pg_database(database_url))

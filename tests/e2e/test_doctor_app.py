@@ -26,10 +26,9 @@ from playwright.async_api import Browser, BrowserContext, Page
 
 from models.enums import Role
 from realtime.client import Event, TotClient
-from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
-from tests.e2e.apps_browser import geolocation, until
+from tests.e2e.apps_browser import deployed_city, geolocation, until
 from tests.e2e.console_browser import ROOT, chromium, sign_in
-from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person, city, forget_engine_keys, offset
+from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person, offset
 
 OFFER_TIMEOUT_S = 6
 SETTINGS = {
@@ -71,21 +70,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """One doctor and one patient on the embedded default (SQLite, memory engine), then on PostgreSQL
     with the Redis engine."""
     cwd = tmp_path_factory.mktemp("doctor-app")
-    if request.param == "sqlite":
-        with city(cwd, doctors=1, patients=1, settings=SETTINGS) as c:
-            yield c
-        return
-    database_url = asyncio.run(create_migrated_pg_database("tot_doctor_app"))
-    prefix = ""
-    try:
-        stores: dict[str, Any] = {"database_url": database_url, "engine_url": redis_test_url()}
-        with city(cwd, doctors=1, patients=1, settings=SETTINGS, **stores) as c:
-            prefix = c.env["TOT_ENGINE_PREFIX"]
-            yield c
-    finally:
-        if prefix:
-            asyncio.run(forget_engine_keys(prefix))
-        asyncio.run(drop_pg_database(database_url))
+    with deployed_city(request.param, cwd, SETTINGS, "tot_doctor_app") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

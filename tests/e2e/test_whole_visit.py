@@ -12,16 +12,13 @@ photographed at a telling moment under ``build/visit-screenshots/``."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page
 
 from models.enums import Role
-from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.apps_browser import (
     APPROACH_AT,
     CONSOLE_IN_VIEW,
@@ -34,6 +31,7 @@ from tests.e2e.apps_browser import (
     complete_with_price,
     console_sees,
     console_statuses,
+    deployed_city,
     geolocation,
     go_on_shift,
     js,
@@ -45,7 +43,7 @@ from tests.e2e.apps_browser import (
     watch_errors,
 )
 from tests.e2e.console_browser import chromium, sign_in
-from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, city, forget_engine_keys, offset
+from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, offset
 
 CONSOLE_ZOOM = 13
 """The console's configured first view's zoom (it opens nearer, on the live doctor)."""
@@ -72,21 +70,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """One doctor, one patient and a dispatcher on the embedded default (SQLite, memory engine), then on
     PostgreSQL with the Redis engine."""
     cwd = tmp_path_factory.mktemp("whole-visit")
-    if request.param == "sqlite":
-        with city(cwd, doctors=1, patients=1, settings=SETTINGS) as c:
-            yield c
-        return
-    database_url = asyncio.run(create_migrated_pg_database("tot_whole_visit"))
-    prefix = ""
-    try:
-        stores: dict[str, Any] = {"database_url": database_url, "engine_url": redis_test_url()}
-        with city(cwd, doctors=1, patients=1, settings=SETTINGS, **stores) as c:
-            prefix = c.env["TOT_ENGINE_PREFIX"]
-            yield c
-    finally:
-        if prefix:
-            asyncio.run(forget_engine_keys(prefix))
-        asyncio.run(drop_pg_database(database_url))
+    with deployed_city(request.param, cwd, SETTINGS, "tot_whole_visit") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
