@@ -2,7 +2,7 @@
 // cached at install and served network-first, so an online phone always runs the newest code and an
 // offline one still opens the app (which then shows "offline" and reconnects by itself). API calls
 // and the WebSocket are never cached.
-const CACHE = "tot-doctor-shell-v2";
+const CACHE = "tot-doctor-shell-v3";
 const SHELL = [
   "/doctor",
   "/doctor/manifest.webmanifest",
@@ -20,6 +20,7 @@ const SHELL = [
   "/static/shared/api.js",
   "/static/shared/dom.js",
   "/static/shared/i18n.js",
+  "/static/shared/signin.js",
   "/static/shared/socket.js",
   "/static/i18n/en.json",
   "/static/i18n/ru.json",

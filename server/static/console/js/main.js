@@ -1,8 +1,8 @@
 // The dispatcher console's entry point: sign-in, then the map, the queue, SOS and the socket wired
 // together. Every piece of data comes from the public REST API and the WebSocket (docs/console.md).
 // Texts come from the shared catalogues (/static/i18n, docs/console.md "Languages").
-import { bindLanguageSelect, errorText, initI18n, label, onLanguageChange, t } from "/static/shared/i18n.js";
-import { api, ApiError } from "./api.js";
+import { bindLanguageSelect, initI18n, label, onLanguageChange, t } from "/static/shared/i18n.js";
+import { api } from "./api.js";
 import { CallDetail } from "./call-detail.js";
 import { Calls } from "./calls.js";
 import { CallsLayer } from "./calls-layer.js";
@@ -15,22 +15,12 @@ import { Socket } from "/static/shared/socket.js";
 import { Sos } from "./sos.js";
 import { showConnection } from "./status.js";
 
+import { showSignIn } from "/static/shared/signin.js";
+
 const $ = (id) => document.getElementById(id);
 
 function showLogin() {
-  $("app").hidden = true;
-  $("login").hidden = false;
-  $("login-form").onsubmit = async (ev) => {
-    ev.preventDefault();
-    $("login-error").textContent = "";
-    try {
-      await api.login($("login-name").value, $("login-password").value);
-      $("login").hidden = true;
-      start();
-    } catch (err) {
-      $("login-error").textContent = err instanceof ApiError && err.status === 401 ? t("common.error.invalid_credentials") : errorText(err);
-    }
-  };
+  showSignIn(api, start);
 }
 
 function start() {

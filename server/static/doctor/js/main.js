@@ -3,29 +3,19 @@
 // shared catalogues (/static/i18n).
 import { bindLanguageSelect, errorText, initI18n, onLanguageChange, t } from "/static/shared/i18n.js";
 import { Socket } from "/static/shared/socket.js";
-import { api, ApiError } from "./api.js";
+import { api } from "./api.js";
 import { OfferCard } from "./offer.js";
 import { Shift } from "./shift.js";
 import { SosPanel } from "./sos.js";
 import { showConnection } from "./status.js";
 import { Visit } from "./visit.js";
 
+import { showSignIn } from "/static/shared/signin.js";
+
 const $ = (id) => document.getElementById(id);
 
 function showLogin() {
-  $("app").hidden = true;
-  $("login").hidden = false;
-  $("login-form").onsubmit = async (ev) => {
-    ev.preventDefault();
-    $("login-error").textContent = "";
-    try {
-      await api.login($("login-name").value, $("login-password").value);
-      $("login").hidden = true;
-      start();
-    } catch (err) {
-      $("login-error").textContent = err instanceof ApiError && err.status === 401 ? t("common.error.invalid_credentials") : errorText(err);
-    }
-  };
+  showSignIn(api, start);
 }
 
 function start() {
