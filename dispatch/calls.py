@@ -251,10 +251,16 @@ class CallService:
         reason: str | None = None,
         data: dict[str, Any] | None = None,
         change: Callable[[Call], None] | None = None,
+        flush: bool = True,
     ) -> CallStatus:
         """Change ``call`` (loaded ``for_update`` in ``session``) to ``to`` and stage its event row.
         Returns the previous status. Raises ``DispatchError`` 409 ``invalid_transition`` with the current
-        status and the allowed next statuses."""
+        status and the allowed next statuses, 409 ``conflict`` when the call changed meanwhile.
+
+        ``flush=False`` leaves the UPDATE and the history row to the session's next flush (a later
+        ``apply`` in the same transaction): two changes of one transaction cost one UPDATE and one
+        multi-row INSERT instead of two of each (round trips on PostgreSQL; docs/benchmarks.md, issue
+        16). The version still counts each change, and the one UPDATE still requires the version read."""
         previous = CallStatus(call.status)
         try:
             check_transition(previous, to, actor)
@@ -266,7 +272,11 @@ class CallService:
                 allowed=[s.value for s in exc.allowed],
             ) from None
         now = self.now()
-        call.status = to.value  # the mapper bumps ``version`` and checks the old one (models/calls.py)
+        call.status = to.value
+        # One step per change, set here rather than by the mapper's generator (which bumps once per
+        # flush): an unflushed change followed by another must leave the version two higher. The
+        # mapper's UPDATE still carries "WHERE version = <the version read>" (models/calls.py).
+        call.version = call.version + 1
         call.updated_at = now
         if change is not None:
             change(call)
@@ -282,6 +292,8 @@ class CallService:
             data=data,
             at=now,
         )
+        if not flush:
+            return previous
         try:
             await session.flush()
         except StaleDataError:

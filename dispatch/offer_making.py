@@ -149,8 +149,15 @@ async def make_offers(
                 abandoned = stale = True
             else:
                 if first:
+                    # Flushed with the offers below: one UPDATE of the call for both changes.
                     before = await ctx.calls.apply(
-                        session, call, CallStatus.SEARCHING, Actor.SYSTEM, SYSTEM, reason="search started"
+                        session,
+                        call,
+                        CallStatus.SEARCHING,
+                        Actor.SYSTEM,
+                        SYSTEM,
+                        reason="search started",
+                        flush=False,
                     )
                     started = (before, call.version)
                 now = ctx.now()  # under the lock: the doctor gets the whole time to answer

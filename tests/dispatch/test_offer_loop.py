@@ -47,6 +47,35 @@ async def test_a_new_call_reserves_the_nearest_doctor_and_offers_it_with_a_deadl
     assert statuses == [("created", "searching"), ("searching", "offered")]
 
 
+async def test_a_first_offer_writes_the_call_once_and_still_counts_both_versions(world: World) -> None:
+    """created -> searching -> offered in one transaction: one UPDATE of the call (not one per change:
+    a round trip each on PostgreSQL) and one INSERT of both history rows, yet each ``call.status``
+    carries its own version and the row ends two versions up."""
+    await world.doctor(north_m=200)
+    patient = await world.patient()
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(" ".join(statement.split()[:3]).upper())
+
+    sa.event.listen(world.db.sync_engine, "before_cursor_execute", record)
+    try:
+        call_id = await world.new_call(patient)
+        await world.settle()
+    finally:
+        sa.event.remove(world.db.sync_engine, "before_cursor_execute", record)
+    assert seen.count("UPDATE CALLS SET") == 1, seen
+    assert seen.count("INSERT INTO CALL_EVENTS") == 2, seen  # the creation's, then both changes' rows
+    versions = [(e["status"], e["version"]) for e in world.events(f"call:{call_id}", "call.status")]
+    assert versions == [("searching", 2), ("offered", 3)]
+    assert (await world.call(call_id)).version == 3
+    assert await world.transitions(call_id) == {
+        (None, S.CREATED),
+        (S.CREATED, S.SEARCHING),
+        (S.SEARCHING, S.OFFERED),
+    }
+
+
 async def test_accept_assigns_the_call_and_books_the_doctor(world: World) -> None:
     """Accepting: the call is assigned to the doctor, who becomes ``busy`` with the call; the
     doctor hears ``call.assigned`` and the call's channel ``call.status`` by the doctor, with the ETA;
