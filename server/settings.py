@@ -124,6 +124,7 @@ class Settings:
     notify_sender_interval_ms: int = 200
     notify_max_attempts: int = 5
     notify_lease_ms: int = 30_000
+    notify_coalesce_ms: int = 100
     # E-mail (off without a host) and SMS (off without a gateway URL).
     smtp_host: str = ""
     smtp_port: int = 25
@@ -178,6 +179,17 @@ def _positive_int(config: Config, name: str, default: int) -> int:
         raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
     if value <= 0:
         raise SettingsError(name, f"must be positive, got {value}")
+    return value
+
+
+def _non_negative_int(config: Config, name: str, default: int) -> int:
+    raw = config(name, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(name, f"must not be negative, got {value}")
     return value
 
 
@@ -427,6 +439,7 @@ def load_settings(
         notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
         notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
         notify_lease_ms=_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
+        notify_coalesce_ms=_non_negative_int(config, "TOT_NOTIFY_COALESCE_MS", 100),
         smtp_host=str(config("TOT_SMTP_HOST", default="")).strip(),
         smtp_port=_positive_int(config, "TOT_SMTP_PORT", 25),
         smtp_from=str(config("TOT_SMTP_FROM", default="tot-dispatch@localhost")).strip(),

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +53,17 @@ LEASE_NAME = "notify_rules"
 @dataclass(frozen=True, slots=True)
 class DeriverSettings:
     """``interval_ms``: between passes; ``lease_ms``: the active deriver's lease; ``batch``: outbox
-    rows per transaction; ``max_age_ms``: older events make no notifications."""
+    rows per transaction; ``max_age_ms``: older events make no notifications; ``coalesce_ms``: how long
+    a woken deriver waits for more commits before its pass (0: at once).
+
+    Why coalesce: a pass costs about eight statements and a commit whatever its batch, and a call's
+    life commits several notifying events within a few hundred milliseconds. Woken at once, every
+    commit started its own pass beside the dispatch path's next step, on the same event loop and
+    database pool (round trips that a busy loop makes slow: docs/benchmarks.md, issue 16). 100 ms
+    costs a notification that much latency, far below what a person reading a phone notices."""
 
     interval_ms: int = 250
+    coalesce_ms: int = 100
     lease_ms: int = 5_000
     batch: int = 200
     max_age_ms: int = 600_000
@@ -63,7 +71,8 @@ class DeriverSettings:
 
 class Deriver:
     """See the module docstring. ``channels``: the configured channels by name; ``on_derived``:
-    called after a pass wrote queued rows (wakes the local sender)."""
+    called after a pass wrote queued rows (wakes the local sender); ``sleep``: the coalescing pause
+    (seconds; tests hold it)."""
 
     def __init__(
         self,
@@ -74,6 +83,7 @@ class Deriver:
         clock: Clock = wall_clock_ms,
         owner: str | None = None,
         on_derived: Callable[[], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.sessions = sessions
         self.channels = dict(channels)
@@ -83,6 +93,9 @@ class Deriver:
         self.on_derived = on_derived
         self.derived = 0
         """Notification rows written since start (a counter for metrics and tests)."""
+        self.passes = 0
+        """Passes made as the lease holder since start."""
+        self._sleep = sleep
         self._held_until_ms = 0
         self._wake = asyncio.Event()
 
@@ -103,6 +116,7 @@ class Deriver:
         """One pass; returns how many notification rows it wrote (0 when not the holder)."""
         if not await self._lease():
             return 0
+        self.passes += 1
         written = 0
         while True:
             async with self.sessions.begin() as session:
@@ -194,8 +208,8 @@ class Deriver:
         return rows
 
     async def run(self) -> None:
-        """Passes until cancelled: every ``interval_ms``, or at once when woken. A failing pass is
-        logged and the loop goes on."""
+        """Passes until cancelled: every ``interval_ms``, or ``coalesce_ms`` after a wake. A failing
+        pass is logged and the loop goes on."""
         while True:
             self._wake.clear()
             try:
@@ -204,6 +218,8 @@ class Deriver:
                 log.exception("notification rules pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.interval_ms / 1000)
+                if self.settings.coalesce_ms > 0:
+                    await self._sleep(self.settings.coalesce_ms / 1000)
 
     async def stop(self) -> None:
         """Give the lease up (after ``run`` was cancelled)."""

@@ -21,7 +21,7 @@ from models.repositories import telegram as telegram_repo
 from realtime.clock import Clock, wall_clock_ms
 from server.notify.bot_updates import BotUpdates
 from server.notify.channels import Channel
-from server.notify.deriver import Deriver
+from server.notify.deriver import Deriver, DeriverSettings
 from server.notify.email import NAME as EMAIL
 from server.notify.email import EmailChannel, SmtpSettings
 from server.notify.links import LinkTokens
@@ -96,7 +96,14 @@ class Notify:
             clock=clock,
             owner=owner,
         )
-        self.deriver = Deriver(sessions, channels, clock=clock, owner=owner, on_derived=self.sender.wake)
+        self.deriver = Deriver(
+            sessions,
+            channels,
+            settings=DeriverSettings(coalesce_ms=settings.notify_coalesce_ms),
+            clock=clock,
+            owner=owner,
+            on_derived=self.sender.wake,
+        )
         self._bot_username = settings.telegram_bot_username
 
     async def bot_username(self) -> str:

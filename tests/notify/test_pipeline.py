@@ -5,8 +5,11 @@ the doctor's arrival."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import uuid
+from collections.abc import Callable
 
 import orjson
 import sqlalchemy as sa
@@ -16,6 +19,7 @@ from models.enums import CallStatus, SosKind
 from models.notifications import NotifyPreference
 from models.users import User
 from server.notify.channels import INBOX, PermanentError, RetryAfter, TransientError
+from server.notify.deriver import Deriver, DeriverSettings
 from server.notify.sender import SenderSettings
 from tests.dispatch.conftest import WorldFactory
 from tests.dispatch.world import World
@@ -275,3 +279,53 @@ async def test_an_unlinked_person_fails_as_not_reachable(world: World) -> None:
     await sender.run_once()
     [row_] = await rows(world, channel="rec")
     assert (row_.status, row_.last_error) == ("failed", "not_reachable")
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Let the loop run until ``done`` (SQLite runs on the loop's thread here: turns, not time)."""
+    for _ in range(10_000):
+        if done():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+async def test_a_woken_deriver_waits_for_more_commits_then_makes_one_pass(world: World) -> None:
+    """Commits in quick succession cost one pass, not one each: the woken deriver pauses
+    ``coalesce_ms`` first (held here until released), and commits meanwhile join that pass."""
+    channel = RecordingChannel(world.clock)
+    enable_rules(world)
+    near, far = await world.doctor(north_m=100), await world.doctor(north_m=5_000)
+    first, second = await world.patient(), await world.patient()
+    channel.addresses_of = {near.user_id: "chat-near", far.user_id: "chat-far"}
+    released = asyncio.Event()
+    naps: list[float] = []
+
+    async def nap(seconds: float) -> None:
+        naps.append(seconds)
+        await released.wait()
+
+    deriver = Deriver(
+        world.sessions,
+        {channel.name: channel},
+        settings=DeriverSettings(interval_ms=3_600_000, coalesce_ms=100),
+        clock=world.clock,
+        sleep=nap,
+    )
+    running = asyncio.create_task(deriver.run())
+    try:
+        await _until(lambda: deriver.passes == 1)  # the first pass found nothing
+        await world.new_call(first)
+        deriver.wake()
+        await _until(lambda: naps == [0.1])
+        await world.new_call(second)
+        deriver.wake()
+        assert (deriver.passes, deriver.derived) == (1, 0)  # still pausing
+        released.set()
+        await _until(lambda: deriver.passes == 2)
+        await _until(lambda: deriver.derived == 4)  # both offers: inbox + the channel each
+        assert deriver.passes == 2
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
