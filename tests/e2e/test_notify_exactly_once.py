@@ -1,17 +1,19 @@
-"""Exactly once across kill -9: every (event, person, channel) reaches the fake Bot API once.
+"""Exactly once across kill -9: every (event, person, channel) reaches its fake provider once.
 
-Patients linked to Telegram chats each have five calls cancelled (five ``cancelled`` notifications a
-chat, paced one a second per chat, so they stay in flight for seconds). A server is killed with -9
+Patients linked to Telegram chats each have five calls cancelled: five ``cancelled`` notifications a
+chat (paced one a second per chat, so they stay in flight for seconds) and five e-mails to their
+address (the fake SMTP server). A server is killed with -9
 while they are being sent; the rest arrive through the survivor (scale-out: two processes on
 PostgreSQL and Redis) or through the same server restarted on its SQLite file (embedded). Each chat
-then holds exactly five messages: none lost, none twice. In the database every row is ``sent``, or
-``failed`` as ``outcome_unknown`` when its sender died between handing it over and recording the
-answer (the fake did record it: it counts once).
+then holds exactly five messages, and each mailbox five e-mails: none lost, none twice. In the
+database every row is ``sent``, or ``failed`` as ``outcome_unknown`` when its sender died between
+handing it over and recording the answer (the fake did record it: it counts once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.message
 import time
 import uuid
 from collections import Counter
@@ -29,6 +31,7 @@ from server.notify.fake_telegram import BOT_USERNAME, FakeBotApi, serving_in_thr
 from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
 from tests.e2e.dispatch_world import CENTRE, City, city, forget_engine_keys
 from tests.e2e.process import kill_hard, run_server
+from tests.notify.fake_smtp import FakeSmtp, smtp_serving
 
 CALLS_PER_PATIENT = 5
 PATIENTS = 12
@@ -91,6 +94,15 @@ def _per_chat(fake: FakeBotApi) -> Counter[int]:
     )
 
 
+def _per_mailbox(fake: FakeSmtp) -> Counter[str]:
+    return Counter(str(m["To"]) for m in fake.messages if "отменён" in _text(m))
+
+
+def _text(message: email.message.EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    return "" if body is None else str(body.get_content())
+
+
 def _wait(condition: object, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
@@ -99,13 +111,35 @@ def _wait(condition: object, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+async def _summary(database_url: str) -> str:
+    """What the database says of the notifications and the outbox (for a failure's message)."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            by_status = await session.execute(
+                sa.text(
+                    "SELECT channel, status, coalesce(last_error, ''), count(*) FROM notifications"
+                    " WHERE kind = 'cancelled' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+                )
+            )
+            outbox = await session.execute(
+                sa.text(
+                    "SELECT count(*), count(*) - count(notified_ms), count(*) - count(published_ms)"
+                    " FROM outbox"
+                )
+            )
+            return f"notifications {list(by_status)}; outbox (rows, unread, unpublished) {list(outbox)}"
+    finally:
+        await engine.dispose()
+
+
 async def _rows(database_url: str) -> list[tuple[str, str | None]]:
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine)() as session:
             rows = await session.execute(
                 sa.select(Notification.status, Notification.last_error).where(
-                    Notification.channel == "telegram"
+                    Notification.channel.in_(("telegram", "email")), Notification.kind == "cancelled"
                 )
             )
             return [(s, e) for s, e in rows]
@@ -113,17 +147,28 @@ async def _rows(database_url: str) -> list[tuple[str, str | None]]:
         await engine.dispose()
 
 
-def _check(fake: FakeBotApi, database_url: str) -> None:
+def _check(fake: FakeBotApi, smtp: FakeSmtp, world: City) -> None:
+    database_url = world.database_url
     expected = PATIENTS * CALLS_PER_PATIENT
-    _wait(
-        lambda: sum(_per_chat(fake).values()) >= expected,
-        90,
-        f"{sum(_per_chat(fake).values())} of {expected} arrived",
-    )
+    try:
+        _wait(
+            lambda: (
+                sum(_per_chat(fake).values()) >= expected and sum(_per_mailbox(smtp).values()) >= expected
+            ),
+            90,
+            "too few arrived",
+        )
+    except TimeoutError:
+        raise AssertionError(
+            f"{sum(_per_chat(fake).values())} messages and {sum(_per_mailbox(smtp).values())} e-mails"
+            f" of {expected} each arrived; {asyncio.run(_summary(database_url))}"
+        ) from None
     time.sleep(1.5)  # a late duplicate would arrive within the pace of its chat
     assert _per_chat(fake) == Counter({CHAT0 + i: CALLS_PER_PATIENT for i in range(PATIENTS)})
+    patients = world.of_role(Role.PATIENT)
+    assert _per_mailbox(smtp) == Counter({p.email: CALLS_PER_PATIENT for p in patients})
     rows = asyncio.run(_rows(database_url))
-    assert len(rows) == expected
+    assert len(rows) == 2 * expected
     _wait(
         lambda: all(s in ("sent", "failed") for s, _ in asyncio.run(_rows(database_url))),
         30,
@@ -133,12 +178,18 @@ def _check(fake: FakeBotApi, database_url: str) -> None:
     assert {(s, e) for s, e in rows} <= {("sent", None), ("failed", "outcome_unknown")}
 
 
+def _smtp_settings(port: int) -> dict[str, str]:
+    return {"TOT_SMTP_HOST": "127.0.0.1", "TOT_SMTP_PORT": str(port)}
+
+
 def test_two_processes_one_killed_every_notification_once(tmp_path: Path) -> None:
     fake = FakeBotApi(delay_s=0.05)
+    smtp = FakeSmtp()
     database_url = asyncio.run(create_pg_database("tot_notify_kill"))
     try:
         with (
             serving_in_thread(fake) as api_url,
+            smtp_serving(smtp) as smtp_port,
             city(
                 tmp_path,
                 doctors=0,
@@ -146,7 +197,7 @@ def test_two_processes_one_killed_every_notification_once(tmp_path: Path) -> Non
                 servers=2,
                 database_url=database_url,
                 engine_url=redis_test_url(),
-                settings={**SETTINGS, "TOT_TELEGRAM_API_URL": api_url},
+                settings={**SETTINGS, "TOT_TELEGRAM_API_URL": api_url, **_smtp_settings(smtp_port)},
             ) as world,
         ):
             try:
@@ -155,7 +206,7 @@ def test_two_processes_one_killed_every_notification_once(tmp_path: Path) -> Non
                 _wait(lambda: sum(_per_chat(fake).values()) >= 15, 60, "no notifications in flight")
                 kill_hard(world.servers[0])
                 assert sum(_per_chat(fake).values()) < PATIENTS * CALLS_PER_PATIENT  # killed mid-way
-                _check(fake, database_url)
+                _check(fake, smtp, world)
             finally:
                 asyncio.run(forget_engine_keys(world.env["TOT_ENGINE_PREFIX"]))
     finally:
@@ -164,10 +215,15 @@ def test_two_processes_one_killed_every_notification_once(tmp_path: Path) -> Non
 
 def test_the_embedded_server_killed_and_restarted_sends_every_notification_once(tmp_path: Path) -> None:
     fake = FakeBotApi(delay_s=0.05)
+    smtp = FakeSmtp()
     with (
         serving_in_thread(fake) as api_url,
+        smtp_serving(smtp) as smtp_port,
         city(
-            tmp_path, doctors=0, patients=PATIENTS, settings={**SETTINGS, "TOT_TELEGRAM_API_URL": api_url}
+            tmp_path,
+            doctors=0,
+            patients=PATIENTS,
+            settings={**SETTINGS, "TOT_TELEGRAM_API_URL": api_url, **_smtp_settings(smtp_port)},
         ) as world,
     ):
         asyncio.run(_link_patients(world))
@@ -176,4 +232,4 @@ def test_the_embedded_server_killed_and_restarted_sends_every_notification_once(
         kill_hard(world.servers[0])
         assert sum(_per_chat(fake).values()) < PATIENTS * CALLS_PER_PATIENT
         with run_server(["serve"], world.env, world.cwd):
-            _check(fake, world.database_url)
+            _check(fake, smtp, world)
