@@ -91,4 +91,4 @@ async def bookable_doctors(session: AsyncSession, service_id: uuid.UUID) -> list
         )
         .order_by(DoctorSchedule.doctor_id)
     )
-    return [(schedule, name) for schedule, name in rows.tuples()]
+    return [(schedule, name) for schedule, name in rows.all()]
