@@ -160,6 +160,9 @@ async def search(
     if (last - first).days + 1 > MAX_DAYS:
         raise invalid("to", f"at most {MAX_DAYS} dates at once")
     zone_id = _zone_id(zones, lat, lon)
+    # Dates outside [yesterday, the horizon] hold no slot: left out before any calendar arithmetic.
+    first = max(first, (now - dt.timedelta(days=1)).date())
+    last = min(last, (now + rules.horizon + dt.timedelta(days=1)).date())
     place_zone = zone_name_at(lat, lon)
     tz = ZoneInfo(place_zone)
     begin = dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC)
@@ -176,6 +179,8 @@ async def search(
             finish + dt.timedelta(days=1),
         )
     found: list[SlotOffer] = []
+    if last < first:
+        return SlotList(service, place_zone, found)
     for row, name in doctors:
         target = Bookable(row.doctor_id, service, schedule_of(row))
         own = target.schedule.zone

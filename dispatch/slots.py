@@ -136,7 +136,13 @@ def _starts_of_day(
 def problem(
     schedule: Schedule, service: Service, start: dt.datetime, now: dt.datetime, rules: Rules
 ) -> SlotProblem | None:
-    """Why ``start`` (aware) is not on offer, or None when it is (see the module docstring)."""
+    """Why ``start`` (aware) is not on offer, or None when it is (see the module docstring). A start
+    beyond the horizon, or days in the past, is refused as such before any calendar arithmetic (a
+    date at the end of the calendar cannot overflow it)."""
+    if start > now + rules.horizon:
+        return SlotProblem.TOO_FAR
+    if start < now - dt.timedelta(days=1):
+        return SlotProblem.TOO_SOON
     zone = schedule.zone
     local = start.astimezone(zone)
     day = local.date()
