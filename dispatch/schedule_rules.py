@@ -15,11 +15,12 @@ occurrence (``fold=0``). Sources: PEP 495 (``fold``), PEP 615 (``zoneinfo``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DAY_MIN = 24 * 60
 
@@ -73,12 +74,19 @@ class Schedule:
 def zone_info(name: str, field: str = "time_zone") -> ZoneInfo:
     """The IANA zone ``name``. Raises :class:`ScheduleError` naming ``field`` when it is not one (an
     offset such as ``+03:00``, a path, an unknown name)."""
-    if not name or name.startswith(("/", ".")) or ".." in name:
+    # Only the tz database's own keys: ZoneInfo() alone opens any file under its folder ("Europe" is
+    # a directory there, "zone.tab" a table).
+    if name not in _iana_names():
         raise ScheduleError(field, "not an IANA time zone name (e.g. Europe/Moscow)")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ScheduleError(field, "not an IANA time zone name (e.g. Europe/Moscow)") from None
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def check(schedule: Schedule) -> None:
