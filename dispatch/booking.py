@@ -40,7 +40,7 @@ from models.repositories import schedules as schedule_repo
 from models.repositories import visit_bookings as visit_repo
 from models.types import utcnow
 from models.visit_bookings import VisitBooking
-from realtime.errors import ErrorCode
+from realtime.errors import MESSAGES, ErrorCode
 
 NEIGHBOURS = dt.timedelta(days=1)
 """How far around a visit the doctor's other visits are read (travel and the local day lie within)."""
@@ -71,12 +71,11 @@ class Booked:
 
 
 def clash_error(clash: Clash) -> DispatchError:
-    """The 409 of a :class:`~dispatch.slots.Clash`."""
-    if clash is Clash.FULL:
-        return DispatchError(
-            ErrorCode.DAILY_LIMIT_REACHED, "the doctor's day already has its most visits", field="slot.start"
-        )
-    return DispatchError(ErrorCode.SLOT_TAKEN, "this time of the doctor is taken", field="slot.start")
+    """The 409 of a :class:`~dispatch.slots.Clash`, in English (``message``) and Russian
+    (``message_ru``): the patient reads it."""
+    code = ErrorCode.DAILY_LIMIT_REACHED if clash is Clash.FULL else ErrorCode.SLOT_TAKEN
+    english, russian = MESSAGES[code]
+    return DispatchError(code, english, field="slot.start", message_ru=russian)
 
 
 class BookingService:

@@ -142,6 +142,14 @@ MESSAGES: dict[ErrorCode, tuple[str, str]] = {
         "доступ по этому токену отозван (учётная запись отключена, удалена или изменена, или выполнен выход);"
         " войдите снова",
     ),
+    ErrorCode.SLOT_TAKEN: (
+        "this time of the doctor is taken; choose another slot",
+        "это время врача уже занято; выберите другое",
+    ),
+    ErrorCode.DAILY_LIMIT_REACHED: (
+        "the doctor has no more visits free that day; choose another day",
+        "у врача больше нет свободных визитов в этот день; выберите другой день",
+    ),
 }
 """The English and Russian texts of the codes whose message is fixed (shown to people as is): the REST
 body carries the English one as ``message`` and the Russian one as ``message_ru`` (docs/api.md)."""

@@ -187,6 +187,7 @@ async def test_twenty_bookings_of_one_slot_one_wins(world: PlannedWorld) -> None
     statuses = Counter(r.status_code for r in answers)
     assert statuses == {201: 1, 409: 19}, [r.text for r in answers]
     assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"slot_taken"}
+    assert all(r.json()["error"]["message_ru"] for r in answers if r.status_code == 409)
     winner = next(i for i, r in enumerate(answers) if r.status_code == 201)
     again = await world.book(patients[winner], service, doctor, start, MOSCOW, key=f"k-{winner}")
     assert again.status_code == 200, again.text
