@@ -244,6 +244,12 @@ async def test_cancel_frees_and_a_reschedule_into_a_taken_slot_keeps_the_origina
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["active"] is False and cancelled.json()["call"]["status"] == "cancelled"
     assert "10:00" in starts(await world.slots(service, MOSCOW, MONDAY.isoformat()), doctor)
+    gone = await world.client.post(
+        f"/v1/bookings/{first['id']}/reschedule",
+        json={"slot": {"start": "2027-03-01T11:00:00+03:00"}},
+        headers=auth,
+    )
+    assert gone.status_code == 409 and gone.json()["error"]["code"] == "invalid_transition", gone.text
     # Cancelling the call itself (the life cycle's own endpoint) releases its booking too.
     second = (await world.book(patient, service, doctor, "2027-03-01T10:00:00+03:00", MOSCOW)).json()
     call_cancel = await world.client.post(
@@ -262,6 +268,12 @@ async def test_cancel_frees_and_a_reschedule_into_a_taken_slot_keeps_the_origina
     kept = (await world.client.get(f"/v1/bookings/{mine['id']}", headers=auth)).json()
     assert kept["start"] == "2027-03-01T12:00:00+03:00" and kept["active"] is True
     assert kept["call"]["scheduled_at"] == mine["call"]["scheduled_at"]
+    misaligned = await world.client.post(
+        f"/v1/bookings/{mine['id']}/reschedule",
+        json={"slot": {"start": "2027-03-01T11:05:00+03:00"}},
+        headers=auth,
+    )
+    assert misaligned.status_code == 422 and misaligned.json()["error"]["field"] == "slot.start"
     moved = await world.client.post(
         f"/v1/bookings/{mine['id']}/reschedule",
         json={"slot": {"start": "2027-03-01T11:00:00+03:00"}},
