@@ -106,7 +106,16 @@ async def test_a_doctor_in_yekaterinburg_gets_local_hours(world: PlannedWorld) -
     world.at(BEFORE_MONDAY)
     service = await world.service(duration=30, before=0, after=0)
     doctor = await world.doctor()
-    await world.schedule(doctor, time_zone="Asia/Yekaterinburg", weekly=MONDAY_HOURS, service_ids=[service])
+    # The doctor sets their own schedule ("me") and reads it back.
+    own = await world.client.put(
+        "/v1/doctors/me/schedule",
+        json={"time_zone": "Asia/Yekaterinburg", "weekly": MONDAY_HOURS, "service_ids": [service]},
+        headers=world.auth(doctor),
+    )
+    assert own.status_code == 200, own.text
+    read = (await world.client.get("/v1/doctors/me/schedule", headers=world.auth(doctor))).json()
+    assert read["time_zone"] == "Asia/Yekaterinburg" and read["weekly"] == MONDAY_HOURS
+    assert read["service_ids"] == [service] and read["doctor_id"] == doctor["user"]["id"]
     found = await world.slots(service, YEKATERINBURG, MONDAY.isoformat())
     assert found["time_zone"] == "Asia/Yekaterinburg"
     mine = [s for s in found["items"] if s["doctor_id"] == doctor["user"]["id"]]
