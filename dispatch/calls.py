@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -71,6 +71,12 @@ class NewCall:
     scheduled_at: dt.datetime | None = None
     patient_id: uuid.UUID | None = None
     price_estimate: Decimal | None = None
+    currency: str | None = None
+    """ISO 4217 code of the prices (None: the column's default, RUB)."""
+
+
+Attach = Callable[[AsyncSession, Call], Awaitable[None]]
+"""Work joined to a call's creation in its transaction (:meth:`CallService.create`)."""
 
 
 @dataclass
@@ -103,9 +109,15 @@ class CallService:
 
     # --- create -----------------------------------------------------------------------------------
 
-    async def create(self, who: Who, new: NewCall, idempotency_key: str | None) -> tuple[Call, bool]:
+    async def create(
+        self, who: Who, new: NewCall, idempotency_key: str | None, *, attach: Attach | None = None
+    ) -> tuple[Call, bool]:
         """Create a call; returns ``(call, created)``. With the same ``idempotency_key`` from the same
         creator, returns the first call and ``created=False`` (a retried request, not a new call).
+
+        ``attach``: more work of the same transaction, awaited with the session and the new call once
+        its row is flushed (so the idempotency key is known to be new): a planned visit's booking
+        (``dispatch/booking.py``). What it raises (a refusal, an ``IntegrityError``) rolls the call back.
 
         Raises ``DispatchError``: 403 for roles that cannot create calls, 422 ``invalid_input`` /
         ``outside_service_area``.
@@ -147,6 +159,7 @@ class CallService:
                 scheduled_at=new.scheduled_at,
                 status=CallStatus.CREATED.value,
                 price_estimate=new.price_estimate,
+                currency=new.currency or "RUB",
                 version=1,
                 created_at=now,
                 updated_at=now,
@@ -173,6 +186,8 @@ class CallService:
                 if existing is None:
                     raise
                 return existing, False
+            if attach is not None:
+                await attach(session, call)
             # Staged after the flush: a lost idempotency race above rolled back and stages nothing.
             created: CallCreatedPayload = {"call": str(call.id), "urgency": call.urgency}
             tx.dispatch(EventType.CALL_CREATED, created)

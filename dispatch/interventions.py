@@ -25,6 +25,7 @@ from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import offers as offer_repo
+from models.repositories import visit_bookings as visit_repo
 from realtime.errors import ErrorCode
 from realtime.event_types import EventType
 
@@ -154,7 +155,8 @@ class Interventions:
         return moved
 
     async def cancel(self, who: Who, call_id: uuid.UUID, reason: str) -> Moved:
-        """Cancel with a reason: open offers are withdrawn, an assigned doctor is freed and told."""
+        """Cancel with a reason: open offers are withdrawn, an assigned doctor is freed and told, a
+        planned visit's booking released (in the same transaction)."""
         now = self.ctx.now()
         withdrawn: list[Offer] = []
         async with self.ctx.publisher.transaction() as tx:
@@ -171,6 +173,8 @@ class Interventions:
             previous = await self.ctx.calls.apply(
                 session, call, CallStatus.CANCELLED, actor, who, reason=reason, change=cancelled
             )
+            # A planned visit's booked time is free again with the cancellation's commit.
+            await visit_repo.release_of_call(session, call_id, now, "call_cancelled")
             for other in await offer_repo.pending_offers(session, call_id):
                 await offer_repo.decide(session, other.id, OfferOutcome.WITHDRAWN, now)
                 withdrawn.append(other)

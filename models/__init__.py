@@ -6,6 +6,7 @@ Importing this package registers every table on :data:`models.base.Base.metadata
 from models.base import Base
 from models.calls import Call, CallEvent
 from models.chat import ChatMessage
+from models.clinic_catalogue import ClinicAdmin, ClinicService
 from models.clinics import Clinic
 from models.doctor_zones import DoctorZone
 from models.doctors import DoctorProfile
@@ -20,10 +21,12 @@ from models.notifications import (
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
 from models.ratings import Rating
+from models.schedules import DoctorSchedule, DoctorService
 from models.share_links import ShareLink
 from models.sos import SosAlert, SosEvent
 from models.track import TrackPoint
 from models.users import User
+from models.visit_bookings import VisitBooking
 from models.zones import Zone
 
 __all__ = [
@@ -32,7 +35,11 @@ __all__ = [
     "CallEvent",
     "ChatMessage",
     "Clinic",
+    "ClinicAdmin",
+    "ClinicService",
     "DoctorProfile",
+    "DoctorSchedule",
+    "DoctorService",
     "DoctorZone",
     "Notification",
     "NotifyPreference",
@@ -49,5 +56,6 @@ __all__ = [
     "TelegramUpdate",
     "TrackPoint",
     "User",
+    "VisitBooking",
     "Zone",
 ]

@@ -12,7 +12,8 @@ from models.base import Base, timestamp_default_now, uuid_pk
 
 
 class Clinic(Base):
-    """A clinic. Doctors may belong to one; a ``clinic_admin`` user manages one (``admin_id``)."""
+    """A clinic. Doctors may belong to one; a ``clinic_admin`` user manages one (``clinic_admins``,
+    ``models/clinic_catalogue.py``), with its services."""
 
     __tablename__ = "clinics"
 

@@ -69,6 +69,10 @@ class ErrorCode(StrEnum):
     TOO_MANY_CELLS = "too_many_cells"  # a map box needing more than the cell limit
     UNKNOWN_ZONE = "unknown_zone"
     LINK_EXPIRED = "link_expired"  # a share link whose call is over (completed or cancelled)
+    # Planned visits (docs/planned-visits.md).
+    SLOT_TAKEN = "slot_taken"  # the doctor's time is held by another booking (or travel to it)
+    DAILY_LIMIT_REACHED = "daily_limit_reached"  # the doctor's day already has its most visits
+    SERVICE_EXISTS = "service_exists"  # the clinic has a service of this name
     # --- the server ---
     UNAVAILABLE = "unavailable"  # the engine or database is unreachable right now: retry
     BUSY = "busy"  # no database connection came free within TOT_DB_POOL_TIMEOUT (overload)
@@ -112,6 +116,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_CELLS: 422,
     ErrorCode.UNKNOWN_ZONE: 422,
     ErrorCode.LINK_EXPIRED: 410,
+    ErrorCode.SLOT_TAKEN: 409,
+    ErrorCode.DAILY_LIMIT_REACHED: 409,
+    ErrorCode.SERVICE_EXISTS: 409,
     ErrorCode.TOO_MANY_ATTEMPTS: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.BUSY: 503,
@@ -134,6 +141,14 @@ MESSAGES: dict[ErrorCode, tuple[str, str]] = {
         " logged out); log in again",
         "доступ по этому токену отозван (учётная запись отключена, удалена или изменена, или выполнен выход);"
         " войдите снова",
+    ),
+    ErrorCode.SLOT_TAKEN: (
+        "this time of the doctor is taken; choose another slot",
+        "это время врача уже занято; выберите другое",
+    ),
+    ErrorCode.DAILY_LIMIT_REACHED: (
+        "the doctor has no more visits free that day; choose another day",
+        "у врача больше нет свободных визитов в этот день; выберите другой день",
     ),
 }
 """The English and Russian texts of the codes whose message is fixed (shown to people as is): the REST

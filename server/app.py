@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -17,11 +18,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from dispatch.availability import Availability
+from dispatch.booking import BookingService
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_feed import CallStatusFollower
 from dispatch.call_places import CallPlaces
 from dispatch.calls import CallService
+from dispatch.catalogue import Catalogue
 from dispatch.chat import ChatService
+from dispatch.doctor_schedules import DoctorSchedules
 from dispatch.location_ingest import IngestSettings, LocationIngest
 from dispatch.offer_loop import OfferLoop
 from dispatch.outbox_relay import OutboxRelay
@@ -30,6 +34,7 @@ from dispatch.ratings import RatingService
 from dispatch.sos import SosService, SosSettings
 from dispatch.zones import ZoneIndex, warm_cells
 from models.db import make_engine, make_sessionmaker
+from models.types import utcnow
 from realtime.map_feed import MapFeed
 from server.abuse import AuthLimits, HashGate, open_storage
 from server.auth.access import AccessCheck
@@ -43,9 +48,11 @@ from server.notify.service import Notify
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
 from server.routes import api, doctor_app
 from server.routes import auth as _auth_routes  # noqa: F401
+from server.routes import bookings as _booking_routes  # noqa: F401
 from server.routes import calls as _call_routes  # noqa: F401
 from server.routes import candidates as _candidate_routes  # noqa: F401
 from server.routes import chat as _chat_routes  # noqa: F401
+from server.routes import clinic_catalogue as _catalogue_routes  # noqa: F401
 from server.routes import clinics as _clinic_routes  # noqa: F401
 from server.routes import console as console_routes
 from server.routes import doctors as _doctor_routes  # noqa: F401
@@ -53,12 +60,13 @@ from server.routes import notifications as _notification_routes  # noqa: F401
 from server.routes import notify_preferences as _preference_routes  # noqa: F401
 from server.routes import patient_app as patient_routes
 from server.routes import ratings as _rating_routes  # noqa: F401
+from server.routes import schedules as _schedule_routes  # noqa: F401
 from server.routes import share as share_routes
 from server.routes import sos as _sos_routes  # noqa: F401
 from server.routes import system as _system_routes  # noqa: F401
 from server.routes import telegram as _telegram_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
-from server.services import Services
+from server.services import PlannedVisits, Services
 from server.settings import Settings
 from server.ws import ops as ws_ops
 from server.ws.gateway import Gateway
@@ -144,8 +152,11 @@ def build_gateway(services: Services) -> Gateway:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
-    """A new application for ``settings``. Opening connections waits for the lifespan start-up."""
+def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -> Starlette:
+    """A new application for ``settings``. Opening connections waits for the lifespan start-up.
+
+    ``now``: the clock of the calls and planned visits (aware UTC; tests pass a manual clock's
+    ``utcnow``, tests/clock.py); the live engine keeps the wall clock."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -163,7 +174,7 @@ def create_app(settings: Settings) -> Starlette:
         publisher = EventPublisher(engine.broker, sessions, settings=outbox_settings)
         relay = OutboxRelay(publisher)
         metrics.watch_outbox(publisher.stats)
-        calls = CallService(sessions, publisher, zones)
+        calls = CallService(sessions, publisher, zones, now=now)
         dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
         sos = SosService(
             sessions,
@@ -197,6 +208,11 @@ def create_app(settings: Settings) -> Starlette:
             hash_gate=HashGate(settings.hash_concurrency, settings.hash_queue),
             access=AccessCheck(engine.revocations, sessions),
             notify=notify,
+            planned=PlannedVisits(
+                catalogue=Catalogue(sessions),
+                schedules=DoctorSchedules(sessions, now=now),
+                bookings=BookingService(sessions, calls, settings.slot_rules(), now=now),
+            ),
         )
         gateway = build_gateway(app.state.services)
         ws_ops.register(gateway)

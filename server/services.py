@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from dispatch.booking import BookingService
 from dispatch.calls import CallService
+from dispatch.catalogue import Catalogue
 from dispatch.chat import ChatService
+from dispatch.doctor_schedules import DoctorSchedules
 from dispatch.offer_loop import OfferLoop
 from dispatch.publisher import EventPublisher
 from dispatch.ratings import RatingService
@@ -22,6 +25,15 @@ from server.engine import LiveEngine
 from server.metrics import Metrics
 from server.notify.service import Notify
 from server.settings import Settings
+
+
+@dataclass
+class PlannedVisits:
+    """Planned visits (docs/planned-visits.md): clinic catalogues, doctors' schedules, bookings."""
+
+    catalogue: Catalogue
+    schedules: DoctorSchedules
+    bookings: BookingService
 
 
 @dataclass
@@ -51,6 +63,14 @@ class Services:
     """Whether a verified token is still honoured (revocation, ``server/auth/access.py``)."""
     notify: Notify | None = None
     """The notification pipeline (``server/notify/``): channels, Telegram's bot and links."""
+    planned: PlannedVisits | None = None
+    """Planned visits' services (docs/planned-visits.md); read with :meth:`planned_visits`."""
+
+    def planned_visits(self) -> PlannedVisits:
+        """The planned visits' services. Raises ``RuntimeError`` when the app was built without them."""
+        if self.planned is None:
+            raise RuntimeError("planned visits are not wired into this application")
+        return self.planned
 
     async def authorize(self, conn: HTTPConnection) -> Principal:
         """The principal of ``conn``'s bearer token, once the token is verified and not revoked; kept on

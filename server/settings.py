@@ -21,6 +21,7 @@ from starlette.config import Config
 from dispatch.outbox_settings import OutboxSettings
 from dispatch.ranking import RankingSettings
 from dispatch.settings import DispatchSettings
+from dispatch.slots import Rules as SlotRules
 
 ENGINE_SCHEMES = ("memory", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -84,6 +85,8 @@ class Settings:
     dispatch_step_retry_s: float = 10.0
     sos_radius_km: float = 3.0
     sos_repeat_s: float = 15.0
+    # Planned visits (docs/planned-visits.md): slots start on this grid of minutes after local midnight.
+    slot_step_min: int = 15
     # The live engine as a cache of the database (server/engine_care.py).
     engine_watch_interval_s: float = 0.5
     repair_interval_s: float = 5.0
@@ -154,6 +157,10 @@ class Settings:
             ranking=RankingSettings(road_factor=self.road_factor, speed_mps=self.eta_speed_kmh / 3.6),
         )
 
+    def slot_rules(self) -> SlotRules:
+        """The planned visits' slot rules: the grid step, the 30-day horizon, the ranking's ETA model."""
+        return SlotRules(step_min=self.slot_step_min, ranking=self.dispatch().ranking)
+
     def outbox(self) -> OutboxSettings:
         """The outbox's tunables (the others keep their defaults)."""
         return OutboxSettings(
@@ -190,6 +197,17 @@ def _non_negative_int(config: Config, name: str, default: int) -> int:
         raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
     if value < 0:
         raise SettingsError(name, f"must not be negative, got {value}")
+    return value
+
+
+SLOT_STEPS = (5, 10, 15, 20, 30, 60)
+"""Slot grid steps in minutes: each divides an hour, so slots line up with the hours of every day."""
+
+
+def _slot_step(config: Config) -> int:
+    value = _positive_int(config, "TOT_SLOT_STEP_MIN", 15)
+    if value not in SLOT_STEPS:
+        raise SettingsError("TOT_SLOT_STEP_MIN", f"one of {', '.join(map(str, SLOT_STEPS))}, got {value}")
     return value
 
 
@@ -403,6 +421,7 @@ def load_settings(
         dispatch_step_retry_s=_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
         sos_radius_km=_positive_float(config, "TOT_SOS_RADIUS_KM", 3.0),
         sos_repeat_s=_positive_float(config, "TOT_SOS_REPEAT", 15.0),
+        slot_step_min=_slot_step(config),
         engine_watch_interval_s=_positive_float(config, "TOT_ENGINE_WATCH_INTERVAL", 0.5, minimum=0.01),
         repair_interval_s=_positive_float(config, "TOT_REPAIR_INTERVAL", 5.0, minimum=0.1),
         outbox_publish_timeout_ms=_positive_int(config, "TOT_OUTBOX_PUBLISH_TIMEOUT_MS", 500),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -191,9 +192,12 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def app_client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to a fresh in-process app (lifespan entered) for ``settings``."""
-    app = create_app(settings)
+async def app_client_for(
+    settings: Settings, *, now: Callable[[], dt.datetime] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a fresh in-process app (lifespan entered) for ``settings``; ``now``:
+    the app's clock for calls and planned visits (a ``ManualClock.utcnow``; default the wall clock)."""
+    app = create_app(settings) if now is None else create_app(settings, now=now)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tot.test") as client:

@@ -20,9 +20,9 @@ from models.enums import CallStatus, Role, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import offers as offer_repo
 from realtime.errors import ErrorCode
-from realtime.messages import control_character
 from server.errors import ApiError
 from server.http import json_response, parse_body, parse_query
+from server.idempotency import idempotency_key
 from server.routes import api
 from server.routes.pages import PageQuery
 from server.schemas import SPECIALTY_PATTERN, Input, Text
@@ -174,9 +174,6 @@ class AssignIn(Input):
     reason: Text | None = Field(default=None, max_length=500)
 
 
-IDEMPOTENCY_MAX = 128
-
-
 def _who(svc: Services, request: Request) -> Who:
     principal = svc.principal(request)
     return Who(principal.user_id, principal.role)
@@ -211,16 +208,7 @@ async def create_call(request: Request) -> Response:
     svc = services(request)
     who = _who(svc, request)
     body = await parse_body(request, CallIn)
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_MAX:
-        raise ApiError(ErrorCode.INVALID_INPUT, "Idempotency-Key: 1-128 characters", field="Idempotency-Key")
-    if key is not None and (code_point := control_character(key)) is not None:
-        # The one text input outside a body or query (it is stored with the call): the same rule.
-        raise ApiError(
-            ErrorCode.INVALID_INPUT,
-            f"Idempotency-Key: control character {code_point} is not allowed here",
-            field="Idempotency-Key",
-        )
+    key = idempotency_key(request)
     new = NewCall(
         address=body.address,
         lat=body.lat,

@@ -14,6 +14,8 @@ from shapely.geometry import mapping
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dispatch.calls import Who
+from dispatch.clinic_access import check_manages_doctor
 from models.enums import Role
 from models.repositories import doctors as doctor_repo
 from models.repositories import zones as zone_repo
@@ -197,9 +199,10 @@ async def get_doctor_zones(request: Request) -> Response:
     path_params={"doctor_id": DOCTOR_ID_OR_ME},
 )
 async def set_doctor_zones(request: Request) -> Response:
-    """Admins and clinic admins. Replaces the doctor's zones with ``zone_ids`` (an empty list: the
-    doctor serves every zone). Unknown zone ids are refused whole with 422 ``unknown_zone``, listing
-    them in ``zone_ids``. Takes effect for the next candidate search."""
+    """Admins, and clinic admins for their own clinic's doctors (403 for another clinic's). Replaces
+    the doctor's zones with ``zone_ids`` (an empty list: the doctor serves every zone). Unknown zone ids
+    are refused whole with 422 ``unknown_zone``, listing them in ``zone_ids``. Takes effect for the next
+    candidate search."""
     svc = services(request)
     principal = svc.principal(request)
     if principal.role not in ZONE_EDITORS:
@@ -207,6 +210,8 @@ async def set_doctor_zones(request: Request) -> Response:
     doctor_id = _doctor_id(request, principal.user_id)
     body = await parse_body(request, DoctorZonesIn)
     async with svc.sessions.begin() as session:
+        if principal.role is Role.CLINIC_ADMIN:  # their own clinic's doctors only (403 otherwise)
+            await check_manages_doctor(session, Who(principal.user_id, principal.role), doctor_id)
         try:
             await zone_repo.set_doctor_zones(session, doctor_id, body.zone_ids)
         except zone_repo.NoSuchDoctor:

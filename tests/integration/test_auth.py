@@ -197,7 +197,7 @@ async def test_a_token_signed_with_another_key_is_refused(client: httpx.AsyncCli
             "iat": int(time.time()),
             "exp": int(time.time()) + 600,
         },
-        None,
+        "",
         algorithm="none",
     )
     _error(await client.get("/v1/doctors", headers=bearer(unsigned)), 401, "token_invalid")

@@ -40,6 +40,11 @@ EXPECTED_TABLES = {
     "telegram_links",
     "telegram_link_tokens",
     "telegram_updates",
+    "clinic_admins",
+    "clinic_services",
+    "doctor_schedules",
+    "doctor_services",
+    "visit_bookings",
 }
 
 

@@ -453,6 +453,19 @@ async def test_rest_doctor_zones_access_rules(
         "zones": [{"id": str(ids["a"]), "code": "a", "name": "a"}],
     }
     both = {"zone_ids": [str(ids["b"]), str(ids["a"])]}
+    # A clinic admin sets the zones of their own clinic's doctors only.
+    refused = await zclient.put(path, json=both, headers=auth(clinic_admin))
+    assert refused.status_code == 403, refused.text
+    clinic = await zclient.post(
+        "/v1/clinics", json={"name": f"Zones {uuid.uuid4().hex[:8]}"}, headers=auth(admin)
+    )
+    clinic_id = clinic.json()["id"]
+    appointed = await zclient.put(
+        f"/v1/clinics/{clinic_id}/admins/{clinic_admin['user']['id']}", headers=auth(admin)
+    )
+    assert appointed.status_code == 200, appointed.text
+    joined = await zclient.patch("/v1/doctors/me", json={"clinic_id": clinic_id}, headers=auth(doctor))
+    assert joined.status_code == 200, joined.text
     set_by_clinic_admin = await zclient.put(path, json=both, headers=auth(clinic_admin))
     assert set_by_clinic_admin.status_code == 200
     assert [z["code"] for z in set_by_clinic_admin.json()["zones"]] == ["a", "b"]

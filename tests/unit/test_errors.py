@@ -79,6 +79,9 @@ def test_every_socket_code_of_a_refusal_is_in_the_protocol_table() -> None:
             ErrorCode.AUTH_REQUIRED,
             ErrorCode.TOO_MANY_ATTEMPTS,  # login and registration only
             ErrorCode.LINK_EXPIRED,  # share links are REST only (docs/api.md, "Share links")
+            ErrorCode.SLOT_TAKEN,  # planned visits are REST only (docs/planned-visits.md)
+            ErrorCode.DAILY_LIMIT_REACHED,
+            ErrorCode.SERVICE_EXISTS,
         }, f"{code.value} can be refused on REST but docs/protocol.md does not list it"
 
 

@@ -26,6 +26,7 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"TOT_DATABASE_URL": "mysql://x/y"}, "TOT_DATABASE_URL"),
         ({"TOT_DATABASE_URL": "postgresql://x/y"}, "TOT_DATABASE_URL"),  # sync driver: refused
         ({"TOT_PORT": "eighty"}, "TOT_PORT"),
+        ({"TOT_SLOT_STEP_MIN": "7"}, "TOT_SLOT_STEP_MIN"),  # must divide an hour
         ({"TOT_PORT": "70000"}, "TOT_PORT"),
         ({"TOT_ACCESS_TOKEN_TTL": "0"}, "TOT_ACCESS_TOKEN_TTL"),
         ({"TOT_LOG_FORMAT": "xml"}, "TOT_LOG_FORMAT"),

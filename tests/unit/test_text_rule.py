@@ -55,6 +55,8 @@ def test_multiline_fields_keep_tab_and_newline_and_no_other_field_does() -> None
     # The fields documented as multi-line text (docs/api.md, "Text fields").
     assert multiline == {
         ("CallIn", "symptoms"),
+        ("BookingIn", "symptoms"),
+        ("CancelIn", "reason"),
         ("ReasonIn", "reason"),
         ("OptionalReasonIn", "reason"),
         ("AssignIn", "reason"),
