@@ -19,6 +19,7 @@ from models.notifications import (
 )
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
+from models.push import OfferSeen, PushSubscription
 from models.ratings import Rating
 from models.share_links import ShareLink
 from models.sos import SosAlert, SosEvent
@@ -38,8 +39,10 @@ __all__ = [
     "NotifyPreference",
     "NotifyThrottle",
     "Offer",
+    "OfferSeen",
     "OutboxEvent",
     "OutboxRelayLease",
+    "PushSubscription",
     "Rating",
     "ShareLink",
     "SosAlert",

@@ -26,6 +26,15 @@ ENGINE_SCHEMES = ("memory", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 LOG_FORMATS = ("text", "json")
 EVENT_LOOPS = ("uvloop", "asyncio")
+PUSH_SERVICE_HOSTS = (
+    "fcm.googleapis.com",
+    "push.services.mozilla.com",
+    "notify.windows.com",
+    "push.apple.com",
+)
+"""The push services of Chrome/Edge (FCM), Firefox (autopush), Windows (WNS) and Safari: the hosts
+(and their subdomains) a subscription's endpoint may name by default (``TOT_PUSH_ENDPOINT_HOSTS``).
+The server POSTs to that URL, so an open list would let anyone make it call any address."""
 MIN_SECRET_KEY_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output (RFC 7518, 3.2)
 
 
@@ -134,6 +143,12 @@ class Settings:
     sms_gateway_url: str = ""
     sms_api_key: str = field(default="", repr=False)
     sms_default_region: str = "RU"
+    # Web push (off without a VAPID key; server/notify/webpush.py).
+    vapid_private_key: str = field(default="", repr=False)
+    vapid_subject: str = "mailto:tot-dispatch@localhost"
+    push_offer_after_ms: int = 1500
+    push_endpoint_hosts: tuple[str, ...] = PUSH_SERVICE_HOSTS
+    push_allow_loopback: bool = False
 
     @property
     def engine_scheme(self) -> str:
@@ -310,6 +325,37 @@ def _sms_url(config: Config) -> str:
     return url
 
 
+def _vapid(config: Config) -> tuple[str, str]:
+    """``(TOT_VAPID_PRIVATE_KEY, TOT_VAPID_SUBJECT)``, both checked (the key may be empty: push off)."""
+    from server.notify.vapid import SUBJECT, load_private_key
+
+    key = str(config("TOT_VAPID_PRIVATE_KEY", default="")).strip()
+    if key:
+        try:
+            load_private_key(key)
+        except ValueError as exc:
+            raise SettingsError(
+                "TOT_VAPID_PRIVATE_KEY", f"{exc} (base64url, as web-push prints it)"
+            ) from None
+    subject = str(config("TOT_VAPID_SUBJECT", default="mailto:tot-dispatch@localhost")).strip()
+    if not SUBJECT.match(subject):
+        raise SettingsError(
+            "TOT_VAPID_SUBJECT", f"expected mailto:someone@host or an https: URL, got {subject!r}"
+        )
+    return key, subject
+
+
+def _push_hosts(config: Config) -> tuple[str, ...]:
+    """``TOT_PUSH_ENDPOINT_HOSTS``: host names (a subscription's endpoint host must be one of them or
+    a subdomain), or ``*`` for any."""
+    raw = str(config("TOT_PUSH_ENDPOINT_HOSTS", default=",".join(PUSH_SERVICE_HOSTS)))
+    hosts = tuple(h.strip().lower().strip(".") for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if host != "*" and not re.fullmatch(r"[a-z0-9.-]+", host):
+            raise SettingsError("TOT_PUSH_ENDPOINT_HOSTS", f"not a host name: {host!r}")
+    return hosts
+
+
 def load_settings(
     *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -349,6 +395,7 @@ def load_settings(
         raise SettingsError("TOT_PORT", f"must be at most 65535, got {port}")
     tile_url = _tile_url(config)
     telegram_token, telegram_api_url, telegram_secret = _telegram(config)
+    vapid_key, vapid_subject = _vapid(config)
 
     return Settings(
         engine_url=engine_url,
@@ -436,4 +483,9 @@ def load_settings(
         sms_gateway_url=_sms_url(config),
         sms_api_key=str(config("TOT_SMS_API_KEY", default="")),
         sms_default_region=str(config("TOT_SMS_DEFAULT_REGION", default="RU")).strip().upper(),
+        vapid_private_key=vapid_key,
+        vapid_subject=vapid_subject,
+        push_offer_after_ms=_positive_int(config, "TOT_PUSH_OFFER_AFTER_MS", 1500),
+        push_endpoint_hosts=_push_hosts(config),
+        push_allow_loopback=_choice(config, "TOT_PUSH_ALLOW_LOOPBACK", "false", ("true", "false")) == "true",
     )

@@ -40,6 +40,8 @@ EXPECTED_TABLES = {
     "telegram_links",
     "telegram_link_tokens",
     "telegram_updates",
+    "push_subscriptions",
+    "offer_seen",
 }
 
 
