@@ -94,7 +94,7 @@ class Notify:
         if settings.vapid_private_key:
             self.webpush = WebPushChannel(
                 sessions,
-                Vapid(settings.vapid_private_key, settings.vapid_subject, clock=clock),
+                Vapid(settings.vapid_private_key, settings.vapid_subject),
                 hosts=settings.push_endpoint_hosts,
                 allow_loopback=settings.push_allow_loopback,
                 clock=clock,

@@ -75,7 +75,8 @@ def origin_of(url: str) -> str:
 
 class Vapid:
     """Signs VAPID headers with one key (module docstring). ``subject``: ``mailto:`` or ``https:``
-    (``ValueError`` otherwise, as for a bad key)."""
+    (``ValueError`` otherwise, as for a bad key). ``clock``: the wall clock (the push service checks
+    ``exp`` against its own; a test's manual clock would not do)."""
 
     def __init__(self, private_key: str, subject: str, *, clock: Clock = wall_clock_ms) -> None:
         if not SUBJECT.match(subject):
