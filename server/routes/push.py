@@ -128,7 +128,7 @@ async def push_key(request: Request) -> Response:
 
 def _out(row: PushSubscription) -> dict[str, object]:
     return {
-        "id": row.id,
+        "id": str(row.id),  # asyncpg hands back its own UUID type from INSERT ... RETURNING
         "endpoint": row.endpoint,
         "user_agent": row.user_agent,
         "created_at": row.created_ms,
