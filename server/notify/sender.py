@@ -6,7 +6,8 @@ Each pass (:meth:`Sender.run_once`, driven by the injectable clock):
    (it died after handing the message to the provider, or about to: resending could deliver twice,
    and a notification is sent **at most once**);
 2. claims up to ``batch`` due ``queued`` rows of its channels with a lease (``lease_ms``; PostgreSQL:
-   SKIP LOCKED), soonest first;
+   SKIP LOCKED), soonest first; the ``suppress`` hook may make some ``suppressed`` there and then (a
+   web push of an offer the app acknowledged on its socket, ``server/notify/push_acks.py``);
 3. for each: waits for nothing. When the provider's rate (:class:`~server.notify.throttle.RateGate`)
    or the address's pace (``notify_throttle``, shared) is not free, the row is put back due when it
    frees (no attempt counted). Otherwise, in one transaction, takes the address's slot and marks the
