@@ -30,13 +30,13 @@ import email.utils
 import ipaddress
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from pywebpush import WebPusher, WebPushException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.push import PushSubscription
@@ -132,6 +132,12 @@ class WebPushChannel:
         self.allow_loopback = allow_loopback
         self.rate_per_s = rate_per_s
         self.clock = clock
+        # Imported here, once, at start-up and only when web push is on: pywebpush brings aiohttp and
+        # requests along (a third of a second to import), which no other part of the server needs.
+        from pywebpush import WebPusher, WebPushException
+
+        self._encoder: Callable[[dict[str, Any]], Any] = WebPusher
+        self._encode_errors: tuple[type[Exception], ...] = (WebPushException, ValueError)
         # Push services answer at once; no redirects (the endpoint was checked, its target would not be).
         self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
 
@@ -187,8 +193,8 @@ class WebPushChannel:
             "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
         }
         try:
-            encrypted = WebPusher(info).encode(body, "aes128gcm")["body"]
-        except (WebPushException, ValueError):
+            encrypted = self._encoder(info).encode(body, "aes128gcm")["body"]
+        except self._encode_errors:
             return _Outcome(ident, gone=True, error="bad_keys")  # it can never be delivered
         try:
             response = await self.client.post(
