@@ -4,7 +4,8 @@ real server: the app's service worker is handed a push message through the DevTo
 payload the server's web push channel builds (server/notify/push_payload.py), shows the notification
 with its Accept / Decline actions, and accepting from it makes the same state as accepting in the app:
 the call assigned to this doctor. Both click paths: the service worker's click handler messaging the
-open app, and the URL it opens when no window is open (``/doctor?accept=<offer>``).
+open app, and the URL it opens when no window is open (``/doctor?accept=<offer>``). The dispatcher
+console's service worker shows an escalation (in Russian) and a click selects the call.
 
 The embedded default (SQLite, memory engine), then PostgreSQL with the Redis engine.
 """
@@ -214,3 +215,46 @@ async def test_the_url_a_closed_app_is_opened_at_accepts_the_offer(
     await page.wait_for_selector(f"#visit[data-call='{call_id}'][data-status='assigned']", timeout=WAIT_MS)
     await until(page, "() => location.search === ''")  # a reload does not answer again
     await release(world, call_id)
+
+
+async def test_the_console_shows_an_escalation_and_a_click_selects_the_call(
+    world: City, browser: Browser
+) -> None:
+    ctx = await browser.new_context(
+        viewport={"width": 1400, "height": 860}, locale="ru-RU", permissions=["notifications"]
+    )
+    try:
+        console = await ctx.new_page()
+        errors: list[str] = []
+        console.on("pageerror", lambda exc: errors.append(str(exc)))
+        await sign_in(console, world.url, world.dispatcher.email, PASSWORD)
+        await console.evaluate("async () => (await navigator.serviceWorker.ready).scope")
+        assert await console.get_attribute("#push", "data-state") == "off"  # web push on, not yet allowed
+        cdp = await ctx.new_cdp_session(console)
+        registration = await registration_id(cdp, f"{world.url}/console")
+        response = await world.create_call(patient(world), *offset(*CENTRE, 5_000, 0), symptoms="")
+        call_id = response.json()["id"]
+        params = {"address": "Test street 1", "reason": "no_candidates"}
+        message = Message(
+            text=render("escalated", "ru", params),
+            key="notification:2",
+            kind="escalated",
+            params=params,
+            call_id=call_id,
+            language="ru",
+        )
+        data = payload(message)
+        [shown] = await deliver(cdp, console, world, registration, data)
+        assert shown["title"] == "Нужен диспетчер" and shown["actions"] == []
+        assert shown["data"]["url"] == f"/console?call={call_id}"
+        [worker] = [w for w in ctx.service_workers if w.url.endswith("/console/sw.js")]
+        how = await worker.evaluate(
+            "async (tag) => self.totPush.click((await self.registration.getNotifications({tag}))[0], '')",
+            data["tag"],
+        )
+        assert how == "message"
+        await until(console, "(id) => window.totConsole.selected === id", call_id)
+        assert errors == []
+        await world.http("POST", f"/v1/calls/{call_id}/cancel", patient(world), json={"reason": "test over"})
+    finally:
+        await ctx.close()
