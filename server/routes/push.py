@@ -168,9 +168,9 @@ async def subscribe(request: Request) -> Response:
     """Stores the subscription for the signed-in person (an endpoint stored before is updated and
     becomes theirs). The endpoint must be ``https`` at a known push service (``TOT_PUSH_ENDPOINT_HOSTS``;
     loopback too with ``TOT_PUSH_ALLOW_LOOPBACK``): 422 ``invalid_input`` naming ``endpoint`` otherwise."""
+    body = await parse_body(request, SubscriptionIn)  # bad input is refused first, push on or off
     channel = _channel(request)
     svc = services(request)
-    body = await parse_body(request, SubscriptionIn)
     problem = channel.check(body.endpoint)
     if problem is not None:
         raise ApiError(ErrorCode.INVALID_INPUT, f"endpoint: {problem}", field="endpoint")
@@ -202,9 +202,9 @@ async def subscribe(request: Request) -> Response:
 async def unsubscribe(request: Request) -> Response:
     """Deletes the signed-in person's subscription of ``endpoint``; ``deleted: false`` when they had
     none (someone else's is never touched)."""
+    query = parse_query(request, EndpointQuery)
     _channel(request)
     svc = services(request)
-    query = parse_query(request, EndpointQuery)
     async with svc.sessions.begin() as session:
         deleted = await push_repo.unsubscribe(session, svc.principal(request).user_id, query.endpoint)
     return json_response({"deleted": deleted})
