@@ -203,6 +203,9 @@ async def test_the_url_a_closed_app_is_opened_at_accepts_the_offer(
 ) -> None:
     await page.wait_for_selector("#server-status[data-status='available']", timeout=WAIT_MS)
     call_id, offer = await offered(world, page)
+    cdp = await context.new_cdp_session(page)
+    registration = await registration_id(cdp, f"{world.url}/doctor")
+    await deliver(cdp, page, world, registration, pushed(offer))
     [worker] = context.service_workers
     target = await worker.evaluate(
         "(data) => self.totPush.target({data}, 'accept')",
@@ -214,6 +217,11 @@ async def test_the_url_a_closed_app_is_opened_at_accepts_the_offer(
     assert assigned["doctor_id"] == doctor(world).id
     await page.wait_for_selector(f"#visit[data-call='{call_id}'][data-status='assigned']", timeout=WAIT_MS)
     await until(page, "() => location.search === ''")  # a reload does not answer again
+    async with asyncio.timeout(WAIT_MS / 1000):  # the answered offer's notification is closed
+        shown = await page.evaluate(NOTIFICATIONS)
+        while shown:
+            await asyncio.sleep(0.05)
+            shown = await page.evaluate(NOTIFICATIONS)
     await release(world, call_id)
 
 

@@ -91,3 +91,12 @@ export function bindPushToggle(button, api, scope) {
   render();
   return { render, signOut: () => (state === "on" ? disablePush(api, scope).catch(() => {}) : Promise.resolve()) };
 }
+
+/** Close the app's notifications whose tag starts with `prefix` (an offer the socket settled:
+ * expired, withdrawn, or the doctor now has a call). Quiet where there are none or no support. */
+export async function closeNotifications(scope, prefix) {
+  if (!("serviceWorker" in navigator)) return;
+  const reg = await navigator.serviceWorker.getRegistration(scope);
+  if (!reg || !reg.getNotifications) return;
+  for (const n of await reg.getNotifications()) if (n.tag && n.tag.startsWith(prefix)) n.close();
+}

@@ -10,7 +10,7 @@ import { SosPanel } from "./sos.js";
 import { showConnection } from "./status.js";
 import { Visit } from "./visit.js";
 
-import { bindPushToggle } from "/static/shared/push.js";
+import { bindPushToggle, closeNotifications } from "/static/shared/push.js";
 import { showSignIn } from "/static/shared/signin.js";
 
 const $ = (id) => document.getElementById(id);
@@ -46,6 +46,7 @@ function start() {
     try {
       const answer = await api.post(`/v1/offers/${encodeURIComponent(offerId)}/${action}`, {});
       if (offer.offer && offer.offer.id === offerId) offer.dismiss();
+      closeNotifications("/doctor", `offer:${offerId}`).catch(() => {});
       if (action === "accept") openVisit(answer.id);
     } catch (err) {
       $("shift-error").textContent = errorText(err);
@@ -84,8 +85,15 @@ function start() {
       case "doctor.status": shift.serverChanged(data.status); break;
       case "offer.created": offer.show(data); break;
       case "offer.expired":
-      case "offer.withdrawn": offer.outcome(type, data); break;
-      case "call.assigned": offer.assigned(data); openVisit(data.call.id); break;
+      case "offer.withdrawn":
+        offer.outcome(type, data);
+        closeNotifications("/doctor", `offer:${data.offer}`).catch(() => {}); // its push is moot
+        break;
+      case "call.assigned":
+        offer.assigned(data);
+        openVisit(data.call.id);
+        closeNotifications("/doctor", "offer:").catch(() => {});
+        break;
       case "call.unassigned":
       case "call.cancelled": visit.left(type, data); break;
       case "sos.acknowledged":
