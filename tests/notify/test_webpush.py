@@ -17,7 +17,7 @@ from server.notify.deriver import Deriver
 from server.notify.fake_push import FakePushService, FakeSubscription, decrypt, verify_vapid
 from server.notify.fake_telegram import serving
 from server.notify.push_acks import suppressions
-from server.notify.push_payload import payload
+from server.notify.push_payload import payload, ttl_s, urgency
 from server.notify.sender import Sender
 from server.notify.vapid import Vapid, generate_private_key
 from server.notify.webpush import NAME, WebPushChannel, check_endpoint, retry_after_s
@@ -185,3 +185,16 @@ def test_payload_of_patient_news_in_english() -> None:
     )
     data = payload(message)
     assert data["title"] == "Doctor has arrived" and data["url"] == "/app?call=c1" and "actions" not in data
+    assert (urgency("arrived"), ttl_s("arrived", {}, 0)) == ("high", 900)
+    assert (urgency("en_route"), urgency("sos_unanswered"), ttl_s("sos_unanswered", {}, 0)) == (
+        "normal",
+        "high",
+        300,
+    )
+    assert (
+        ttl_s("offer", {"deadline_ms": 10_500}, 1_000) == 9 and ttl_s("offer", {"deadline_ms": 0}, 1_000) == 0
+    )
+    sos = payload(
+        Message(text="SOS", kind="sos_unanswered", key="notification:3", call_id=None, language="ru")
+    )
+    assert sos["url"] == "/console" and sos["title"] == "SOS без ответа"
