@@ -20,6 +20,7 @@ from models.notifications import (
 )
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
+from models.push import OfferSeen, PushSubscription
 from models.ratings import Rating
 from models.schedules import DoctorSchedule, DoctorService
 from models.share_links import ShareLink
@@ -45,8 +46,10 @@ __all__ = [
     "NotifyPreference",
     "NotifyThrottle",
     "Offer",
+    "OfferSeen",
     "OutboxEvent",
     "OutboxRelayLease",
+    "PushSubscription",
     "Rating",
     "ShareLink",
     "SosAlert",

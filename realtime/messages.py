@@ -56,6 +56,7 @@ TEXT_FIELDS: dict[str, dict[str, bool]] = {
     "doctor.status": {"status": False, "ref": False},
     "offer.accept": {"offer": False, "ref": False},
     "offer.decline": {"offer": False, "reason": True, "ref": False},
+    "offer.seen": {"offer": False, "ref": False},
     "chat.send": {"call": False, "client_msg_id": False, "text": True, "ref": False},
     "chat.read": {"call": False, "up_to": False, "ref": False},
     "sos": {"kind": False, "call": False, "message": True, "ref": False},

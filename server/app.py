@@ -43,6 +43,7 @@ from server.engine import open_engine
 from server.engine_care import EngineCare
 from server.errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
+from server.notify import offer_seen
 from server.notify.rules import NOTIFY_TYPES
 from server.notify.service import Notify
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
@@ -59,6 +60,7 @@ from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import notifications as _notification_routes  # noqa: F401
 from server.routes import notify_preferences as _preference_routes  # noqa: F401
 from server.routes import patient_app as patient_routes
+from server.routes import push as _push_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import schedules as _schedule_routes  # noqa: F401
 from server.routes import share as share_routes
@@ -216,6 +218,7 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
         )
         gateway = build_gateway(app.state.services)
         ws_ops.register(gateway)
+        offer_seen.register(gateway)
         app.state.gateway = gateway
         await gateway.start()
         # The live engine is a cache of the database: rebuilt at start when empty (always for memory).

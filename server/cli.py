@@ -41,6 +41,7 @@ open /doctor as them and /app as the patient in another browser to play a visit 
 
 
 DEMO_KEY_FILE = Path("tot-demo.key")
+DEMO_VAPID_FILE = Path("tot-demo-vapid.key")
 """Where the demo keeps the key it generated when ``TOT_SECRET_KEY`` is not set (the working directory,
 beside its database): its tokens, and the demo city's cached sign-ins, survive a restart of the demo."""
 
@@ -323,7 +324,7 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     from server.accounts import ensure_demo_accounts
 
     city = None if no_replay else _demo_city()  # before anything is migrated or served
-    settings = _demo_key(_settings(demo=True))
+    settings = _demo_vapid(_demo_key(_settings(demo=True)))
     if settings.secret_key_generated:
         click.echo(
             f"TOT_SECRET_KEY is not set: using a random key kept in {DEMO_KEY_FILE} "
@@ -386,6 +387,25 @@ def _demo_key(settings: Settings) -> Settings:
         DEMO_KEY_FILE.write_text(key + "\n")
         os.chmod(DEMO_KEY_FILE, 0o600)  # touch() keeps the mode of an existing file
     return dataclasses.replace(settings, secret_key=key)
+
+
+def _demo_vapid(settings: Settings) -> Settings:
+    """``settings`` with a VAPID key for web push when ``TOT_VAPID_PRIVATE_KEY`` is unset: the first
+    run generates one into :data:`DEMO_VAPID_FILE` (owner-only), later runs read it back (a new key
+    would orphan every browser's subscription)."""
+    from server.notify.vapid import generate_private_key, load_private_key
+
+    if settings.vapid_private_key:
+        return settings
+    key = DEMO_VAPID_FILE.read_text().strip() if DEMO_VAPID_FILE.is_file() else ""
+    try:
+        load_private_key(key)
+    except ValueError:
+        key = generate_private_key()
+        DEMO_VAPID_FILE.touch(mode=0o600)
+        DEMO_VAPID_FILE.write_text(key + "\n")
+        os.chmod(DEMO_VAPID_FILE, 0o600)
+    return dataclasses.replace(settings, vapid_private_key=key)
 
 
 @main.group()

@@ -95,7 +95,7 @@ class Metrics:
 
     def watch_notify(self, sender: Sender, deriver: Deriver) -> None:
         """Expose the notification pipeline's counters (``server/notify/``), read when scraped:
-        ``tot_notify_<counter>`` of the sender (sent, retried, failed, deferred, unknown) and
+        ``tot_notify_<counter>`` of the sender (sent, retried, failed, deferred, unknown, suppressed) and
         ``tot_notify_derived`` (rows the rules wrote in this process)."""
         for counter in fields(sender.stats):
             gauge = Gauge(

@@ -8,34 +8,45 @@ can stop start-up with exactly that line.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from limits import parse_many
 from starlette.config import Config
 
 from dispatch.outbox_settings import OutboxSettings
 from dispatch.ranking import RankingSettings
 from dispatch.settings import DispatchSettings
 from dispatch.slots import Rules as SlotRules
+from server.settings_values import (
+    DATABASE_SCHEMES,
+    ENGINE_SCHEMES,
+    EVENT_LOOPS,
+    LOG_FORMATS,
+    MIN_SECRET_KEY_LENGTH,
+    PUSH_SERVICE_HOSTS,
+    SettingsError,
+    parse_choice,
+    parse_map_view,
+    parse_non_negative_int,
+    parse_origins,
+    parse_positive_float,
+    parse_positive_int,
+    parse_push_hosts,
+    parse_rate_limit,
+    parse_rings,
+    parse_scheme,
+    parse_slot_step,
+    parse_sms_url,
+    parse_telegram,
+    parse_tile_attribution,
+    parse_tile_url,
+    parse_vapid,
+)
 
-ENGINE_SCHEMES = ("memory", "redis", "rediss")
-DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
-LOG_FORMATS = ("text", "json")
-EVENT_LOOPS = ("uvloop", "asyncio")
-MIN_SECRET_KEY_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output (RFC 7518, 3.2)
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed. ``str(err)`` is one line that names the setting."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name}: {problem}")
-        self.setting = name
+__all__ = ["ENGINE_SCHEMES", "MIN_SECRET_KEY_LENGTH", "Settings", "SettingsError", "load_settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +149,12 @@ class Settings:
     sms_gateway_url: str = ""
     sms_api_key: str = field(default="", repr=False)
     sms_default_region: str = "RU"
+    # Web push (off without a VAPID key; server/notify/webpush.py).
+    vapid_private_key: str = field(default="", repr=False)
+    vapid_subject: str = "mailto:tot-dispatch@localhost"
+    push_offer_after_ms: int = 1500
+    push_endpoint_hosts: tuple[str, ...] = PUSH_SERVICE_HOSTS
+    push_allow_loopback: bool = False
 
     @property
     def engine_scheme(self) -> str:
@@ -178,168 +195,6 @@ class Settings:
         return urlsplit(self.database_url).scheme.split("+", 1)[0]
 
 
-def _positive_int(config: Config, name: str, default: int) -> int:
-    raw = config(name, default=str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(name, f"must be positive, got {value}")
-    return value
-
-
-def _non_negative_int(config: Config, name: str, default: int) -> int:
-    raw = config(name, default=str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(name, f"must not be negative, got {value}")
-    return value
-
-
-SLOT_STEPS = (5, 10, 15, 20, 30, 60)
-"""Slot grid steps in minutes: each divides an hour, so slots line up with the hours of every day."""
-
-
-def _slot_step(config: Config) -> int:
-    value = _positive_int(config, "TOT_SLOT_STEP_MIN", 15)
-    if value not in SLOT_STEPS:
-        raise SettingsError("TOT_SLOT_STEP_MIN", f"one of {', '.join(map(str, SLOT_STEPS))}, got {value}")
-    return value
-
-
-def _positive_float(config: Config, name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = config(name, default=str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a number, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0 or value < minimum:
-        raise SettingsError(name, f"must be a finite number above {max(minimum, 0)}, got {raw}")
-    return value
-
-
-def _rate_limit(config: Config, name: str, default: str) -> str:
-    """A ``limits`` rate string ("20/minute", "5 per hour", several joined by ";"), or "" for none
-    (also "off")."""
-    raw = str(config(name, default=default)).strip()
-    if raw.lower() in ("", "off", "none"):
-        return ""
-    try:
-        parse_many(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a rate like 20/minute or off, got {raw!r}") from None
-    return raw
-
-
-def _rings(config: Config) -> tuple[float, ...]:
-    raw = str(config("TOT_SEARCH_RINGS_KM", default="2,5,10,20"))
-    try:
-        rings = tuple(float(part) for part in raw.split(",") if part.strip())
-    except ValueError:
-        raise SettingsError(
-            "TOT_SEARCH_RINGS_KM", f"expected comma-separated kilometres, got {raw!r}"
-        ) from None
-    if not rings or any(not 0 < r <= 50 for r in rings) or list(rings) != sorted(set(rings)):
-        raise SettingsError(
-            "TOT_SEARCH_RINGS_KM", "give increasing radii between 0 and 50 km, e.g. 2,5,10,20"
-        )
-    return rings
-
-
-def _origins(config: Config) -> tuple[str, ...]:
-    raw = str(config("TOT_WS_ALLOWED_ORIGINS", default=""))
-    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    for origin in origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SettingsError(
-                "TOT_WS_ALLOWED_ORIGINS", f"not an origin like https://host[:port]: {origin!r}"
-            )
-    return origins
-
-
-def _scheme(config: Config, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    url = str(config(name, default=default))
-    scheme = urlsplit(url).scheme
-    if scheme not in allowed:
-        raise SettingsError(
-            name, f"unsupported URL scheme {scheme!r} in {url!r}; use one of: {', '.join(allowed)}"
-        )
-    return url
-
-
-def _choice(config: Config, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = str(config(name, default=default)).lower()
-    if value not in allowed:
-        raise SettingsError(name, f"expected one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-OSM_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
-"""OpenStreetMap's standard tiles: the console's default street map (tile usage policy:
-https://operations.osmfoundation.org/policies/tiles/; a busy deployment should use its own tiles)."""
-OSM_ATTRIBUTION = '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
-TILES_OFF = ("", "off", "none")
-
-
-def _tile_url(config: Config) -> str:
-    """``TOT_CONSOLE_TILE_URL``: unset, OpenStreetMap's tiles; empty, ``off`` or ``none``: no tiles."""
-    raw = str(config("TOT_CONSOLE_TILE_URL", default=OSM_TILE_URL)).strip()
-    if raw.lower() in TILES_OFF:
-        return ""
-    if urlsplit(raw).scheme not in ("http", "https") or not all(p in raw for p in ("{z}", "{x}", "{y}")):
-        raise SettingsError(
-            "TOT_CONSOLE_TILE_URL", "expected an http(s) URL with {z}, {x} and {y}, or nothing (no tiles)"
-        )
-    return raw
-
-
-def _tile_attribution(config: Config, tile_url: str) -> str:
-    """``TOT_CONSOLE_TILE_ATTRIBUTION``, else OpenStreetMap's for its tiles (else none)."""
-    given = str(config("TOT_CONSOLE_TILE_ATTRIBUTION", default="")).strip()
-    return given or (OSM_ATTRIBUTION if tile_url == OSM_TILE_URL else "")
-
-
-def _map_view(config: Config) -> tuple[float, float, int]:
-    raw = str(config("TOT_CONSOLE_MAP_VIEW", default="55.7558,37.6173,11"))
-    problem = "expected lat,lon,zoom (degrees and a zoom level 1-18), e.g. 55.7558,37.6173,11"
-    try:
-        lat_s, lon_s, zoom_s = raw.split(",")
-        lat, lon, zoom = float(lat_s), float(lon_s), int(zoom_s)
-    except ValueError:
-        raise SettingsError("TOT_CONSOLE_MAP_VIEW", problem) from None
-    if not (-85 <= lat <= 85 and -180 <= lon <= 180 and 1 <= zoom <= 18):
-        raise SettingsError("TOT_CONSOLE_MAP_VIEW", problem)
-    return lat, lon, zoom
-
-
-def _telegram(config: Config) -> tuple[str, str, str]:
-    """``(bot token, API URL, webhook secret)``; a token needs a secret (the webhook checks it)."""
-    token = str(config("TOT_TELEGRAM_BOT_TOKEN", default="")).strip()
-    api_url = str(config("TOT_TELEGRAM_API_URL", default="https://api.telegram.org")).strip().rstrip("/")
-    if urlsplit(api_url).scheme not in ("http", "https") or not urlsplit(api_url).netloc:
-        raise SettingsError("TOT_TELEGRAM_API_URL", f"expected an http(s) URL, got {api_url!r}")
-    secret = str(config("TOT_TELEGRAM_WEBHOOK_SECRET", default="")).strip()
-    if token and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
-        raise SettingsError(
-            "TOT_TELEGRAM_WEBHOOK_SECRET",
-            "required with TOT_TELEGRAM_BOT_TOKEN: 16-256 of A-Za-z0-9_- (Telegram's secret_token)",
-        )
-    return token, api_url, secret
-
-
-def _sms_url(config: Config) -> str:
-    """``TOT_SMS_GATEWAY_URL``: an http(s) URL, or empty (SMS off)."""
-    url = str(config("TOT_SMS_GATEWAY_URL", default="")).strip().rstrip("/")
-    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
-        raise SettingsError("TOT_SMS_GATEWAY_URL", f"expected an http(s) URL or nothing, got {url!r}")
-    return url
-
-
 def load_settings(
     *, demo: bool = False, require_secret: bool = True, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -354,13 +209,13 @@ def load_settings(
     env_file = ".env" if environ is None and os.path.exists(".env") else None
     config = Config(env_file=env_file, environ=os.environ if environ is None else environ)
 
-    engine_url = _scheme(config, "TOT_ENGINE_URL", "memory://", ENGINE_SCHEMES)
+    engine_url = parse_scheme(config, "TOT_ENGINE_URL", "memory://", ENGINE_SCHEMES)
     engine_prefix = str(config("TOT_ENGINE_PREFIX", default="tot:"))
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,40}", engine_prefix):
         raise SettingsError(
             "TOT_ENGINE_PREFIX", "use 1-40 letters, digits or _.:- (no braces: they are hash tags)"
         )
-    database_url = _scheme(config, "TOT_DATABASE_URL", "sqlite+aiosqlite:///./tot.db", DATABASE_SCHEMES)
+    database_url = parse_scheme(config, "TOT_DATABASE_URL", "sqlite+aiosqlite:///./tot.db", DATABASE_SCHEMES)
 
     secret_key = str(config("TOT_SECRET_KEY", default=""))
     generated = False
@@ -374,98 +229,109 @@ def load_settings(
     elif secret_key and len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise SettingsError("TOT_SECRET_KEY", f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
 
-    port = _positive_int(config, "TOT_PORT", 8000)
+    port = parse_positive_int(config, "TOT_PORT", 8000)
     if port > 65535:
         raise SettingsError("TOT_PORT", f"must be at most 65535, got {port}")
-    tile_url = _tile_url(config)
-    telegram_token, telegram_api_url, telegram_secret = _telegram(config)
+    tile_url = parse_tile_url(config)
+    telegram_token, telegram_api_url, telegram_secret = parse_telegram(config)
+    vapid_key, vapid_subject = parse_vapid(config)
 
     return Settings(
         engine_url=engine_url,
         engine_prefix=engine_prefix,
         database_url=database_url,
-        db_pool_size=_positive_int(config, "TOT_DB_POOL_SIZE", 15),
-        db_pool_timeout_s=_positive_float(config, "TOT_DB_POOL_TIMEOUT", 5.0, minimum=0.001),
+        db_pool_size=parse_positive_int(config, "TOT_DB_POOL_SIZE", 15),
+        db_pool_timeout_s=parse_positive_float(config, "TOT_DB_POOL_TIMEOUT", 5.0, minimum=0.001),
         secret_key=secret_key,
         secret_key_generated=generated,
         host=str(config("TOT_HOST", default="127.0.0.1")),
         port=port,
-        access_token_ttl_s=_positive_int(config, "TOT_ACCESS_TOKEN_TTL", 15 * 60),
-        refresh_token_ttl_s=_positive_int(config, "TOT_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
-        log_level=_choice(
+        access_token_ttl_s=parse_positive_int(config, "TOT_ACCESS_TOKEN_TTL", 15 * 60),
+        refresh_token_ttl_s=parse_positive_int(config, "TOT_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+        log_level=parse_choice(
             config, "TOT_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
         ).upper(),
-        log_format=_choice(config, "TOT_LOG_FORMAT", "text", LOG_FORMATS),
-        event_loop=_choice(config, "TOT_EVENT_LOOP", "uvloop", EVENT_LOOPS),
+        log_format=parse_choice(config, "TOT_LOG_FORMAT", "text", LOG_FORMATS),
+        event_loop=parse_choice(config, "TOT_EVENT_LOOP", "uvloop", EVENT_LOOPS),
         demo=demo,
-        ws_allowed_origins=_origins(config),
-        ws_max_frame_bytes=_positive_int(config, "TOT_WS_MAX_FRAME_BYTES", 16 * 1024),
-        ws_idle_timeout_s=_positive_int(config, "TOT_WS_IDLE_TIMEOUT", 60),
-        ws_send_queue_frames=_positive_int(config, "TOT_WS_SEND_QUEUE", 1000),
-        ws_send_timeout_s=_positive_int(config, "TOT_WS_SEND_TIMEOUT", 10),
-        ws_max_subscriptions=_positive_int(config, "TOT_WS_MAX_SUBSCRIPTIONS", 500),
-        ws_recovery_attempts=_positive_int(config, "TOT_WS_RECOVERY_ATTEMPTS", 3),
-        ws_recovery_timeout_s=_positive_float(config, "TOT_WS_RECOVERY_TIMEOUT", 5.0, minimum=0.01),
-        location_max_past_s=_positive_int(config, "TOT_LOCATION_MAX_PAST", 300),
-        location_max_future_s=_positive_int(config, "TOT_LOCATION_MAX_FUTURE", 30),
-        position_forward_interval_ms=_positive_int(config, "TOT_POSITION_FORWARD_INTERVAL_MS", 1000),
-        doctor_offline_after_s=_positive_int(config, "TOT_DOCTOR_OFFLINE_AFTER", 60),
-        offer_timeout_s=_positive_float(config, "TOT_OFFER_TIMEOUT", 15.0),
-        search_rings_km=_rings(config),
-        broadcast_offers=_positive_int(config, "TOT_BROADCAST_OFFERS", 3),
-        max_offers_per_call=_positive_int(config, "TOT_MAX_OFFERS_PER_CALL", 10),
-        planned_lead_s=_positive_float(config, "TOT_PLANNED_LEAD_TIME", 3600.0),
-        road_factor=_positive_float(config, "TOT_ROAD_FACTOR", 1.4, minimum=1.0),
-        eta_speed_kmh=_positive_float(config, "TOT_ETA_SPEED_KMH", 30.0),
-        candidate_max_age_s=_positive_int(config, "TOT_CANDIDATE_MAX_AGE", 60),
-        dispatch_step_retry_s=_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
-        sos_radius_km=_positive_float(config, "TOT_SOS_RADIUS_KM", 3.0),
-        sos_repeat_s=_positive_float(config, "TOT_SOS_REPEAT", 15.0),
-        slot_step_min=_slot_step(config),
-        engine_watch_interval_s=_positive_float(config, "TOT_ENGINE_WATCH_INTERVAL", 0.5, minimum=0.01),
-        repair_interval_s=_positive_float(config, "TOT_REPAIR_INTERVAL", 5.0, minimum=0.1),
-        outbox_publish_timeout_ms=_positive_int(config, "TOT_OUTBOX_PUBLISH_TIMEOUT_MS", 500),
-        outbox_commit_lease_ms=_positive_int(config, "TOT_OUTBOX_COMMIT_LEASE_MS", 5_000),
-        outbox_relay_interval_ms=_positive_int(config, "TOT_OUTBOX_RELAY_INTERVAL_MS", 500),
-        outbox_relay_lease_ms=_positive_int(config, "TOT_OUTBOX_RELAY_LEASE_MS", 5_000),
-        outbox_relay_batch=_positive_int(config, "TOT_OUTBOX_RELAY_BATCH", 200),
-        outbox_retention_s=_positive_int(config, "TOT_OUTBOX_RETENTION", 600),
-        map_feed_interval_ms=_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
+        ws_allowed_origins=parse_origins(config),
+        ws_max_frame_bytes=parse_positive_int(config, "TOT_WS_MAX_FRAME_BYTES", 16 * 1024),
+        ws_idle_timeout_s=parse_positive_int(config, "TOT_WS_IDLE_TIMEOUT", 60),
+        ws_send_queue_frames=parse_positive_int(config, "TOT_WS_SEND_QUEUE", 1000),
+        ws_send_timeout_s=parse_positive_int(config, "TOT_WS_SEND_TIMEOUT", 10),
+        ws_max_subscriptions=parse_positive_int(config, "TOT_WS_MAX_SUBSCRIPTIONS", 500),
+        ws_recovery_attempts=parse_positive_int(config, "TOT_WS_RECOVERY_ATTEMPTS", 3),
+        ws_recovery_timeout_s=parse_positive_float(config, "TOT_WS_RECOVERY_TIMEOUT", 5.0, minimum=0.01),
+        location_max_past_s=parse_positive_int(config, "TOT_LOCATION_MAX_PAST", 300),
+        location_max_future_s=parse_positive_int(config, "TOT_LOCATION_MAX_FUTURE", 30),
+        position_forward_interval_ms=parse_positive_int(config, "TOT_POSITION_FORWARD_INTERVAL_MS", 1000),
+        doctor_offline_after_s=parse_positive_int(config, "TOT_DOCTOR_OFFLINE_AFTER", 60),
+        offer_timeout_s=parse_positive_float(config, "TOT_OFFER_TIMEOUT", 15.0),
+        search_rings_km=parse_rings(config),
+        broadcast_offers=parse_positive_int(config, "TOT_BROADCAST_OFFERS", 3),
+        max_offers_per_call=parse_positive_int(config, "TOT_MAX_OFFERS_PER_CALL", 10),
+        planned_lead_s=parse_positive_float(config, "TOT_PLANNED_LEAD_TIME", 3600.0),
+        road_factor=parse_positive_float(config, "TOT_ROAD_FACTOR", 1.4, minimum=1.0),
+        eta_speed_kmh=parse_positive_float(config, "TOT_ETA_SPEED_KMH", 30.0),
+        candidate_max_age_s=parse_positive_int(config, "TOT_CANDIDATE_MAX_AGE", 60),
+        dispatch_step_retry_s=parse_positive_float(config, "TOT_DISPATCH_STEP_RETRY", 10.0),
+        sos_radius_km=parse_positive_float(config, "TOT_SOS_RADIUS_KM", 3.0),
+        sos_repeat_s=parse_positive_float(config, "TOT_SOS_REPEAT", 15.0),
+        slot_step_min=parse_slot_step(config),
+        engine_watch_interval_s=parse_positive_float(config, "TOT_ENGINE_WATCH_INTERVAL", 0.5, minimum=0.01),
+        repair_interval_s=parse_positive_float(config, "TOT_REPAIR_INTERVAL", 5.0, minimum=0.1),
+        outbox_publish_timeout_ms=parse_positive_int(config, "TOT_OUTBOX_PUBLISH_TIMEOUT_MS", 500),
+        outbox_commit_lease_ms=parse_positive_int(config, "TOT_OUTBOX_COMMIT_LEASE_MS", 5_000),
+        outbox_relay_interval_ms=parse_positive_int(config, "TOT_OUTBOX_RELAY_INTERVAL_MS", 500),
+        outbox_relay_lease_ms=parse_positive_int(config, "TOT_OUTBOX_RELAY_LEASE_MS", 5_000),
+        outbox_relay_batch=parse_positive_int(config, "TOT_OUTBOX_RELAY_BATCH", 200),
+        outbox_retention_s=parse_positive_int(config, "TOT_OUTBOX_RETENTION", 600),
+        map_feed_interval_ms=parse_positive_int(config, "TOT_MAP_FEED_INTERVAL_MS", 1000),
         console_tile_url=tile_url,
-        console_tile_attribution=_tile_attribution(config, tile_url),
-        console_map_view=_map_view(config),
+        console_tile_attribution=parse_tile_attribution(config, tile_url),
+        console_map_view=parse_map_view(config),
         # The demo's city signs in and registers its hundreds of accounts from 127.0.0.1: no address
         # limits there unless asked for.
-        login_limit_address=_rate_limit(config, "TOT_LOGIN_LIMIT_ADDRESS", "" if demo else "20/minute"),
-        login_limit_account=_rate_limit(config, "TOT_LOGIN_LIMIT_ACCOUNT", "100/hour"),
-        register_limit_address=_rate_limit(config, "TOT_REGISTER_LIMIT_ADDRESS", "" if demo else "30/hour"),
-        register_limit_account=_rate_limit(config, "TOT_REGISTER_LIMIT_ACCOUNT", "5/hour"),
+        login_limit_address=parse_rate_limit(config, "TOT_LOGIN_LIMIT_ADDRESS", "" if demo else "20/minute"),
+        login_limit_account=parse_rate_limit(config, "TOT_LOGIN_LIMIT_ACCOUNT", "100/hour"),
+        register_limit_address=parse_rate_limit(
+            config, "TOT_REGISTER_LIMIT_ADDRESS", "" if demo else "30/hour"
+        ),
+        register_limit_account=parse_rate_limit(config, "TOT_REGISTER_LIMIT_ACCOUNT", "5/hour"),
         # One argon2 hash keeps up to four cores busy (its four lanes run on threads of their own).
-        hash_concurrency=_positive_int(config, "TOT_HASH_CONCURRENCY", max(1, (os.cpu_count() or 1) // 4)),
-        hash_queue=_positive_int(config, "TOT_HASH_QUEUE", 16),
-        ws_max_per_user=_positive_int(config, "TOT_WS_MAX_PER_USER", 10),
-        ws_max_per_address=_positive_int(config, "TOT_WS_MAX_PER_ADDRESS", 100_000 if demo else 1000),
-        http_header_timeout_s=_positive_float(config, "TOT_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
-        http_keep_alive_timeout_s=_positive_int(config, "TOT_HTTP_KEEP_ALIVE_TIMEOUT", 5),
+        hash_concurrency=parse_positive_int(
+            config, "TOT_HASH_CONCURRENCY", max(1, (os.cpu_count() or 1) // 4)
+        ),
+        hash_queue=parse_positive_int(config, "TOT_HASH_QUEUE", 16),
+        ws_max_per_user=parse_positive_int(config, "TOT_WS_MAX_PER_USER", 10),
+        ws_max_per_address=parse_positive_int(config, "TOT_WS_MAX_PER_ADDRESS", 100_000 if demo else 1000),
+        http_header_timeout_s=parse_positive_float(config, "TOT_HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
+        http_keep_alive_timeout_s=parse_positive_int(config, "TOT_HTTP_KEEP_ALIVE_TIMEOUT", 5),
         forwarded_allow_ips=str(config("TOT_FORWARDED_ALLOW_IPS", default="127.0.0.1")).strip(),
         telegram_bot_token=telegram_token,
         telegram_api_url=telegram_api_url,
         telegram_webhook_secret=telegram_secret,
         telegram_bot_username=str(config("TOT_TELEGRAM_BOT_USERNAME", default="")).strip().lstrip("@"),
-        telegram_link_ttl_s=_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
-        telegram_rate_per_s=_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
-        telegram_chat_interval_ms=_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
-        notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
-        notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
-        notify_lease_ms=_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
-        notify_coalesce_ms=_non_negative_int(config, "TOT_NOTIFY_COALESCE_MS", 100),
+        telegram_link_ttl_s=parse_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
+        telegram_rate_per_s=parse_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
+        telegram_chat_interval_ms=parse_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
+        notify_sender_interval_ms=parse_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
+        notify_max_attempts=parse_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
+        notify_lease_ms=parse_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
+        notify_coalesce_ms=parse_non_negative_int(config, "TOT_NOTIFY_COALESCE_MS", 100),
         smtp_host=str(config("TOT_SMTP_HOST", default="")).strip(),
-        smtp_port=_positive_int(config, "TOT_SMTP_PORT", 25),
+        smtp_port=parse_positive_int(config, "TOT_SMTP_PORT", 25),
         smtp_from=str(config("TOT_SMTP_FROM", default="tot-dispatch@localhost")).strip(),
         smtp_username=str(config("TOT_SMTP_USERNAME", default="")),
         smtp_password=str(config("TOT_SMTP_PASSWORD", default="")),
-        smtp_starttls=_choice(config, "TOT_SMTP_STARTTLS", "false", ("true", "false")) == "true",
-        sms_gateway_url=_sms_url(config),
+        smtp_starttls=parse_choice(config, "TOT_SMTP_STARTTLS", "false", ("true", "false")) == "true",
+        sms_gateway_url=parse_sms_url(config),
         sms_api_key=str(config("TOT_SMS_API_KEY", default="")),
         sms_default_region=str(config("TOT_SMS_DEFAULT_REGION", default="RU")).strip().upper(),
+        vapid_private_key=vapid_key,
+        vapid_subject=vapid_subject,
+        push_offer_after_ms=parse_positive_int(config, "TOT_PUSH_OFFER_AFTER_MS", 1500),
+        push_endpoint_hosts=parse_push_hosts(config),
+        push_allow_loopback=parse_choice(config, "TOT_PUSH_ALLOW_LOOPBACK", "false", ("true", "false"))
+        == "true",
     )

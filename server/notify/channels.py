@@ -18,9 +18,9 @@ and :class:`PermanentError` (never again: a blocked bot, a bad address).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,12 +40,18 @@ class Button:
 @dataclass(frozen=True, slots=True)
 class Message:
     """What to send: ``text``, a ``subject`` line (e-mail), ``buttons`` in rows; ``key``: a stable
-    idempotency key (``notification:<row id>``) for providers that accept one."""
+    idempotency key (``notification:<row id>``) for providers that accept one. ``kind``, ``params``
+    (the rules' values), ``call_id`` and ``language`` (``ru``/``en``) let a channel build a structured
+    payload of its own (web push)."""
 
     text: str
     subject: str = ""
     buttons: Sequence[Sequence[Button]] = field(default_factory=tuple)
     key: str = ""
+    kind: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    call_id: str | None = None
+    language: str = ""
 
 
 class ChannelError(Exception):

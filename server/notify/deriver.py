@@ -71,8 +71,8 @@ class DeriverSettings:
 
 class Deriver:
     """See the module docstring. ``channels``: the configured channels by name; ``on_derived``:
-    called after a pass wrote queued rows (wakes the local sender); ``sleep``: the coalescing pause
-    (seconds; tests hold it)."""
+    called after a pass wrote queued rows (wakes the local sender); ``holds``: see ``self.holds``;
+    ``sleep``: the coalescing pause (seconds; tests hold it)."""
 
     def __init__(
         self,
@@ -84,6 +84,7 @@ class Deriver:
         owner: str | None = None,
         on_derived: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        holds: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         self.sessions = sessions
         self.channels = dict(channels)
@@ -91,6 +92,9 @@ class Deriver:
         self.clock = clock
         self.owner = owner or uuid.uuid4().hex
         self.on_derived = on_derived
+        self.holds = dict(holds or {})
+        """``{(channel, kind): ms}``: such rows are due that long after their event, not at once (a
+        web push of an offer waits for the app's socket acknowledgement, server/notify/push_acks.py)."""
         self.derived = 0
         """Notification rows written since start (a counter for metrics and tests)."""
         self.passes = 0
@@ -202,9 +206,11 @@ class Deriver:
                 elif held_back(person, intent.kind, now):
                     reason = "quiet_hours"
                 status = "queued" if reason is None else "suppressed"
-                rows.append(
-                    {**base, "channel": name, "status": status, "sent_ms": None, "last_error": reason}
-                )
+                row = {**base, "channel": name, "status": status, "sent_ms": None, "last_error": reason}
+                hold = self.holds.get((name, intent.kind.value))
+                if hold is not None:
+                    row["next_attempt_ms"] = max(now, event.created_ms + hold)
+                rows.append(row)
         return rows
 
     async def run(self) -> None:

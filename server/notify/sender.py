@@ -6,7 +6,8 @@ Each pass (:meth:`Sender.run_once`, driven by the injectable clock):
    (it died after handing the message to the provider, or about to: resending could deliver twice,
    and a notification is sent **at most once**);
 2. claims up to ``batch`` due ``queued`` rows of its channels with a lease (``lease_ms``; PostgreSQL:
-   SKIP LOCKED), soonest first;
+   SKIP LOCKED), soonest first; the ``suppress`` hook may make some ``suppressed`` there and then (a
+   web push of an offer the app acknowledged on its socket, ``server/notify/push_acks.py``);
 3. for each: waits for nothing. When the provider's rate (:class:`~server.notify.throttle.RateGate`)
    or the address's pace (``notify_throttle``, shared) is not free, the row is put back due when it
    frees (no attempt counted). Otherwise, in one transaction, takes the address's slot and marks the
@@ -27,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -64,13 +65,15 @@ class SenderSettings:
 @dataclass
 class SenderStats:
     """Counters since start: ``sent``, ``retried`` (queued again after a failure), ``failed``,
-    ``deferred`` (put back for pace), ``unknown`` (found ``sending`` after their sender died)."""
+    ``deferred`` (put back for pace), ``unknown`` (found ``sending`` after their sender died),
+    ``suppressed`` (claimed, then not sent: :data:`Suppressor`)."""
 
     sent: int = 0
     retried: int = 0
     failed: int = 0
     deferred: int = 0
     unknown: int = 0
+    suppressed: int = 0
 
 
 def backoff_ms(settings: SenderSettings, attempts: int) -> int:
@@ -78,8 +81,15 @@ def backoff_ms(settings: SenderSettings, attempts: int) -> int:
     return int(min(settings.backoff_max_ms, settings.backoff_ms * 2 ** max(0, attempts - 1)))
 
 
+Suppressor = Callable[[AsyncSession, Sequence[Notification], int], Awaitable[Mapping[int, str]]]
+"""``(session, claimed rows, now ms) -> {row id: reason}``: rows not to send after all, made
+``suppressed`` with that reason in the claim's transaction (an offer the app acknowledged,
+``server/notify/push_acks.py``)."""
+
+
 class Sender:
-    """See the module docstring. ``channels``: by name; ``owner``: this process's lease identity."""
+    """See the module docstring. ``channels``: by name; ``owner``: this process's lease identity;
+    ``suppress``: a :data:`Suppressor`."""
 
     def __init__(
         self,
@@ -89,8 +99,10 @@ class Sender:
         settings: SenderSettings | None = None,
         clock: Clock = wall_clock_ms,
         owner: str | None = None,
+        suppress: Suppressor | None = None,
     ) -> None:
         self.sessions = sessions
+        self.suppress = suppress
         self.channels = dict(channels)
         self.settings = settings or SenderSettings()
         self.clock = clock
@@ -117,6 +129,20 @@ class Sender:
             )
             if not rows:
                 return 0
+            if self.suppress is not None:
+                reasons = await self.suppress(session, rows, now)
+                for row_id, reason in reasons.items():
+                    await repo.finish(
+                        session,
+                        row_id,
+                        self.owner,
+                        status="suppressed",
+                        now_ms=now,
+                        error=reason,
+                        from_status="queued",
+                    )
+                self.stats.suppressed += len(reasons)
+                rows = [row for row in rows if row.id not in reasons]
             ids = list({row.person_id for row in rows})
             people = await repo.people(session, ids)
             addresses = {name: await ch.addresses(session, ids) for name, ch in self.channels.items()}
@@ -175,11 +201,16 @@ class Sender:
             return 0
         gate.take()
         params = orjson.loads(row.params)
+        text = render(row.kind, person.language, params, person.time_zone)
         message = Message(
-            text=render(row.kind, person.language, params, person.time_zone),
-            subject=render(row.kind, person.language, params, person.time_zone).split("\n", 1)[0][:120],
+            text=text,
+            subject=text.split("\n", 1)[0][:120],
             buttons=buttons(row.kind, params, person.language, row.call_id),
             key=f"notification:{row.id}",
+            kind=row.kind,
+            params=params,
+            call_id=None if row.call_id is None else str(row.call_id),
+            language=person.language,
         )
         attempts = row.attempts + 1
         try:

@@ -1,5 +1,6 @@
 """The notification pipeline of one process, built from the settings: channels, the deriver, the
-sender and (with a bot token) Telegram's bot, link tokens and webhook handler.
+sender, (with a bot token) Telegram's bot, link tokens and webhook handler, and (with a VAPID key)
+web push.
 
 ``server/app.py`` builds one :class:`Notify` per process, sets the outbox to stage the rules' event
 types unread (``OutboxSettings.notify_types``), starts :meth:`Notify.tasks` and calls
@@ -25,9 +26,13 @@ from server.notify.deriver import Deriver, DeriverSettings
 from server.notify.email import NAME as EMAIL
 from server.notify.email import EmailChannel, SmtpSettings
 from server.notify.links import LinkTokens
+from server.notify.push_acks import suppressions
+from server.notify.rules import Kind
 from server.notify.sender import Sender, SenderSettings
 from server.notify.sms import SmsGateway
 from server.notify.telegram import TelegramChannel, close_bot, make_bot
+from server.notify.vapid import Vapid
+from server.notify.webpush import WebPushChannel
 from server.settings import Settings
 
 log = logging.getLogger("tot.notify")
@@ -84,6 +89,19 @@ class Notify:
                 settings.sms_gateway_url, settings.sms_api_key, default_region=settings.sms_default_region
             )
             channels[self.sms.name] = self.sms
+        self.webpush: WebPushChannel | None = None
+        holds: dict[tuple[str, str], int] = {}
+        if settings.vapid_private_key:
+            self.webpush = WebPushChannel(
+                sessions,
+                Vapid(settings.vapid_private_key, settings.vapid_subject),
+                hosts=settings.push_endpoint_hosts,
+                allow_loopback=settings.push_allow_loopback,
+                clock=clock,
+            )
+            channels[self.webpush.name] = self.webpush
+            # An offer's push waits for the app's socket acknowledgement (server/notify/push_acks.py).
+            holds[(self.webpush.name, Kind.OFFER_CREATED.value)] = settings.push_offer_after_ms
         self.channels = channels
         self.sender = Sender(
             sessions,
@@ -95,6 +113,7 @@ class Notify:
             ),
             clock=clock,
             owner=owner,
+            suppress=suppressions if self.webpush is not None else None,
         )
         self.deriver = Deriver(
             sessions,
@@ -103,6 +122,7 @@ class Notify:
             clock=clock,
             owner=owner,
             on_derived=self.sender.wake,
+            holds=holds,
         )
         self._bot_username = settings.telegram_bot_username
 
@@ -141,3 +161,5 @@ class Notify:
             await asyncio.shield(close_bot(self.telegram.bot))
         if self.sms is not None:
             await asyncio.shield(self.sms.close())
+        if self.webpush is not None:
+            await asyncio.shield(self.webpush.close())

@@ -74,6 +74,23 @@ fetches {packages} from the npm registry and checks its hash.</p>"""
 
 @api.route(
     "GET",
+    "/console/sw.js",
+    summary="The console's service worker (web push)",
+    tag="console",
+    roles=None,
+    response_media_type="text/javascript",
+)
+async def console_service_worker(request: Request) -> Response:
+    """Shows web push notifications (no offline shell), allowed to control ``/console`` itself."""
+    return Response(
+        (CONSOLE_DIR / "sw.js").read_text(encoding="utf-8"),
+        media_type="text/javascript",
+        headers={"Service-Worker-Allowed": "/console", "Cache-Control": "no-cache"},
+    )
+
+
+@api.route(
+    "GET",
     "/console",
     summary="The dispatcher console (an HTML page)",
     tag="console",

@@ -138,7 +138,7 @@ async def test_installable_manifest_and_service_worker(world: City) -> None:
     assert manifest.headers["content-type"].startswith("application/manifest+json")
     assert manifest.json()["scope"] == "/doctor" and manifest.json()["start_url"] == "/doctor"
     assert worker.status_code == 200 and worker.headers["service-worker-allowed"] == "/doctor"
-    assert "PUSH NOTIFICATIONS" in worker.text
+    assert 'importScripts("/static/shared/push-sw.js")' in worker.text  # web push (test_push_browser.py)
     assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
     assert '<script type="application/json" id="doctor-config">' in page.text
 

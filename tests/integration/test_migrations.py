@@ -45,6 +45,8 @@ EXPECTED_TABLES = {
     "doctor_schedules",
     "doctor_services",
     "visit_bookings",
+    "push_subscriptions",
+    "offer_seen",
 }
 
 

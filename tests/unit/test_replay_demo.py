@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import DEMO_ACCOUNTS, DEMO_KEY_FILE, _demo_key
+from server.cli import DEMO_ACCOUNTS, DEMO_KEY_FILE, DEMO_VAPID_FILE, _demo_key, _demo_vapid
 from server.demo import DEMO_PAGES, demo_banner
 from server.routes import api
 from server.settings import load_settings
@@ -33,6 +33,21 @@ def test_a_configured_key_is_used_and_nothing_is_written(
     settings = _demo_key(load_settings(demo=True, environ={"TOT_SECRET_KEY": key}))
     assert settings.secret_key == key and not settings.secret_key_generated
     assert not (tmp_path / DEMO_KEY_FILE).exists()
+
+
+def test_the_demo_vapid_key_is_generated_once_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = _demo_vapid(load_settings(demo=True, environ={}))
+    assert (
+        first.vapid_private_key
+        and (tmp_path / DEMO_VAPID_FILE).read_text().strip() == first.vapid_private_key
+    )
+    assert stat.S_IMODE((tmp_path / DEMO_VAPID_FILE).stat().st_mode) == 0o600
+    assert _demo_vapid(load_settings(demo=True, environ={})).vapid_private_key == first.vapid_private_key
+    given = load_settings(demo=True, environ={"TOT_VAPID_PRIVATE_KEY": first.vapid_private_key[::-1]})
+    assert _demo_vapid(given).vapid_private_key == first.vapid_private_key[::-1]
 
 
 def test_the_banner_lists_the_apps_the_server_has_and_the_accounts() -> None:

@@ -118,3 +118,30 @@ def test_telegram_is_off_by_default_and_a_token_needs_a_webhook_secret() -> None
         }
     )
     assert (on.telegram_api_url, on.telegram_bot_username) == ("http://127.0.0.1:8081", "tot_bot")
+
+
+def test_web_push_is_off_by_default_and_its_settings_are_checked() -> None:
+    from server.notify.vapid import generate_private_key
+
+    settings = load_settings(environ={"TOT_SECRET_KEY": KEY})
+    assert settings.vapid_private_key == "" and not settings.push_allow_loopback
+    assert "fcm.googleapis.com" in settings.push_endpoint_hosts and settings.push_offer_after_ms == 1500
+    key = generate_private_key()
+    on = load_settings(
+        environ={
+            "TOT_SECRET_KEY": KEY,
+            "TOT_VAPID_PRIVATE_KEY": key,
+            "TOT_PUSH_ENDPOINT_HOSTS": "push.example.org, *",
+        }
+    )
+    assert on.vapid_private_key == key and on.push_endpoint_hosts == ("push.example.org", "*")
+    for environ, setting in (
+        ({"TOT_VAPID_PRIVATE_KEY": "not-a-key"}, "TOT_VAPID_PRIVATE_KEY"),
+        ({"TOT_VAPID_SUBJECT": "ops@example.org"}, "TOT_VAPID_SUBJECT"),
+        ({"TOT_PUSH_ENDPOINT_HOSTS": "https://push.example.org"}, "TOT_PUSH_ENDPOINT_HOSTS"),
+        ({"TOT_PUSH_OFFER_AFTER_MS": "0"}, "TOT_PUSH_OFFER_AFTER_MS"),
+        ({"TOT_PUSH_ALLOW_LOOPBACK": "yes"}, "TOT_PUSH_ALLOW_LOOPBACK"),
+    ):
+        with pytest.raises(SettingsError) as raised:
+            load_settings(environ={"TOT_SECRET_KEY": KEY, **environ})
+        assert raised.value.setting == setting and "\n" not in str(raised.value)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from realtime.errors import ErrorCode
 from realtime.messages import TEXT_FIELDS, FrameError, control_character, decode
 from server.api import Api
+from server.notify import offer_seen
 from server.routes import api
 from server.schemas import Input, Text
 from server.ws import ops as ws_ops
@@ -112,6 +113,7 @@ class _Registry:
 def test_every_socket_op_lists_its_text_fields() -> None:
     registry = _Registry()
     ws_ops.register(registry)  # type: ignore[arg-type]
+    offer_seen.register(registry)  # type: ignore[arg-type]
     assert registry.ops | {"location", "subscribe", "unsubscribe", "ping"} == set(TEXT_FIELDS)
 
 

@@ -2,7 +2,7 @@
 // cached at install and served network-first, so an online phone always runs the newest code and an
 // offline one still opens the app (which then shows "offline" and reconnects by itself). API calls
 // and the WebSocket are never cached.
-const CACHE = "tot-doctor-shell-v3";
+const CACHE = "tot-doctor-shell-v4";
 const SHELL = [
   "/doctor",
   "/doctor/manifest.webmanifest",
@@ -20,6 +20,8 @@ const SHELL = [
   "/static/shared/api.js",
   "/static/shared/dom.js",
   "/static/shared/i18n.js",
+  "/static/shared/push.js",
+  "/static/shared/push-sw.js",
   "/static/shared/signin.js",
   "/static/shared/socket.js",
   "/static/i18n/en.json",
@@ -57,8 +59,6 @@ self.addEventListener("fetch", (event) => {
   );
 });
 
-// ---------------------------------------------------------------------------------------------
-// PUSH NOTIFICATIONS: the handler arrives with the notifications issue. It goes here:
-//   self.addEventListener("push", (event) => { ... show an offer / SOS acknowledgement ... });
-//   self.addEventListener("notificationclick", (event) => { ... focus or open /doctor ... });
-// ---------------------------------------------------------------------------------------------
+// Web push: show what the server pushed, and answer clicks (static/shared/push-sw.js; an offer's
+// Accept / Decline open or message the app, which answers through the REST API).
+importScripts("/static/shared/push-sw.js");

@@ -2,7 +2,7 @@
 // shell. It keeps the app's own files (page, scripts, styles, catalogues, the map library) in a cache
 // and serves them from there when the network is gone; the API and the socket are never cached.
 // Network first, so a new version of the app is used as soon as the server can be reached.
-const CACHE = "tot-patient-shell-v2";
+const CACHE = "tot-patient-shell-v3";
 const SHELL = [
   "/app",
   "/app/manifest.webmanifest",
@@ -18,6 +18,8 @@ const SHELL = [
   "/static/shared/api.js",
   "/static/shared/dom.js",
   "/static/shared/i18n.js",
+  "/static/shared/push.js",
+  "/static/shared/push-sw.js",
   "/static/shared/socket.js",
   "/static/i18n/en.json",
   "/static/i18n/ru.json",
@@ -53,7 +55,6 @@ self.addEventListener("fetch", (event) => {
   );
 });
 
-// ---------------------------------------------------------------------------------------------------
-// PUSH HANDLER GOES HERE (the notifications issue): self.addEventListener("push", ...) to show the
-// call's status changes and chat lines, and "notificationclick" to focus or open /app.
-// ---------------------------------------------------------------------------------------------------
+// Web push: show what the server pushed, and answer clicks (static/shared/push-sw.js; an offer's
+// Accept / Decline open or message the app, which answers through the REST API).
+importScripts("/static/shared/push-sw.js");

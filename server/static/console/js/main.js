@@ -15,6 +15,7 @@ import { Socket } from "/static/shared/socket.js";
 import { Sos } from "./sos.js";
 import { showConnection } from "./status.js";
 
+import { bindPushToggle } from "/static/shared/push.js";
 import { showSignIn } from "/static/shared/signin.js";
 
 const $ = (id) => document.getElementById(id);
@@ -88,7 +89,20 @@ function start() {
     detail.render();
     sos.render();
   });
-  $("logout").onclick = () => { socket.stop(); api.signOut(); };
+  // Web push for escalations and unanswered SOS while the console is closed; a click on one opens
+  // (or messages) the console with the call, which is then selected.
+  const push = bindPushToggle($("push"), api, "/console");
+  onLanguageChange(push.render);
+  const pick = (id) => { if (id) select(id); };
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/console/sw.js", { scope: "/console" }).catch((err) => console.warn("service worker", err));
+    navigator.serviceWorker.addEventListener("message", (event) => {
+      if (event.data && event.data.type === "tot.push") pick(event.data.call);
+    });
+  }
+  const asked = new URLSearchParams(location.search).get("call");
+  if (asked) { history.replaceState(null, "", "/console"); pick(asked); }
+  $("logout").onclick = async () => { socket.stop(); await push.signOut(); api.signOut(); };
   api.onSignedOut = () => location.reload();
 
   calls.start();

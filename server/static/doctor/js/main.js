@@ -10,6 +10,7 @@ import { SosPanel } from "./sos.js";
 import { showConnection } from "./status.js";
 import { Visit } from "./visit.js";
 
+import { bindPushToggle, closeNotifications } from "/static/shared/push.js";
 import { showSignIn } from "/static/shared/signin.js";
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +37,33 @@ function start() {
   shift.onFix = (fix) => visit.moved(fix);
   const openVisit = (id) => visit.open(id).catch((err) => { visit.error = errorText(err); console.warn("visit", err); });
   const offer = new OfferCard($("offer"), socket, { onAccepted: openVisit });
+  const push = bindPushToggle($("push"), api, "/doctor");
+  // A notification's Accept / Decline (static/shared/push-sw.js): a message while the app is open, or
+  // ?accept=<offer> / ?decline=<offer> when the click opened it. Answered over REST, the same service
+  // as the card's buttons; the socket then brings call.assigned (or the next offer) as usual.
+  const fromNotification = async ({ action, offer: offerId }) => {
+    if (!offerId || (action !== "accept" && action !== "decline")) return;
+    try {
+      const answer = await api.post(`/v1/offers/${encodeURIComponent(offerId)}/${action}`, {});
+      if (offer.offer && offer.offer.id === offerId) offer.dismiss();
+      closeNotifications("/doctor", `offer:${offerId}`).catch(() => {});
+      if (action === "accept") openVisit(answer.id);
+    } catch (err) {
+      $("shift-error").textContent = errorText(err);
+    }
+  };
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.addEventListener("message", (event) => {
+      if (event.data && event.data.type === "tot.push") fromNotification(event.data);
+    });
+  }
+  const asked = new URLSearchParams(location.search);
+  for (const action of ["accept", "decline"]) {
+    if (asked.get(action)) {
+      history.replaceState(null, "", "/doctor"); // a reload must not answer again
+      fromNotification({ action, offer: asked.get(action) });
+    }
+  }
   const sos = new SosPanel({
     buttons: [$("sos-danger"), $("sos-complex")],
     confirm: $("sos-confirm"),
@@ -57,8 +85,15 @@ function start() {
       case "doctor.status": shift.serverChanged(data.status); break;
       case "offer.created": offer.show(data); break;
       case "offer.expired":
-      case "offer.withdrawn": offer.outcome(type, data); break;
-      case "call.assigned": offer.assigned(data); openVisit(data.call.id); break;
+      case "offer.withdrawn":
+        offer.outcome(type, data);
+        closeNotifications("/doctor", `offer:${data.offer}`).catch(() => {}); // its push is moot
+        break;
+      case "call.assigned":
+        offer.assigned(data);
+        openVisit(data.call.id);
+        closeNotifications("/doctor", "offer:").catch(() => {});
+        break;
       case "call.unassigned":
       case "call.cancelled": visit.left(type, data); break;
       case "sos.acknowledged":
@@ -89,9 +124,11 @@ function start() {
     offer.render();
     visit.render();
     sos.render();
+    push.render();
   });
   $("logout").onclick = async () => {
     await shift.set("offline"); // off shift first: signed out, the app could not say so any more
+    await push.signOut(); // this browser no longer rings for this doctor
     socket.stop();
     api.signOut();
   };
@@ -101,7 +138,7 @@ function start() {
   socket.start();
 
   // Read-only handles for the end-to-end tests (docs/doctor-app.md).
-  window.totDoctor = { socket, shift, offer, visit, sos };
+  window.totDoctor = { socket, shift, offer, visit, sos, push };
 }
 
 if ("serviceWorker" in navigator) {

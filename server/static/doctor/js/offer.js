@@ -26,6 +26,9 @@ export class OfferCard {
   now() { return Date.now() + (this.socket.serverOffset || 0); }
 
   show(data) {
+    // Tell the server the app has it: its web push, held back a moment for this, is then not sent
+    // (docs/protocol.md, offer.seen). Best effort: without it the phone also rings.
+    this.socket.request("offer.seen", { offer: data.offer }).catch(() => {});
     this.offer = {
       id: data.offer, call: data.call, deadline: data.deadline, distance_m: data.distance_m, eta_s: data.eta_s,
       state: "open", error: "",

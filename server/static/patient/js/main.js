@@ -2,6 +2,7 @@
 // rating after a visit and the history, over the public REST API and the WebSocket
 // (docs/patient-app.md). Texts come from the shared catalogues (/static/i18n).
 import { bindLanguageSelect, errorText, initI18n, onLanguageChange, t } from "/static/shared/i18n.js";
+import { bindPushToggle } from "/static/shared/push.js";
 import { Socket } from "/static/shared/socket.js";
 import { api, ApiError } from "./api.js";
 import { CallView, FINAL } from "./call.js";
@@ -118,7 +119,9 @@ function start() {
   };
   $("rate-skip").onclick = endRating;
 
-  $("logout").onclick = () => { socket.stop(); api.signOut(); };
+  const push = bindPushToggle($("push"), api, "/app");
+  onLanguageChange(push.render);
+  $("logout").onclick = async () => { socket.stop(); await push.signOut(); api.signOut(); };
   api.onSignedOut = () => location.reload();
   onLanguageChange(me);
   socket.start();
