@@ -19,6 +19,7 @@ from models.notifications import (
 )
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
+from models.phone_codes import PhoneCode
 from models.ratings import Rating
 from models.share_links import ShareLink
 from models.sos import SosAlert, SosEvent
@@ -40,6 +41,7 @@ __all__ = [
     "Offer",
     "OutboxEvent",
     "OutboxRelayLease",
+    "PhoneCode",
     "Rating",
     "ShareLink",
     "SosAlert",

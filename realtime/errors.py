@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # the role or this user may not do this (route, op or channel)
     ROLE_NOT_ALLOWED = "role_not_allowed"  # self-registration asked for a staff role
     ACCOUNT_DISABLED = "account_disabled"
+    PHONE_UNCONFIRMED = "phone_unconfirmed"  # a right password for an account whose phone awaits its code
+    WRONG_CODE = "wrong_code"  # a phone code wrong, used, expired or dead after too many tries (one answer)
     # --- the request's shape ---
     BAD_REQUEST = "bad_request"  # Starlette's own 400
     INVALID_JSON = "invalid_json"  # a REST body that does not parse as JSON
@@ -89,6 +91,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.ROLE_NOT_ALLOWED: 403,
     ErrorCode.ACCOUNT_DISABLED: 403,
+    ErrorCode.PHONE_UNCONFIRMED: 403,
+    ErrorCode.WRONG_CODE: 422,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.INVALID_JSON: 400,
     ErrorCode.INVALID_INPUT: 422,

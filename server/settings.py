@@ -121,6 +121,10 @@ class Settings:
     telegram_link_ttl_s: int = 600
     telegram_rate_per_s: float = 30.0
     telegram_chat_interval_ms: int = 1000
+    telegram_dispatch_chat: int | None = None
+    """The dispatchers' Telegram group (its chat id, negative); None: no group (server/notify/group.py)."""
+    telegram_dispatch_chat_language: str = "ru"
+    telegram_group_interval_ms: int = 3000
     notify_sender_interval_ms: int = 200
     notify_max_attempts: int = 5
     notify_lease_ms: int = 30_000
@@ -134,6 +138,12 @@ class Settings:
     sms_gateway_url: str = ""
     sms_api_key: str = field(default="", repr=False)
     sms_default_region: str = "RU"
+    # Phone confirmation at registration (server/phone_confirm.py): in effect with an SMS gateway.
+    phone_confirmation: bool = True
+    phone_code_ttl_s: int = 600
+    phone_code_attempts: int = 5
+    phone_code_limit_account: str = "1/minute;5/hour"
+    phone_code_limit_address: str = "20/hour"
 
     @property
     def engine_scheme(self) -> str:
@@ -302,6 +312,19 @@ def _telegram(config: Config) -> tuple[str, str, str]:
     return token, api_url, secret
 
 
+def _chat_id(config: Config, name: str) -> int | None:
+    """A Telegram chat id (an integer; groups are negative), or None when unset."""
+    raw = str(config(name, default="")).strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(
+            name, f"expected a Telegram chat id (an integer such as -1001234567890), got {raw!r}"
+        ) from None
+
+
 def _sms_url(config: Config) -> str:
     """``TOT_SMS_GATEWAY_URL``: an http(s) URL, or empty (SMS off)."""
     url = str(config("TOT_SMS_GATEWAY_URL", default="")).strip().rstrip("/")
@@ -424,6 +447,11 @@ def load_settings(
         telegram_link_ttl_s=_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
         telegram_rate_per_s=_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
         telegram_chat_interval_ms=_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
+        telegram_dispatch_chat=_chat_id(config, "TOT_TELEGRAM_DISPATCH_CHAT"),
+        telegram_dispatch_chat_language=_choice(
+            config, "TOT_TELEGRAM_DISPATCH_CHAT_LANGUAGE", "ru", ("ru", "en")
+        ),
+        telegram_group_interval_ms=_positive_int(config, "TOT_TELEGRAM_GROUP_INTERVAL_MS", 3000),
         notify_sender_interval_ms=_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
         notify_max_attempts=_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
         notify_lease_ms=_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
@@ -436,4 +464,11 @@ def load_settings(
         sms_gateway_url=_sms_url(config),
         sms_api_key=str(config("TOT_SMS_API_KEY", default="")),
         sms_default_region=str(config("TOT_SMS_DEFAULT_REGION", default="RU")).strip().upper(),
+        phone_confirmation=_choice(config, "TOT_PHONE_CONFIRMATION", "true", ("true", "false")) == "true",
+        phone_code_ttl_s=_positive_int(config, "TOT_PHONE_CODE_TTL", 600),
+        phone_code_attempts=_positive_int(config, "TOT_PHONE_CODE_ATTEMPTS", 5),
+        phone_code_limit_account=_rate_limit(config, "TOT_PHONE_CODE_LIMIT_ACCOUNT", "1/minute;5/hour"),
+        phone_code_limit_address=_rate_limit(
+            config, "TOT_PHONE_CODE_LIMIT_ADDRESS", "" if demo else "20/hour"
+        ),
     )

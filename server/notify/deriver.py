@@ -42,6 +42,7 @@ from models.repositories import notifications as repo
 from models.repositories import outbox as outbox_repo
 from realtime.clock import Clock, wall_clock_ms
 from server.notify.channels import INBOX, Channel
+from server.notify.group import TelegramGroupChannel
 from server.notify.preferences import channel_enabled, held_back
 from server.notify.rules import AudienceKind, Intent, intents
 
@@ -157,7 +158,7 @@ class Deriver:
         people = await repo.people(session, ids)
         prefs = await repo.preferences(session, ids)
         reachable = {name: await channel.addresses(session, ids) for name, channel in self.channels.items()}
-        rows: list[dict[str, Any]] = []
+        rows = self._group_rows(found, now)
         for event, intent, person_id in targets:
             person = people.get(person_id)
             if person is None or not person.is_active:
@@ -190,6 +191,38 @@ class Deriver:
                 status = "queued" if reason is None else "suppressed"
                 rows.append(
                     {**base, "channel": name, "status": status, "sent_ms": None, "last_error": reason}
+                )
+        return rows
+
+    def _group_rows(self, found: list[tuple[OutboxEvent, Intent]], now: int) -> list[dict[str, Any]]:
+        """One row per event for each group channel that carries its kind (``server/notify/group.py``):
+        ``person_id`` None, no inbox row, no preferences or quiet hours (a room, not a person)."""
+        rows: list[dict[str, Any]] = []
+        for name, channel in self.channels.items():
+            if not isinstance(channel, TelegramGroupChannel):
+                continue
+            for event, intent in found:
+                if intent.audience.kind is not AudienceKind.DISPATCHERS or intent.kind.value not in (
+                    channel.kinds or ()
+                ):
+                    continue
+                late = event.stale_ms is not None and event.stale_ms <= now
+                rows.append(
+                    {
+                        "event_id": event.id,
+                        "person_id": None,
+                        "kind": intent.kind.value,
+                        "params": orjson.dumps(intent.params).decode(),
+                        "call_id": intent.call_id,
+                        "attempts": 0,
+                        "next_attempt_ms": now,
+                        "lease_until_ms": 0,
+                        "created_ms": now,
+                        "channel": name,
+                        "status": "suppressed" if late else "queued",
+                        "sent_ms": None,
+                        "last_error": "late" if late else None,
+                    }
                 )
         return rows
 

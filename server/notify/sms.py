@@ -26,29 +26,18 @@ import uuid
 from collections.abc import Sequence
 
 import httpx
-import phonenumbers
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.repositories import notifications as repo
 from server.notify.channels import Message, PermanentError, RetryAfter, TransientError
 from server.notify.rules import Kind
+from server.phones import normalise_phone
+
+__all__ = ["NAME", "SmsGateway", "normalise_phone"]
 
 NAME = "sms"
 MAX_TEXT = 640
 """Characters sent at most (ten Cyrillic SMS parts)."""
-
-
-def normalise_phone(raw: str | None, default_region: str = "RU") -> str | None:
-    """``raw`` as E.164 (``+79123456789``) when ``phonenumbers`` finds it a valid number, else None."""
-    if not raw:
-        return None
-    try:
-        number = phonenumbers.parse(raw, None if raw.startswith("+") else default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class SmsGateway:

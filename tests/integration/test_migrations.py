@@ -40,6 +40,7 @@ EXPECTED_TABLES = {
     "telegram_links",
     "telegram_link_tokens",
     "telegram_updates",
+    "phone_codes",
 }
 
 
