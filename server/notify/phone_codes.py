@@ -157,21 +157,24 @@ class PhoneCodes:
 
     async def _send(self, phone: str, message: Message) -> None:
         assert self.sms is not None
+        error = ""
         for attempt in range(1, SEND_TRIES + 1):
             try:
                 await self.sms.send(phone, message)
                 return
             except RetryAfter as exc:
+                error = str(exc)
                 if exc.seconds > MAX_RETRY_AFTER_S:
                     break
                 await asyncio.sleep(exc.seconds)
             except (TransientError, OSError) as exc:
-                log.info("phone SMS failed; trying again", extra={"attempt": attempt, "error": str(exc)})
+                error = str(exc) or type(exc).__name__
+                log.info("phone SMS failed; trying again", extra={"attempt": attempt, "error": error})
                 await asyncio.sleep(attempt)
             except PermanentError as exc:
                 log.warning("phone SMS refused by the gateway", extra={"error": str(exc)})
                 return
-        log.warning("phone SMS not sent; the person can ask for another code")
+        log.warning("phone SMS not sent; the person can ask for another code", extra={"error": error})
 
     async def idle(self) -> None:
         """Wait for the SMS under way (tests, and a clean stop)."""

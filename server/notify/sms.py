@@ -60,9 +60,9 @@ class SmsGateway:
     ) -> None:
         self.default_region = default_region
         self.rate_per_s = rate_per_s
-        self.client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s
-        )
+        # No key, no header: "Bearer " with nothing after it is not a valid header value.
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
     async def addresses(self, session: AsyncSession, people: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         found = await repo.people(session, people)

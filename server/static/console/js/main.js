@@ -88,6 +88,8 @@ function start() {
     detail.render();
     sos.render();
   });
+  // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
+  import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
   $("logout").onclick = () => { socket.stop(); api.signOut(); };
   api.onSignedOut = () => location.reload();
 

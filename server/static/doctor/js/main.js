@@ -90,6 +90,8 @@ function start() {
     visit.render();
     sos.render();
   });
+  // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
+  import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
   $("logout").onclick = async () => {
     await shift.set("offline"); // off shift first: signed out, the app could not say so any more
     socket.stop();
