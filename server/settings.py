@@ -121,6 +121,8 @@ class Settings:
     telegram_link_ttl_s: int = 600
     telegram_rate_per_s: float = 30.0
     telegram_chat_interval_ms: int = 1000
+    telegram_link_base: str = "https://t.me"
+    """Where deep links point (``<base>/<bot>?start=<token>``): Telegram, or the demo's fake."""
     telegram_dispatch_chat: int | None = None
     """The dispatchers' Telegram group (its chat id, negative); None: no group (server/notify/group.py)."""
     telegram_dispatch_chat_language: str = "ru"
@@ -312,6 +314,14 @@ def _telegram(config: Config) -> tuple[str, str, str]:
     return token, api_url, secret
 
 
+def _http_url(config: Config, name: str, default: str) -> str:
+    """An http(s) URL without a trailing slash."""
+    url = str(config(name, default=default)).strip().rstrip("/")
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise SettingsError(name, f"expected an http(s) URL, got {url!r}")
+    return url
+
+
 def _chat_id(config: Config, name: str) -> int | None:
     """A Telegram chat id (an integer; groups are negative), or None when unset."""
     raw = str(config(name, default="")).strip()
@@ -447,6 +457,7 @@ def load_settings(
         telegram_link_ttl_s=_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
         telegram_rate_per_s=_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
         telegram_chat_interval_ms=_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
+        telegram_link_base=_http_url(config, "TOT_TELEGRAM_LINK_BASE", "https://t.me"),
         telegram_dispatch_chat=_chat_id(config, "TOT_TELEGRAM_DISPATCH_CHAT"),
         telegram_dispatch_chat_language=_choice(
             config, "TOT_TELEGRAM_DISPATCH_CHAT_LANGUAGE", "ru", ("ru", "en")
