@@ -133,6 +133,14 @@ MESSAGES: dict[ErrorCode, tuple[str, str]] = {
         "the server is busy; retry shortly",
         "сервер перегружен; повторите чуть позже",
     ),
+    ErrorCode.PHONE_UNCONFIRMED: (
+        "confirm your phone with the code sent by SMS first",
+        "сначала подтвердите телефон кодом из SMS",
+    ),
+    ErrorCode.WRONG_CODE: (
+        "wrong code, or it was used, expired or tried too often: ask for a new one",
+        "неверный код, или он уже использован, истёк или исчерпал попытки: запросите новый",
+    ),
     ErrorCode.TOKEN_REVOKED: (
         "access with this token was revoked (the account was disabled, deleted or changed, or you"
         " logged out); log in again",

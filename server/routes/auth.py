@@ -17,7 +17,7 @@ from models.repositories import doctors as doctor_repo
 from models.repositories import phone_codes as phone_repo
 from models.repositories import users as user_repo
 from models.users import valid_from
-from realtime.errors import ErrorCode
+from realtime.errors import MESSAGES, ErrorCode
 from server.abuse import client_address
 from server.accounts import add_account
 from server.auth.access import revoked
@@ -318,7 +318,8 @@ async def login(request: Request) -> Response:
     if not user.is_active:
         raise ApiError(ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
     if not user.phone_confirmed and confirming(svc) is not None:
-        raise ApiError(ErrorCode.PHONE_UNCONFIRMED, "confirm your phone with the code sent by SMS first")
+        english, russian = MESSAGES[ErrorCode.PHONE_UNCONFIRMED]
+        raise ApiError(ErrorCode.PHONE_UNCONFIRMED, english, message_ru=russian)
     tokens = svc.tokens.issue(user.id, Role(user.role), version=user.token_version)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()})
 

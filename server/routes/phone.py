@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from models.enums import Role
 from models.repositories import doctors as doctor_repo
-from realtime.errors import ErrorCode
+from realtime.errors import MESSAGES, ErrorCode
 from server.abuse import client_address
 from server.errors import ApiError
 from server.http import json_response, parse_body
@@ -88,11 +88,8 @@ async def confirm_phone(request: Request) -> Response:
     user = await codes.confirm(phone, body.code)
     if user is None:
         log.info("phone code refused")
-        raise ApiError(
-            ErrorCode.WRONG_CODE,
-            "wrong code, or it was used, expired or tried too often: ask for a new one",
-            field="code",
-        )
+        english, russian = MESSAGES[ErrorCode.WRONG_CODE]
+        raise ApiError(ErrorCode.WRONG_CODE, english, field="code", message_ru=russian)
     async with svc.sessions() as session:
         profile = await doctor_repo.get_profile(session, user.id) if user.role == Role.DOCTOR else None
     tokens = svc.tokens.issue(user.id, Role(user.role), version=user.token_version)

@@ -109,6 +109,7 @@ def test_the_code_reaches_the_gateway_and_confirms_once(
     # Unconfirmed: the right password is not enough to sign in.
     login = post(dep, "/v1/auth/login", {"login": phone, "password": PASSWORD})
     refused(login, 403, "phone_unconfirmed")
+    assert login.json()["error"]["message_ru"] == "сначала подтвердите телефон кодом из SMS"
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     refused(confirm(dep, phone, wrong), 422, "wrong_code")
     done = confirm(dep, written, code)
