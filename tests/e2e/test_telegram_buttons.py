@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page
 from models.enums import Role
 from server.notify.fake_sms import FakeSmsGateway
 from server.notify.fake_telegram import BOT_USERNAME, FakeBotApi, serving_in_thread
-from tests.e2e.apps_browser import js, watch_errors
+from tests.e2e.apps_browser import js, shot, watch_errors
 from tests.e2e.console_browser import chromium, sign_in
 from tests.e2e.dispatch_world import PASSWORD, City, city
 
@@ -104,6 +104,7 @@ async def test_the_button_links_through_the_deep_link_and_unlinks(
         assert answer.json()["handled"] == "linked", answer.text
         await page.wait_for_selector("#telegram[data-state=linked] .tg-unlink", timeout=WAIT_MS)
         assert await page.text_content("#telegram .tg-state") == "Telegram linked"
+        await shot(page, "telegram-buttons", f"{path.strip('/')}-linked")
         assert (await world.http("GET", "/v1/telegram/link", person)).json()["linked"] is True
         await page.select_option("#language", "ru")
         assert await page.text_content("#telegram .tg-state") == "Telegram подключён"

@@ -75,6 +75,8 @@ export class TelegramLink {
 
   render() {
     this.root.hidden = this.state === "off" || this.state === "unknown";
+    // Laid out here, not in each app's CSS: an inline style would beat the hidden attribute, so set both.
+    Object.assign(this.root.style, { display: this.root.hidden ? "none" : "inline-flex", gap: "0.5em", alignItems: "center" });
     this.root.dataset.state = this.state;
     const parts = [];
     if (this.state === "linked") {
