@@ -12,6 +12,9 @@ Every process runs one (``server/app.py``); one at a time is active, the holder 
    commit leaves both undone (read again by the next holder), after it both done; the UNIQUE
    (event, person, channel) makes a second derivation (two holders around a lapsed lease) a no-op.
 
+A group chat (the dispatchers' Telegram group, ``server/notify/group.py``) gets one more row per
+event of the dispatchers' kinds, with no person (``person_id`` None), UNIQUE per (event, channel).
+
 A row is ``queued`` (due now), ``sent`` for the inbox, or ``suppressed`` with the reason in
 ``last_error``: ``preference`` (the person turned the channel off for the kind), ``quiet_hours``, or
 ``late`` (the event is past its ``stale_ms``: an offer past its deadline is never announced).
