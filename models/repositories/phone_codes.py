@@ -26,12 +26,13 @@ async def by_phone(session: AsyncSession, phone: str) -> User | None:
     return await session.scalar(sa.select(User).where(User.phone == phone))
 
 
-async def drop_unconfirmed(session: AsyncSession, phone: str) -> int:
-    """Delete the account holding ``phone`` when it never confirmed it (it never had tokens, so nothing
-    refers to it but its code, which cascades); returns how many (0 or 1)."""
-    result = await session.execute(
-        sa.delete(User).where(User.phone == phone, User.phone_confirmed.is_(False))
-    )
+async def drop_unconfirmed(session: AsyncSession, phone: str | None, email: str | None) -> int:
+    """Delete the accounts holding ``phone`` or ``email`` (lower-cased) that never confirmed their phone:
+    they never had tokens, so nothing refers to them but their code, which cascades. Returns how many."""
+    held = [column == value for column, value in ((User.phone, phone), (User.email, email)) if value]
+    if not held:
+        return 0
+    result = await session.execute(sa.delete(User).where(User.phone_confirmed.is_(False), sa.or_(*held)))
     return _count(result)
 
 

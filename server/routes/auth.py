@@ -189,9 +189,10 @@ async def register(request: Request) -> Response:
         async with svc.sessions.begin() as session:
             if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
                 raise ApiError(ErrorCode.INVALID_INPUT, "clinic_id: no such clinic", field="clinic_id")
-            if codes is not None and phone is not None:
-                # Nobody owns a phone before its code came back: a new registration takes it over.
-                await phone_repo.drop_unconfirmed(session, phone)
+            if confirming(svc) is not None:
+                # Nobody owns an account before its phone's code came back: a new registration with
+                # its phone or its e-mail takes them over (a stranger cannot hold them hostage).
+                await phone_repo.drop_unconfirmed(session, phone, user_repo.normalize_email(body.email))
             try:
                 user, profile = await add_account(
                     session,

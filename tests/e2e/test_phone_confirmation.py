@@ -208,3 +208,30 @@ def test_strangers_learn_nothing_from_the_phone_endpoints(
         {"email": f"p{secrets.token_hex(4)}@phone.test", "password": PASSWORD, "full_name": "E"},
     )
     assert email.status_code == 201 and email.json()["tokens"]["access_token"]
+
+
+def test_an_unconfirmed_account_holds_neither_its_phone_nor_its_email(
+    dep: Deployment, gateway: tuple[FakeSmsGateway, str]
+) -> None:
+    fake = gateway[0]
+    phone, _ = new_number()
+    email = f"held-{secrets.token_hex(4)}@phone.test"
+    body = {"email": email, "phone": phone, "password": PASSWORD, "full_name": "Squatter"}
+    assert post(dep, "/v1/auth/register", body).status_code == 201
+    texts_to(fake, phone, 1)  # never confirmed
+    # The e-mail's owner registers without a phone: a working account at once.
+    mine = {"email": email, "password": "owner-password", "full_name": "Owner"}
+    owner = post(dep, "/v1/auth/register", mine)
+    assert owner.status_code == 201 and owner.json()["tokens"] is not None
+    me = httpx.get(
+        f"{dep.server.url}/v1/me",
+        headers={"authorization": f"Bearer {owner.json()['tokens']['access_token']}"},
+        timeout=10,
+    )
+    assert me.status_code == 200 and me.json()["full_name"] == "Owner"
+    # The phone's holder registers it again: a fresh code for a fresh account, which confirms.
+    again = register(dep, phone)
+    assert again.status_code == 201 and again.json()["confirmation"] == "sms"
+    code = code_of(texts_to(fake, phone, 2)[1])
+    confirmed = confirm(dep, phone, code)
+    assert confirmed.status_code == 200 and confirmed.json()["user"]["full_name"] == "Ivan Petrov"
