@@ -3,7 +3,8 @@
 The rules (``server/notify/rules.py``) send ``call.escalated`` and ``sos_unanswered`` (an SOS nobody
 acknowledged within two repeat intervals) to every active dispatcher personally. With
 ``TOT_TELEGRAM_DISPATCH_CHAT`` set (the group's chat id; add the bot to the group and send
-``/chatid`` there: the bot answers it, ``server/notify/bot_updates.py``), the deriver also writes **one** row per such event for the group:
+``/chatid`` there: the bot answers it, ``server/notify/bot_updates.py``), the deriver also writes
+**one** row per such event for the group:
 ``notifications`` with ``person_id`` NULL and channel ``tg_group``, unique per (event, channel) by
 the partial index ``uq_notifications_group_event_channel``. The sender delivers it like any row (at
 most once, leased, retried with backoff, 429 ``retry_after`` honoured), in the group's language
