@@ -20,6 +20,7 @@ from models.notifications import (
 )
 from models.offers import Offer
 from models.outbox import OutboxEvent, OutboxRelayLease
+from models.phone_codes import PhoneCode
 from models.push import OfferSeen, PushSubscription
 from models.ratings import Rating
 from models.schedules import DoctorSchedule, DoctorService
@@ -49,6 +50,7 @@ __all__ = [
     "OfferSeen",
     "OutboxEvent",
     "OutboxRelayLease",
+    "PhoneCode",
     "PushSubscription",
     "Rating",
     "ShareLink",

@@ -46,6 +46,16 @@ class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         sa.UniqueConstraint("event_id", "person_id", "channel", name="uq_notifications_event_person_channel"),
+        # A group chat's rows have no person (NULLs are distinct in the constraint above): one per
+        # (event, channel) here (server/notify/group.py).
+        sa.Index(
+            "uq_notifications_group_event_channel",
+            "event_id",
+            "channel",
+            unique=True,
+            postgresql_where=sa.text("person_id IS NULL"),
+            sqlite_where=sa.text("person_id IS NULL"),
+        ),
         # The senders' claim: due rows (a partial index: it holds only the rows in flight).
         sa.Index(
             "ix_notifications_due",
@@ -66,7 +76,10 @@ class Notification(Base):
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(sa.BigInteger)
-    person_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid(), sa.ForeignKey("users.id", ondelete="CASCADE"))
+    person_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.Uuid(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    """None for a group chat's row (the dispatchers' Telegram group, ``server/notify/group.py``)."""
     channel: Mapped[str] = mapped_column(sa.String(16))
     kind: Mapped[str] = mapped_column(sa.String(40))
     params: Mapped[str] = mapped_column(sa.Text)

@@ -38,6 +38,9 @@ class User(Base):
     time_zone: Mapped[str | None] = mapped_column(sa.String(64))
     quiet_start_min: Mapped[int | None] = mapped_column(sa.Integer)
     quiet_end_min: Mapped[int | None] = mapped_column(sa.Integer)
+    # False only while a self-registered phone awaits its SMS code (server/phone_confirm.py): such an
+    # account may not sign in. Every other account (CLI, demo, e-mail only, older rows) is True.
+    phone_confirmed: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
     created_at: Mapped[dt.datetime] = timestamp_default_now()
 
 

@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # the role or this user may not do this (route, op or channel)
     ROLE_NOT_ALLOWED = "role_not_allowed"  # self-registration asked for a staff role
     ACCOUNT_DISABLED = "account_disabled"
+    PHONE_UNCONFIRMED = "phone_unconfirmed"  # a right password for an account whose phone awaits its code
+    WRONG_CODE = "wrong_code"  # a phone code wrong, used, expired or dead after too many tries (one answer)
     # --- the request's shape ---
     BAD_REQUEST = "bad_request"  # Starlette's own 400
     INVALID_JSON = "invalid_json"  # a REST body that does not parse as JSON
@@ -93,6 +95,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.ROLE_NOT_ALLOWED: 403,
     ErrorCode.ACCOUNT_DISABLED: 403,
+    ErrorCode.PHONE_UNCONFIRMED: 403,
+    ErrorCode.WRONG_CODE: 422,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.INVALID_JSON: 400,
     ErrorCode.INVALID_INPUT: 422,
@@ -135,6 +139,14 @@ MESSAGES: dict[ErrorCode, tuple[str, str]] = {
     ErrorCode.BUSY: (
         "the server is busy; retry shortly",
         "сервер перегружен; повторите чуть позже",
+    ),
+    ErrorCode.PHONE_UNCONFIRMED: (
+        "confirm your phone with the code sent by SMS first",
+        "сначала подтвердите телефон кодом из SMS",
+    ),
+    ErrorCode.WRONG_CODE: (
+        "wrong code, or it was used, expired or tried too often: ask for a new one",
+        "неверный код, или он уже использован, истёк или исчерпал попытки: запросите новый",
     ),
     ErrorCode.TOKEN_REVOKED: (
         "access with this token was revoked (the account was disabled, deleted or changed, or you"

@@ -1,4 +1,5 @@
-"""Abuse limits on the doors anyone can knock at: login and registration.
+"""Abuse limits on the doors anyone can knock at: login, registration, and phone codes (sending one,
+trying one).
 
 Two guards, both answered before any password work:
 
@@ -41,7 +42,7 @@ from server.settings import Settings
 
 log = logging.getLogger("tot.abuse")
 
-Door = Literal["login", "register"]
+Door = Literal["login", "register", "phone_code", "confirm"]
 
 BUSY_RETRY_AFTER_S = 1
 """``Retry-After`` of a 503 ``busy`` from the hash gate: a hash slot frees within about 150 ms."""
@@ -78,6 +79,12 @@ class AuthLimits:
             ("login", "account"): _items(settings.login_limit_account),
             ("register", "address"): _items(settings.register_limit_address),
             ("register", "account"): _items(settings.register_limit_account),
+            # SMS codes sent (registration with a phone, resend) per address and per phone; a code's
+            # tries are a credential check like a login, and count against the login limits.
+            ("phone_code", "address"): _items(settings.phone_code_limit_address),
+            ("phone_code", "account"): _items(settings.phone_code_limit_account),
+            ("confirm", "address"): _items(settings.login_limit_address),
+            ("confirm", "account"): _items(settings.login_limit_account),
         }
 
     async def admit(self, door: Door, address: str | None, login: str | None) -> None:

@@ -7,6 +7,7 @@ operators with access to the database, not for the public.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -23,9 +24,15 @@ from models.repositories import users as user_repo
 from models.users import User
 from server.auth.passwords import hash_password, hash_password_off_loop
 from server.auth.revocation import NoSuchAccount, Revoked, RevokeReason, revoke_offline
+from server.phones import normalise_phone
 from server.schemas import EMAIL_PATTERN, PHONE_PATTERN, SPECIALTY_PATTERN
 
 MIN_PASSWORD = 8
+
+
+def _region() -> str:
+    """How the CLI reads a phone without ``+``: ``TOT_SMS_DEFAULT_REGION`` as the server does."""
+    return os.environ.get("TOT_SMS_DEFAULT_REGION", "RU").strip().upper() or "RU"
 
 
 class AccountError(ValueError):
@@ -55,8 +62,14 @@ class NewAccount:
             raise AccountError("give --email or --phone")
         if self.email and not re.match(EMAIL_PATTERN, self.email):
             raise AccountError(f"not an email address: {self.email!r}")
-        if self.phone and not re.match(PHONE_PATTERN, self.phone):
-            raise AccountError(f"phone must be E.164 like +79991234567, got {self.phone!r}")
+        if self.phone:
+            # As registration: any usual writing, stored in E.164 (server/phones.py).
+            phone = normalise_phone(
+                self.phone, os.environ.get("TOT_SMS_DEFAULT_REGION", "RU").strip().upper()
+            )
+            if phone is None or not re.match(PHONE_PATTERN, phone):
+                raise AccountError(f"not a valid phone number: {self.phone!r} (e.g. +79991234567)")
+            self.phone = phone
         if len(self.password) < MIN_PASSWORD:
             raise AccountError(f"password must be at least {MIN_PASSWORD} characters")
         if role is Role.DOCTOR:
@@ -191,7 +204,8 @@ async def change_account(
             try:
                 user_id = uuid.UUID(who)
             except ValueError:
-                user = await user_repo.find_by_login(session, who)
+                phone = normalise_phone(who, _region())
+                user = await user_repo.find_by_login(session, phone if "@" not in who and phone else who)
                 if user is None:
                     raise AccountError(f"no account with the login {who!r}") from None
                 user_id = user.id

@@ -60,6 +60,7 @@ from server.routes import doctors as _doctor_routes  # noqa: F401
 from server.routes import notifications as _notification_routes  # noqa: F401
 from server.routes import notify_preferences as _preference_routes  # noqa: F401
 from server.routes import patient_app as patient_routes
+from server.routes import phone as _phone_routes  # noqa: F401
 from server.routes import push as _push_routes  # noqa: F401
 from server.routes import ratings as _rating_routes  # noqa: F401
 from server.routes import schedules as _schedule_routes  # noqa: F401

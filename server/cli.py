@@ -14,6 +14,7 @@ lazily (:class:`_Commands`), so the server and its other commands neither import
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import importlib.util
@@ -21,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import uvicorn
@@ -29,6 +30,9 @@ import uvicorn
 from server.demo import DEMO_LOG_FILE, announce_replay_end, demo_banner
 from server.settings import MIN_SECRET_KEY_LENGTH, Settings, SettingsError, load_settings
 from server.ws.uvicorn_protocol import DirectTextProtocol
+
+if TYPE_CHECKING:
+    from server.demo_fakes import DemoFakes
 
 DEMO_ACCOUNTS = (
     ("admin", "admin@demo.tot", "demo-admin-pass", "Demo Admin"),
@@ -316,14 +320,39 @@ def set_user_role(who: str, role: str) -> None:
     show_default=True,
     help="Where the server's log goes ('-': the terminal).",
 )
-def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: float, log_file: str) -> None:
+@click.option(
+    "--no-fakes",
+    is_flag=True,
+    help="Do not start the loopback fakes of Telegram, SMTP and the SMS gateway (server/demo_fakes.py).",
+)
+def demo(
+    host: str | None, port: int | None, no_replay: bool, replay_speed: float, log_file: str, no_fakes: bool
+) -> None:
     """Migrate the embedded database, create demo accounts and serve on http://127.0.0.1:8000, with a
     replay of a real city (San Francisco's cabs as doctors, their pickups as calls) running against it.
-    Prints the apps' addresses and the demo accounts; the server's log goes to a file."""
+    Notifications go to loopback fakes of Telegram, SMTP and an SMS gateway, logged to
+    tot-demo-notifications.log. Prints the apps' addresses and the demo accounts; the server's log goes
+    to a file."""
+    from server.demo_fakes import DemoFakes, start_demo_fakes
+
+    city = None if no_replay else _demo_city()  # before anything is migrated or served
+    with contextlib.ExitStack() as stack:
+        # Before the settings are read: the fakes set the TOT_* variables that point at them.
+        fakes = DemoFakes() if no_fakes else stack.enter_context(start_demo_fakes())
+        _demo(host, port, city, replay_speed, log_file, fakes)
+
+
+def _demo(
+    host: str | None,
+    port: int | None,
+    city: ModuleType | None,
+    replay_speed: float,
+    log_file: str,
+    fakes: DemoFakes,
+) -> None:
     from migrations import runner as migrations
     from server.accounts import ensure_demo_accounts
 
-    city = None if no_replay else _demo_city()  # before anything is migrated or served
     settings = _demo_vapid(_demo_key(_settings(demo=True)))
     if settings.secret_key_generated:
         click.echo(
@@ -339,6 +368,9 @@ def demo(host: str | None, port: int | None, no_replay: bool, replay_speed: floa
     address = f"http://{host or settings.host}:{port or settings.port}"
     log_path = None if log_file == "-" else Path(log_file).resolve()
     click.echo("\n".join(demo_banner(address, DEMO_ACCOUNTS, log_path)))
+    fakes.point_webhook(address)
+    if fakes.lines:
+        click.echo("\n".join(fakes.lines))
     replay = None
     if city is not None:
         click.echo(

@@ -28,7 +28,9 @@ from server.settings_values import (
     MIN_SECRET_KEY_LENGTH,
     PUSH_SERVICE_HOSTS,
     SettingsError,
+    parse_chat_id,
     parse_choice,
+    parse_http_url,
     parse_map_view,
     parse_non_negative_int,
     parse_origins,
@@ -135,6 +137,12 @@ class Settings:
     telegram_link_ttl_s: int = 600
     telegram_rate_per_s: float = 30.0
     telegram_chat_interval_ms: int = 1000
+    telegram_link_base: str = "https://t.me"
+    """Where deep links point (``<base>/<bot>?start=<token>``): Telegram, or the demo's fake."""
+    telegram_dispatch_chat: int | None = None
+    """The dispatchers' Telegram group (its chat id, negative); None: no group (server/notify/group.py)."""
+    telegram_dispatch_chat_language: str = "ru"
+    telegram_group_interval_ms: int = 3000
     notify_sender_interval_ms: int = 200
     notify_max_attempts: int = 5
     notify_lease_ms: int = 30_000
@@ -155,6 +163,12 @@ class Settings:
     push_offer_after_ms: int = 1500
     push_endpoint_hosts: tuple[str, ...] = PUSH_SERVICE_HOSTS
     push_allow_loopback: bool = False
+    # Phone confirmation at registration (server/phone_confirm.py): in effect with an SMS gateway.
+    phone_confirmation: bool = True
+    phone_code_ttl_s: int = 600
+    phone_code_attempts: int = 5
+    phone_code_limit_account: str = "1/minute;5/hour"
+    phone_code_limit_address: str = "20/hour"
 
     @property
     def engine_scheme(self) -> str:
@@ -315,6 +329,12 @@ def load_settings(
         telegram_link_ttl_s=parse_positive_int(config, "TOT_TELEGRAM_LINK_TTL", 600),
         telegram_rate_per_s=parse_positive_float(config, "TOT_TELEGRAM_RATE", 30.0),
         telegram_chat_interval_ms=parse_positive_int(config, "TOT_TELEGRAM_CHAT_INTERVAL_MS", 1000),
+        telegram_link_base=parse_http_url(config, "TOT_TELEGRAM_LINK_BASE", "https://t.me"),
+        telegram_dispatch_chat=parse_chat_id(config, "TOT_TELEGRAM_DISPATCH_CHAT"),
+        telegram_dispatch_chat_language=parse_choice(
+            config, "TOT_TELEGRAM_DISPATCH_CHAT_LANGUAGE", "ru", ("ru", "en")
+        ),
+        telegram_group_interval_ms=parse_positive_int(config, "TOT_TELEGRAM_GROUP_INTERVAL_MS", 3000),
         notify_sender_interval_ms=parse_positive_int(config, "TOT_NOTIFY_SENDER_INTERVAL_MS", 200),
         notify_max_attempts=parse_positive_int(config, "TOT_NOTIFY_MAX_ATTEMPTS", 5),
         notify_lease_ms=parse_positive_int(config, "TOT_NOTIFY_LEASE_MS", 30_000),
@@ -334,4 +354,12 @@ def load_settings(
         push_endpoint_hosts=parse_push_hosts(config),
         push_allow_loopback=parse_choice(config, "TOT_PUSH_ALLOW_LOOPBACK", "false", ("true", "false"))
         == "true",
+        phone_confirmation=parse_choice(config, "TOT_PHONE_CONFIRMATION", "true", ("true", "false"))
+        == "true",
+        phone_code_ttl_s=parse_positive_int(config, "TOT_PHONE_CODE_TTL", 600),
+        phone_code_attempts=parse_positive_int(config, "TOT_PHONE_CODE_ATTEMPTS", 5),
+        phone_code_limit_account=parse_rate_limit(config, "TOT_PHONE_CODE_LIMIT_ACCOUNT", "1/minute;5/hour"),
+        phone_code_limit_address=parse_rate_limit(
+            config, "TOT_PHONE_CODE_LIMIT_ADDRESS", "" if demo else "20/hour"
+        ),
     )

@@ -226,3 +226,24 @@ def parse_push_hosts(config: Config) -> tuple[str, ...]:
         if host != "*" and not re.fullmatch(r"[a-z0-9.-]+", host):
             raise SettingsError("TOT_PUSH_ENDPOINT_HOSTS", f"not a host name: {host!r}")
     return hosts
+
+
+def parse_http_url(config: Config, name: str, default: str) -> str:
+    """An http(s) URL without a trailing slash."""
+    url = str(config(name, default=default)).strip().rstrip("/")
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise SettingsError(name, f"expected an http(s) URL, got {url!r}")
+    return url
+
+
+def parse_chat_id(config: Config, name: str) -> int | None:
+    """A Telegram chat id (an integer; groups are negative), or None when unset."""
+    raw = str(config(name, default="")).strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(
+            name, f"expected a Telegram chat id (an integer such as -1001234567890), got {raw!r}"
+        ) from None

@@ -123,14 +123,24 @@ async def preferences(
 
 async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert notification rows (column -> value); one that exists for its (event, person, channel)
-    already is skipped (a second derivation of one event is a no-op). Returns how many were new."""
-    if not rows:
-        return 0
+    already is skipped (a second derivation of one event is a no-op), and a group chat's row
+    (``person_id`` None) for its (event, channel). Returns how many were new (counted from RETURNING:
+    asyncpg's executemany reports no row count, -1)."""
     table = cast(sa.Table, Notification.__table__)
-    statement = _insert(session)(table).on_conflict_do_nothing(
-        index_elements=["event_id", "person_id", "channel"]
-    )
-    return _count(await session.execute(statement, list(rows)))
+    people = [row for row in rows if row["person_id"] is not None]
+    groups = [row for row in rows if row["person_id"] is None]
+    written = 0
+    if people:
+        statement = _insert(session)(table).on_conflict_do_nothing(
+            index_elements=["event_id", "person_id", "channel"]
+        )
+        written += len((await session.execute(statement.returning(table.c.id), people)).all())
+    if groups:
+        statement = _insert(session)(table).on_conflict_do_nothing(
+            index_elements=["event_id", "channel"], index_where=table.c.person_id.is_(None)
+        )
+        written += len((await session.execute(statement.returning(table.c.id), groups)).all())
+    return written
 
 
 # --- the senders' side -----------------------------------------------------------------------------

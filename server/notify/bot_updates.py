@@ -3,6 +3,9 @@
 - ``/start <token>`` in a private chat: redeem the one-time link token and link the chat to its
   person (``server/notify/links.py``); answered "linked" or "link refused" (reused, expired, unknown).
 - ``/stop``: unlink the chat.
+- ``/chatid`` (or ``/chatid@<bot>``) in a group: the bot answers the group's chat id, the value of
+  ``TOT_TELEGRAM_DISPATCH_CHAT`` for the dispatchers' group (``server/notify/group.py``). Nothing else
+  is done in groups.
 - A button press (``callback_query``, data as in ``server/notify/actions.py``) from a linked chat calls
   the same dispatch services as the socket's ops and REST: ``OfferLoop.accept`` / ``decline`` for an
   offer, ``OfferLoop.visit`` to en route / arrived / completed for a call, ``OfferLoop.cancel`` for a
@@ -69,7 +72,8 @@ class BotUpdates:
 
     async def handle(self, update: dict[str, Any]) -> str:
         """Act on one update; returns what was done (``linked``, ``link_refused``, ``unlinked``,
-        ``done``, ``expired``, ``not_linked``, ``refused``, ``ignored``: logs and tests read it)."""
+        ``chat_id``, ``done``, ``expired``, ``not_linked``, ``refused``, ``ignored``: logs and tests
+        read it)."""
         if isinstance(update.get("callback_query"), dict):
             return await self._press(update["callback_query"])
         message = update.get("message")
@@ -86,6 +90,11 @@ class BotUpdates:
     async def _command(self, message: dict[str, Any]) -> str:
         chat = message.get("chat") or {}
         sender = message.get("from") or {}
+        if chat.get("type") in ("group", "supergroup") and isinstance(chat.get("id"), int):
+            if message["text"].strip().split(" ")[0].split("@")[0] == "/chatid":
+                await self._say(chat["id"], f"chat id: {chat['id']}")
+                return "chat_id"
+            return "ignored"
         if chat.get("type") != "private" or not isinstance(chat.get("id"), int):
             return "ignored"
         chat_id: int = chat["id"]

@@ -12,6 +12,9 @@ Every process runs one (``server/app.py``); one at a time is active, the holder 
    commit leaves both undone (read again by the next holder), after it both done; the UNIQUE
    (event, person, channel) makes a second derivation (two holders around a lapsed lease) a no-op.
 
+A group chat (the dispatchers' Telegram group, ``server/notify/group.py``) gets one more row per
+event of the dispatchers' kinds, with no person (``person_id`` None), UNIQUE per (event, channel).
+
 A row is ``queued`` (due now), ``sent`` for the inbox, or ``suppressed`` with the reason in
 ``last_error``: ``preference`` (the person turned the channel off for the kind), ``quiet_hours``, or
 ``late`` (the event is past its ``stale_ms``: an offer past its deadline is never announced).
@@ -42,6 +45,7 @@ from models.repositories import notifications as repo
 from models.repositories import outbox as outbox_repo
 from realtime.clock import Clock, wall_clock_ms
 from server.notify.channels import INBOX, Channel
+from server.notify.group import TelegramGroupChannel
 from server.notify.preferences import channel_enabled, held_back
 from server.notify.rules import AudienceKind, Intent, intents
 
@@ -175,7 +179,7 @@ class Deriver:
         people = await repo.people(session, ids)
         prefs = await repo.preferences(session, ids)
         reachable = {name: await channel.addresses(session, ids) for name, channel in self.channels.items()}
-        rows: list[dict[str, Any]] = []
+        rows = self._group_rows(found, now)
         for event, intent, person_id in targets:
             person = people.get(person_id)
             if person is None or not person.is_active:
@@ -211,6 +215,38 @@ class Deriver:
                 if hold is not None:
                     row["next_attempt_ms"] = max(now, event.created_ms + hold)
                 rows.append(row)
+        return rows
+
+    def _group_rows(self, found: list[tuple[OutboxEvent, Intent]], now: int) -> list[dict[str, Any]]:
+        """One row per event for each group channel that carries its kind (``server/notify/group.py``):
+        ``person_id`` None, no inbox row, no preferences or quiet hours (a room, not a person)."""
+        rows: list[dict[str, Any]] = []
+        for name, channel in self.channels.items():
+            if not isinstance(channel, TelegramGroupChannel):
+                continue
+            for event, intent in found:
+                if intent.audience.kind is not AudienceKind.DISPATCHERS or intent.kind.value not in (
+                    channel.kinds or ()
+                ):
+                    continue
+                late = event.stale_ms is not None and event.stale_ms <= now
+                rows.append(
+                    {
+                        "event_id": event.id,
+                        "person_id": None,
+                        "kind": intent.kind.value,
+                        "params": orjson.dumps(intent.params).decode(),
+                        "call_id": intent.call_id,
+                        "attempts": 0,
+                        "next_attempt_ms": now,
+                        "lease_until_ms": 0,
+                        "created_ms": now,
+                        "channel": name,
+                        "status": "suppressed" if late else "queued",
+                        "sent_ms": None,
+                        "last_error": "late" if late else None,
+                    }
+                )
         return rows
 
     async def run(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ class FakeSmsGateway:
     requests: int = 0
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     echo: bool = False
+    sink: Callable[[str], None] | None = None
+    """Where echoed lines go (None: printed)."""
     _ids: dict[str, str] = field(default_factory=dict)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -55,7 +58,11 @@ class FakeSmsGateway:
             self._ids[key] = ident
         self.messages.append(body)
         if self.echo:
-            print(json.dumps(body, ensure_ascii=False), flush=True)
+            line = json.dumps({"sms": body}, ensure_ascii=False)
+            if self.sink is not None:
+                self.sink(line)
+            else:
+                print(line, flush=True)
         return JSONResponse({"id": ident}, status_code=201)
 
     def app(self) -> Starlette:

@@ -13,8 +13,15 @@ retry after 3", "parameters": {"retry_after": 3}}``) or 403 (the user blocked th
 :meth:`FakeBotApi.deliver` posts an update to a webhook as Telegram does (header
 ``X-Telegram-Bot-Api-Secret-Token``), numbering ``update_id`` itself unless given.
 
+A deep link's page (``GET /<bot username>?start=<token>``, what ``https://t.me/<bot>?start=<token>`` is
+on the real service): the fake posts ``/start <token>`` from a new private chat to the webhook it was
+given (``setWebhook``, or ``webhook_url`` / ``webhook_secret``), as Telegram does when the person
+presses Start, and answers a small HTML page with the bot's verdict. The demo points its deep links
+here (``TOT_TELEGRAM_LINK_BASE``, ``server/demo_fakes.py``).
+
 Run it alone for the demo: ``python -m server.notify.fake_telegram --port 8081`` (it prints every
-request as a JSON line); point the server at it with ``TOT_TELEGRAM_API_URL=http://127.0.0.1:8081``.
+request as a JSON line, or hands it to ``sink``); point the server at it with
+``TOT_TELEGRAM_API_URL=http://127.0.0.1:8081``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import itertools
 import json
 import socket
@@ -37,7 +45,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 BOT_ID = 7_000_000_001
@@ -64,6 +72,12 @@ class FakeBotApi:
     echo: bool = False
     delay_s: float = 0.0
     """How long each answer takes (the request is recorded on arrival): keeps sends in flight."""
+    sink: Callable[[str], None] | None = None
+    """Where echoed lines go (None: printed)."""
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    """Where a deep link's ``/start`` goes (also set by ``setWebhook``)."""
+    _chats: itertools.count[int] = field(default_factory=lambda: itertools.count(8_000_001))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100_000))
 
@@ -99,11 +113,18 @@ class FakeBotApi:
 
     def _record(self, request: Request) -> None:
         self.requests.append(request)
+        if request.method == "setWebhook":
+            self.webhook_url = str(request.params.get("url") or "") or None
+            self.webhook_secret = str(request.params.get("secret_token") or "") or None
         if self.echo:
-            print(
-                json.dumps({"method": request.method, "params": request.params, "at_ms": request.at_ms}),
-                flush=True,
+            line = json.dumps(
+                {"telegram": request.method, "params": request.params, "at_ms": request.at_ms},
+                ensure_ascii=False,
             )
+            if self.sink is not None:
+                self.sink(line)
+            else:
+                print(line, flush=True)
 
     def _result(self, method: str, params: dict[str, Any]) -> Any:
         now_s = int(time.time())
@@ -150,10 +171,40 @@ class FakeBotApi:
             return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, status_code=404)
         return JSONResponse({"ok": True, "result": result})
 
+    async def open_link(self, request: HttpRequest) -> HTMLResponse:
+        """A deep link opened (module docstring): ``/start <token>`` from a new chat to the webhook."""
+        token = request.query_params.get("start", "")
+        if not self.webhook_url:
+            return HTMLResponse("<p>No webhook is set: the fake cannot reach the bot.</p>", status_code=503)
+        chat = next(self._chats)
+        sender = {"id": chat, "is_bot": False, "first_name": "Demo", "language_code": "en"}
+        message = {
+            "message_id": 1,
+            "date": int(time.time()),
+            "chat": {"id": chat, "type": "private"},
+            "from": sender,
+            "text": f"/start {token}".strip(),
+        }
+        try:
+            answer = await self.deliver(self.webhook_url, {"message": message}, self.webhook_secret)
+            verdict = str(answer.json().get("handled", answer.status_code))
+        except (httpx.HTTPError, ValueError) as exc:
+            verdict = type(exc).__name__
+        name = html.escape(request.path_params["username"])
+        return HTMLResponse(
+            f"<!doctype html><meta charset=utf-8><title>Fake Telegram</title>"
+            f"<h1>Fake Telegram: @{name}</h1><p>Pressed Start in chat {chat}: the bot says "
+            f"<strong id=verdict>{html.escape(verdict)}</strong>.</p>"
+            f"<p>Messages to this chat are in the demo's notification log.</p>"
+        )
+
     def app(self) -> Starlette:
         """The ASGI application."""
         return Starlette(
-            routes=[Route("/bot{token}/{method}", self.handle, methods=["GET", "POST"])],
+            routes=[
+                Route("/bot{token}/{method}", self.handle, methods=["GET", "POST"]),
+                Route("/{username}", self.open_link, methods=["GET"]),
+            ],
         )
 
     async def deliver(

@@ -40,6 +40,7 @@ from models.repositories.notifications import Person
 from realtime.clock import Clock, wall_clock_ms
 from server.notify.actions import buttons
 from server.notify.channels import Channel, Message, PermanentError, RetryAfter, TransientError
+from server.notify.group import TelegramGroupChannel
 from server.notify.templates import render
 from server.notify.throttle import RateGate
 
@@ -143,15 +144,26 @@ class Sender:
                     )
                 self.stats.suppressed += len(reasons)
                 rows = [row for row in rows if row.id not in reasons]
-            ids = list({row.person_id for row in rows})
+            ids = list({row.person_id for row in rows if row.person_id is not None})
             people = await repo.people(session, ids)
             addresses = {name: await ch.addresses(session, ids) for name, ch in self.channels.items()}
         sent = 0
         for row in rows:
-            sent += await self._deliver(
-                row, people.get(row.person_id), addresses[row.channel].get(row.person_id)
-            )
+            if row.person_id is None:
+                person, address = self._group(row.channel)
+            else:
+                person, address = people.get(row.person_id), addresses[row.channel].get(row.person_id)
+            sent += await self._deliver(row, person, address)
         return sent
+
+    def _group(self, name: str) -> tuple[Person | None, str | None]:
+        """A group chat's row (``server/notify/group.py``): the group's language, the default time
+        zone, its one address."""
+        channel = self.channels[name]
+        if not isinstance(channel, TelegramGroupChannel):
+            return None, None
+        room = Person(uuid.UUID(int=0), channel.language, None, None, None, None, None, True)
+        return room, channel.group_address
 
     async def _put_back(self, row: Notification, due_ms: int) -> None:
         async with self.sessions.begin() as session:

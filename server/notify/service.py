@@ -25,7 +25,9 @@ from server.notify.channels import Channel
 from server.notify.deriver import Deriver, DeriverSettings
 from server.notify.email import NAME as EMAIL
 from server.notify.email import EmailChannel, SmtpSettings
+from server.notify.group import TelegramGroupChannel
 from server.notify.links import LinkTokens
+from server.notify.phone_codes import PhoneCodes
 from server.notify.push_acks import suppressions
 from server.notify.rules import Kind
 from server.notify.sender import Sender, SenderSettings
@@ -71,6 +73,14 @@ class Notify:
                 chat_interval_ms=settings.telegram_chat_interval_ms,
             )
             channels[self.telegram.name] = self.telegram
+            if settings.telegram_dispatch_chat is not None:
+                group = TelegramGroupChannel(
+                    self.telegram,
+                    settings.telegram_dispatch_chat,
+                    language=settings.telegram_dispatch_chat_language,
+                    interval_ms=settings.telegram_group_interval_ms,
+                )
+                channels[group.name] = group
             self.links = LinkTokens(sessions, settings.telegram_link_ttl_s * 1000, clock)
             self.updates = BotUpdates(bot, sessions, dispatch, self.links, clock)
         if settings.smtp_host:
@@ -103,6 +113,8 @@ class Notify:
             # An offer's push waits for the app's socket acknowledgement (server/notify/push_acks.py).
             holds[(self.webpush.name, Kind.OFFER_CREATED.value)] = settings.push_offer_after_ms
         self.channels = channels
+        self.phone_codes = PhoneCodes(settings, sessions, self.sms, clock=clock)
+        """Phone confirmation codes at registration (``server/notify/phone_codes.py``)."""
         self.sender = Sender(
             sessions,
             channels,
@@ -157,6 +169,7 @@ class Notify:
     async def stop(self) -> None:
         """After the loops were cancelled: hand the rules' lease over, close the bot's HTTP client."""
         await self.deriver.stop()
+        await self.phone_codes.stop()
         if self.telegram is not None:
             await asyncio.shield(close_bot(self.telegram.bot))
         if self.sms is not None:

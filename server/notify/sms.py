@@ -26,29 +26,18 @@ import uuid
 from collections.abc import Sequence
 
 import httpx
-import phonenumbers
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.repositories import notifications as repo
 from server.notify.channels import Message, PermanentError, RetryAfter, TransientError
 from server.notify.rules import Kind
+from server.phones import normalise_phone
+
+__all__ = ["NAME", "SmsGateway", "normalise_phone"]
 
 NAME = "sms"
 MAX_TEXT = 640
 """Characters sent at most (ten Cyrillic SMS parts)."""
-
-
-def normalise_phone(raw: str | None, default_region: str = "RU") -> str | None:
-    """``raw`` as E.164 (``+79123456789``) when ``phonenumbers`` finds it a valid number, else None."""
-    if not raw:
-        return None
-    try:
-        number = phonenumbers.parse(raw, None if raw.startswith("+") else default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class SmsGateway:
@@ -71,9 +60,9 @@ class SmsGateway:
     ) -> None:
         self.default_region = default_region
         self.rate_per_s = rate_per_s
-        self.client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s
-        )
+        # No key, no header: "Bearer " with nothing after it is not a valid header value.
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
     async def addresses(self, session: AsyncSession, people: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         found = await repo.people(session, people)

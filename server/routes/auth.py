@@ -7,16 +7,17 @@ import logging
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from models.enums import SELF_REGISTRATION_ROLES, Role
 from models.repositories import clinics as clinic_repo
 from models.repositories import doctors as doctor_repo
+from models.repositories import phone_codes as phone_repo
 from models.repositories import users as user_repo
 from models.users import valid_from
-from realtime.errors import ErrorCode
+from realtime.errors import MESSAGES, ErrorCode
 from server.abuse import client_address
 from server.accounts import add_account
 from server.auth.access import revoked
@@ -25,11 +26,12 @@ from server.auth.revocation import NoSuchAccount, RevokeReason, revoke
 from server.auth.tokens import TokenError
 from server.errors import ApiError
 from server.http import json_response, parse_body
+from server.notify.phone_codes import PhoneCodes
 from server.notify.templates import from_accept_language
+from server.phones import RAW_PHONE_PATTERN, looks_like_phone, normalise_phone
 from server.routes import api
 from server.schemas import (
     EMAIL_PATTERN,
-    PHONE_PATTERN,
     SPECIALTY_PATTERN,
     AuthOut,
     Input,
@@ -51,7 +53,11 @@ class RegisterIn(Input):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=254)
-    phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
+    phone: str | None = Field(
+        default=None,
+        pattern=RAW_PHONE_PATTERN,
+        description="as people write it (+7 999 123-45-67, 89991234567); stored in E.164 (server/phones.py)",
+    )
     password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
     full_name: str = Field(min_length=1, max_length=200)
     role: str = Field(default=Role.PATIENT.value, description="patient or doctor")
@@ -68,8 +74,18 @@ class RegisterIn(Input):
         return self
 
 
+class RegisterOut(BaseModel):
+    """The account; ``tokens`` null while its phone awaits the SMS code (``confirmation`` is then
+    ``sms``: confirm with ``POST /v1/auth/phone/confirm``, which answers the tokens)."""
+
+    user: UserOut
+    tokens: TokensOut | None
+    confirmation: str | None = Field(description="sms while the phone awaits its code, else null")
+
+
 class LoginIn(Input):
-    """``login`` is the account's email or its phone number (E.164)."""
+    """``login`` is the account's email or its phone number (as people write it: normalised to E.164
+    like registration's)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -105,28 +121,55 @@ def _doctor_fields(body: RegisterIn, role: Role) -> tuple[str, list[str]] | None
     return body.licence_number, body.specialties
 
 
+def _phone(svc: Services, raw: str | None) -> str | None:
+    """``raw`` in E.164, or None when not given; raises 422 ``invalid_input`` (field ``phone``) for a
+    number ``phonenumbers`` finds impossible."""
+    if raw is None:
+        return None
+    phone = normalise_phone(raw, svc.settings.sms_default_region)
+    if phone is None:
+        raise ApiError(ErrorCode.INVALID_INPUT, "phone: not a valid phone number", field="phone")
+    return phone
+
+
+def confirming(svc: Services) -> PhoneCodes | None:
+    """The phone codes when confirmation is in effect (the setting on and an SMS gateway), else None."""
+    codes = svc.notify.phone_codes if svc.notify is not None else None
+    return codes if codes is not None and codes.enabled else None
+
+
 @api.route(
     "POST",
     "/v1/auth/register",
     summary="Register as a patient or a doctor",
     tag="auth",
     body=RegisterIn,
-    response=AuthOut,
+    response=RegisterOut,
     status=201,
     roles=None,
     errors=(403, 409, 429),
 )
 async def register(request: Request) -> Response:
-    """Creates the account and returns it with tokens. An email or phone already in use is answered
-    like a new account (201, the same shape, tokens of an account that does not exist and that the
-    first use refuses with 401): the answer does not tell a stranger which emails exist
-    (docs/api.md, "Registration and existing accounts"). A taken licence number is a 409
-    ``licence_exists``; asking for any role but patient or doctor is a 403 ``role_not_allowed`` (staff
-    accounts are created by an admin with the CLI). Too many tries from this address or for this
-    email or phone: 429 ``too_many_attempts`` with ``Retry-After``."""
+    """Creates the account and returns it with tokens. A phone is normalised to E.164
+    (``phonenumbers``; numbers without ``+`` read in ``TOT_SMS_DEFAULT_REGION``). With phone
+    confirmation in effect, an account given a phone gets no tokens yet (``tokens`` null,
+    ``confirmation`` ``sms``): a six-digit code goes to the phone, and ``POST /v1/auth/phone/confirm``
+    answers the tokens. An email or phone already in use is answered like a new account (201, the same
+    shape; tokens, when given, belong to no account and the first use refuses them with 401), and the
+    owner of a taken phone gets an SMS notice instead of a code: the answer does not tell a stranger
+    which emails or phones exist (docs/api.md, "Registration and existing accounts"). A taken licence
+    number is a 409 ``licence_exists``; asking for any role but patient or doctor is a 403
+    ``role_not_allowed`` (staff accounts are created by an admin with the CLI). Too many tries from
+    this address or for this email or phone, or too many codes for this phone: 429
+    ``too_many_attempts`` with ``Retry-After``."""
     svc = services(request)
     body = await parse_body(request, RegisterIn)
-    await svc.auth_limits.admit("register", client_address(request), body.email or body.phone)
+    phone = _phone(svc, body.phone)
+    address = client_address(request)
+    await svc.auth_limits.admit("register", address, body.email or phone)
+    codes = confirming(svc) if phone is not None else None
+    if codes is not None:
+        await svc.auth_limits.admit("phone_code", address, phone)
     try:
         role = Role(body.role)
     except ValueError:
@@ -140,10 +183,16 @@ async def register(request: Request) -> Response:
     async with svc.hash_gate.slot():
         password_hash = await hash_password_off_loop(body.password)
     licence, specialties = doctor_fields or (None, [])
+    language = from_accept_language(request.headers.get("accept-language"))
+    code: tuple[str, str] | None = None
     try:
         async with svc.sessions.begin() as session:
             if body.clinic_id is not None and await clinic_repo.get_clinic(session, body.clinic_id) is None:
                 raise ApiError(ErrorCode.INVALID_INPUT, "clinic_id: no such clinic", field="clinic_id")
+            if confirming(svc) is not None:
+                # Nobody owns an account before its phone's code came back: a new registration with
+                # its phone or its e-mail takes them over (a stranger cannot hold them hostage).
+                await phone_repo.drop_unconfirmed(session, phone, user_repo.normalize_email(body.email))
             try:
                 user, profile = await add_account(
                     session,
@@ -151,11 +200,11 @@ async def register(request: Request) -> Response:
                     full_name=body.full_name,
                     password_hash=password_hash,
                     email=body.email,
-                    phone=body.phone,
+                    phone=phone,
                     licence_number=licence,
                     specialties=specialties,
                     clinic_id=body.clinic_id,
-                    language=from_accept_language(request.headers.get("accept-language")),
+                    language=language,
                 )
             except doctor_repo.DuplicateLicence:
                 raise ApiError(
@@ -163,24 +212,53 @@ async def register(request: Request) -> Response:
                     "this licence number is already registered",
                     field="licence_number",
                 ) from None
-    except user_repo.DuplicateAccount:
-        # Rolled back; answered like a new account, and nothing is sent (docs/api.md).
+            if codes is not None:
+                user.phone_confirmed = False  # flushed with the code's row
+                code = await codes.issue(session, user.id)
+    except user_repo.DuplicateAccount as exc:
+        # Rolled back; answered like a new account (docs/api.md). The owner of a taken phone is told.
         log.info("registration for a taken email or phone answered as new", extra={"role": role.value})
-        return json_response(_phantom(svc, body, role, licence, specialties), status_code=201)
+        if codes is not None and phone is not None and exc.field == "phone":
+            await _notify_owner(svc, codes, phone)
+        body_out = _phantom(svc, body, phone, role, licence, specialties, confirm=codes is not None)
+        return json_response(body_out, status_code=201)
+    if codes is not None and code is not None and phone is not None:
+        codes.send_code(phone, user.id, code[0], code[1], language)
+        return json_response(
+            {"user": user_json(user, profile), "tokens": None, "confirmation": "sms"}, status_code=201
+        )
     tokens = svc.tokens.issue(user.id, role, version=user.token_version)
-    return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()}, status_code=201)
+    return json_response(
+        {"user": user_json(user, profile), "tokens": tokens.as_json(), "confirmation": None}, status_code=201
+    )
+
+
+async def _notify_owner(svc: Services, codes: PhoneCodes, phone: str) -> None:
+    """An SMS notice to the owner of a taken phone, in their language."""
+    async with svc.sessions() as session:
+        owner = await phone_repo.by_phone(session, phone)
+    if owner is not None:
+        codes.send_taken_notice(phone, owner.language)
 
 
 def _phantom(
-    svc: Services, body: RegisterIn, role: Role, licence: str | None, specialties: list[str]
+    svc: Services,
+    body: RegisterIn,
+    phone: str | None,
+    role: Role,
+    licence: str | None,
+    specialties: list[str],
+    *,
+    confirm: bool,
 ) -> dict[str, Any]:
     """The 201 body a new account would get, for an account that is not created: a fresh id that no
-    account has, the fields as given, and tokens signed for that id (refused with 401 on first use)."""
+    account has, the fields as given, and (without confirmation) tokens signed for that id (refused
+    with 401 on first use)."""
     user_id = uuid4()
     user: dict[str, Any] = {
         "id": str(user_id),
         "email": user_repo.normalize_email(body.email),
-        "phone": body.phone,
+        "phone": phone,
         "full_name": body.full_name,
         "role": role.value,
         "is_active": True,
@@ -197,7 +275,9 @@ def _phantom(
             "rating_avg": None,
             "rating_count": 0,
         }
-    return {"user": user, "tokens": svc.tokens.issue(user_id, role).as_json()}
+    if confirm:
+        return {"user": user, "tokens": None, "confirmation": "sms"}
+    return {"user": user, "tokens": svc.tokens.issue(user_id, role).as_json(), "confirmation": None}
 
 
 @api.route(
@@ -212,15 +292,20 @@ def _phantom(
 )
 async def login(request: Request) -> Response:
     """A wrong login or password is the same 401 ``invalid_credentials`` (no account enumeration); a
-    deactivated account is a 403 ``account_disabled``. Too many tries from this address or for this
-    login: 429 ``too_many_attempts`` with ``Retry-After``; too many password checks under way in this
-    process: 503 ``busy`` with ``Retry-After`` (server/abuse.py)."""
+    deactivated account is a 403 ``account_disabled``; the right password of an account whose phone
+    awaits its SMS code a 403 ``phone_unconfirmed``. A phone login is normalised like registration's.
+    Too many tries from this address or for this login: 429 ``too_many_attempts`` with
+    ``Retry-After``; too many password checks under way in this process: 503 ``busy`` with
+    ``Retry-After`` (server/abuse.py)."""
     svc = services(request)
     body = await parse_body(request, LoginIn)
-    await svc.auth_limits.admit("login", client_address(request), body.login)
+    login = body.login
+    if looks_like_phone(login):
+        login = normalise_phone(login, svc.settings.sms_default_region) or login
+    await svc.auth_limits.admit("login", client_address(request), login)
     svc.hash_gate.check()  # a full gate refuses before the database is read: shedding stays cheap
     async with svc.sessions() as session:
-        user = await user_repo.find_by_login(session, body.login)
+        user = await user_repo.find_by_login(session, login)
         profile = (
             await doctor_repo.get_profile(session, user.id)
             if user is not None and user.role == Role.DOCTOR
@@ -233,6 +318,9 @@ async def login(request: Request) -> Response:
         raise ApiError(ErrorCode.INVALID_CREDENTIALS, "wrong login or password")
     if not user.is_active:
         raise ApiError(ErrorCode.ACCOUNT_DISABLED, "this account is disabled")
+    if not user.phone_confirmed and confirming(svc) is not None:
+        english, russian = MESSAGES[ErrorCode.PHONE_UNCONFIRMED]
+        raise ApiError(ErrorCode.PHONE_UNCONFIRMED, english, message_ru=russian)
     tokens = svc.tokens.issue(user.id, Role(user.role), version=user.token_version)
     return json_response({"user": user_json(user, profile), "tokens": tokens.as_json()})
 

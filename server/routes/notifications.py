@@ -88,7 +88,7 @@ class SentItem(BaseModel):
     suppressed; ``last_error`` the reason of a failure or a suppression; times epoch ms."""
 
     id: int
-    person: uuid.UUID
+    person: uuid.UUID | None = Field(description="null for a group chat (the dispatchers' Telegram group)")
     channel: str
     kind: str
     status: str
@@ -125,7 +125,7 @@ async def call_notifications(request: Request) -> Response:
     items = [
         {
             "id": r.id,
-            "person": str(r.person_id),
+            "person": str(r.person_id) if r.person_id else None,
             "channel": r.channel,
             "kind": r.kind,
             "status": r.status,

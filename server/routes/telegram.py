@@ -102,7 +102,7 @@ async def telegram_link(request: Request) -> Response:
     username = await notify.bot_username()
     return json_response(
         {
-            "url": f"https://t.me/{username}?start={issued.token}",
+            "url": f"{notify.settings.telegram_link_base}/{username}?start={issued.token}",
             "token": issued.token,
             "expires_at": issued.expires_ms,
         },

@@ -296,3 +296,16 @@ async def test_the_patient_cancels_from_telegram_until_the_doctor_arrives(
     again = press_update(patient_chat, cancel["callback_data"])
     assert (await webhook(world, again)).json()["handled"] == "refused"
     assert answers(api, again["callback_query"]["id"]) == ["Действие недоступно"]
+
+
+async def test_chatid_in_a_group_answers_the_groups_id(world: City, fake: tuple[FakeBotApi, str]) -> None:
+    """How an operator finds ``TOT_TELEGRAM_DISPATCH_CHAT``: ``/chatid`` sent in the group."""
+    api = fake[0]
+    group = -1009876543210
+    sender = {"id": 42, "is_bot": False, "first_name": "T"}
+    message = {"message_id": 1, "date": 0, "chat": {"id": group, "type": "supergroup"}, "from": sender}
+    for text, handled in ((f"/chatid@{BOT_USERNAME}", "chat_id"), ("/start sometoken", "ignored")):
+        update = {"update_id": next(_updates), "message": {**message, "text": text}}
+        assert (await webhook(world, update)).json()["handled"] == handled
+    [reply] = await api.wait_for("sendMessage", 1, where=lambda r: int(r.params["chat_id"]) == group)
+    assert reply.params["text"] == f"chat id: {group}"

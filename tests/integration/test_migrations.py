@@ -47,6 +47,7 @@ EXPECTED_TABLES = {
     "visit_bookings",
     "push_subscriptions",
     "offer_seen",
+    "phone_codes",
 }
 
 

@@ -66,6 +66,8 @@ def test_every_socket_code_of_a_refusal_is_in_the_protocol_table() -> None:
             ErrorCode.INVALID_CREDENTIALS,
             ErrorCode.ROLE_NOT_ALLOWED,
             ErrorCode.ACCOUNT_DISABLED,
+            ErrorCode.PHONE_UNCONFIRMED,  # login and phone confirmation are REST only
+            ErrorCode.WRONG_CODE,
             ErrorCode.ACCOUNT_EXISTS,
             ErrorCode.LICENCE_EXISTS,
             ErrorCode.CLINIC_EXISTS,

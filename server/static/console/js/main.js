@@ -102,6 +102,8 @@ function start() {
   }
   const asked = new URLSearchParams(location.search).get("call");
   if (asked) { history.replaceState(null, "", "/console"); pick(asked); }
+  // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
+  import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
   $("logout").onclick = async () => { socket.stop(); await push.signOut(); api.signOut(); };
   api.onSignedOut = () => location.reload();
 

@@ -126,6 +126,8 @@ function start() {
     sos.render();
     push.render();
   });
+  // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
+  import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
   $("logout").onclick = async () => {
     await shift.set("offline"); // off shift first: signed out, the app could not say so any more
     await push.signOut(); // this browser no longer rings for this doctor

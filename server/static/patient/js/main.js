@@ -25,6 +25,13 @@ function showAuth() {
       $("auth").hidden = true;
       start();
     } catch (err) {
+      if (err instanceof ApiError && err.code === "phone_unconfirmed") {
+        const login = $("login-name").value.trim();
+        const password = $("login-password").value;
+        const { askForCode } = await import("/static/shared/phone.js");
+        askForCode($("login-form"), login, async () => { await api.login(login, password); $("auth").hidden = true; start(); });
+        return;
+      }
       $("login-error").textContent = err instanceof ApiError && err.status === 401 ? t("common.error.invalid_credentials") : errorText(err);
     }
   };
@@ -43,7 +50,14 @@ function showAuth() {
       const response = await fetch("/v1/auth/register", {
         method: "POST", headers: { "content-type": "application/json", accept: "application/json" }, body: JSON.stringify(body),
       });
-      if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+      const answer = await response.json().catch(() => null);
+      if (!response.ok) throw new ApiError(response.status, answer);
+      if (answer && answer.confirmation === "sms") {
+        // The phone awaits its SMS code (docs/api.md, "Phone confirmation"); then sign in.
+        const { askForCode } = await import("/static/shared/phone.js");
+        askForCode($("signup-form"), login, async () => { await api.login(login, password); $("auth").hidden = true; start(); });
+        return;
+      }
       // Registration answers an address already in use like a new one (docs/api.md): signing in
       // with the password tells the two apart.
       await api.login(login, password);
@@ -121,6 +135,8 @@ function start() {
 
   const push = bindPushToggle($("push"), api, "/app");
   onLanguageChange(push.render);
+  // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
+  import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
   $("logout").onclick = async () => { socket.stop(); await push.signOut(); api.signOut(); };
   api.onSignedOut = () => location.reload();
   onLanguageChange(me);
