@@ -35,7 +35,7 @@ from models.repositories import telegram as telegram_repo
 from models.repositories import users as user_repo
 from realtime.broker_memory import MemoryBroker
 from realtime.event_types import EventType
-from server.notify.deriver import Deriver
+from server.notify.deriver import Deriver, DeriverSettings
 from server.notify.fake_telegram import FakeBotApi, serving
 from server.notify.rules import NOTIFY_TYPES
 from server.notify.sender import Sender
@@ -48,9 +48,12 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-async def measure(label: str, url: str, doctors: int, rate: float, seconds: float) -> dict[str, Any]:
-    """Offers at ``rate``/s for ``seconds`` to ``doctors`` linked doctors; returns the latencies' p50,
-    p99 and max (ms) and the count."""
+async def measure(
+    label: str, url: str, doctors: int, rate: float, seconds: float, coalesce_ms: int
+) -> dict[str, Any]:
+    """Offers at ``rate``/s for ``seconds`` to ``doctors`` linked doctors, the deriver woken by each
+    commit and pausing ``coalesce_ms`` (``TOT_NOTIFY_COALESCE_MS``) before its pass; returns the
+    latencies' p50, p99 and max (ms) and the count."""
     await asyncio.to_thread(runner.upgrade, url)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -75,7 +78,9 @@ async def measure(label: str, url: str, doctors: int, rate: float, seconds: floa
         bot = make_bot("1:bench", api_url)
         channels = {"telegram": TelegramChannel(bot)}
         sender = Sender(sessions, channels)
-        deriver = Deriver(sessions, channels, on_derived=sender.wake)
+        deriver = Deriver(
+            sessions, channels, settings=DeriverSettings(coalesce_ms=coalesce_ms), on_derived=sender.wake
+        )
         publisher.notify_wakeup = deriver.wake  # as server/app.py wires them
         tasks = [asyncio.create_task(deriver.run()), asyncio.create_task(sender.run())]
         try:
@@ -126,15 +131,25 @@ async def measure(label: str, url: str, doctors: int, rate: float, seconds: floa
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'notify.db'}"
-        results["sqlite"] = await measure("SQLite", url, args.doctors, args.rate, args.seconds)
-    if args.pg_server_url:
-        url = await create_pg_database(args.pg_server_url, prefix="tot_bench_notify")
-        try:
-            results["postgresql"] = await measure("PostgreSQL", url, args.doctors, args.rate, args.seconds)
-        finally:
-            await drop_pg_database(url)
+    for coalesce_ms in args.coalesce_ms:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'notify.db'}"
+            results[f"sqlite, coalesce {coalesce_ms} ms"] = await measure(
+                f"SQLite, coalesce {coalesce_ms} ms", url, args.doctors, args.rate, args.seconds, coalesce_ms
+            )
+        if args.pg_server_url:
+            url = await create_pg_database(args.pg_server_url, prefix="tot_bench_notify")
+            try:
+                results[f"postgresql, coalesce {coalesce_ms} ms"] = await measure(
+                    f"PostgreSQL, coalesce {coalesce_ms} ms",
+                    url,
+                    args.doctors,
+                    args.rate,
+                    args.seconds,
+                    coalesce_ms,
+                )
+            finally:
+                await drop_pg_database(url)
     return results
 
 
@@ -152,6 +167,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--quick", action="store_true", help="5 seconds")
+    parser.add_argument(
+        "--coalesce-ms",
+        type=lambda raw: [int(part) for part in raw.split(",")],
+        default=[0, 100],
+        help="the deriver's pauses after a wake to compare, comma-separated (TOT_NOTIFY_COALESCE_MS)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 5.0
