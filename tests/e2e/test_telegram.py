@@ -1,12 +1,14 @@
-"""Telegram end to end: a real server process (the embedded deployment: memory engine, SQLite) whose
-bot talks to the loopback fake Bot API (server/notify/fake_telegram.py), doctors as real WebSocket
-clients, Telegram's webhook calls posted as Telegram posts them.
+"""Telegram end to end on both deployments: real server processes (embedded: one on the memory engine
+and SQLite; scale-out: two on Redis and PostgreSQL) whose bot talks to the loopback fake Bot API
+(server/notify/fake_telegram.py), doctors as real WebSocket clients, Telegram's webhook calls posted as
+Telegram posts them.
 
 Each test works in its own area, 0.5 degree of latitude from the others (as tests/e2e/test_dispatch.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +19,8 @@ import pytest
 
 from models.enums import Role
 from server.notify.fake_telegram import BOT_USERNAME, FakeBotApi, Request, serving_in_thread
-from tests.e2e.dispatch_world import CENTRE, City, Doctor, Person, city, offset
+from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
+from tests.e2e.dispatch_world import CENTRE, City, Doctor, Person, city, forget_engine_keys, offset
 
 SECRET = "webhook-secret-0123456789"
 SETTINGS = {
@@ -29,7 +32,7 @@ SETTINGS = {
     "TOT_TELEGRAM_WEBHOOK_SECRET": SECRET,
     "TOT_TELEGRAM_BOT_USERNAME": BOT_USERNAME,
 }
-_areas = itertools.count()
+_areas: dict[int, itertools.count[int]] = {}  # per world: each has its own doctors
 _chats = itertools.count(5001)
 
 
@@ -40,17 +43,39 @@ def fake() -> Iterator[tuple[FakeBotApi, str]]:
         yield api, url
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, fake: tuple[FakeBotApi, str]) -> Iterator[City]:
+@pytest.fixture(scope="module", params=["embedded", "scale-out"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: tuple[FakeBotApi, str]
+) -> Iterator[City]:
     settings = {**SETTINGS, "TOT_TELEGRAM_API_URL": fake[1]}
-    with city(tmp_path_factory.mktemp("telegram"), doctors=18, patients=6, settings=settings) as c:
-        yield c
+    cwd = tmp_path_factory.mktemp("telegram")
+    if request.param == "embedded":
+        with city(cwd, doctors=18, patients=6, settings=settings) as c:
+            yield c
+        return
+    database_url = asyncio.run(create_pg_database("tot_telegram"))
+    try:
+        with city(
+            cwd,
+            doctors=18,
+            patients=6,
+            servers=2,
+            database_url=database_url,
+            engine_url=redis_test_url(),
+            settings=settings,
+        ) as c:
+            try:
+                yield c
+            finally:
+                asyncio.run(forget_engine_keys(c.env["TOT_ENGINE_PREFIX"]))
+    finally:
+        asyncio.run(drop_pg_database(database_url))
 
 
 class Area:
     def __init__(self, world: City) -> None:
         self.world = world
-        n = next(_areas)
+        n = next(_areas.setdefault(id(world), itertools.count()))
         self.lat, self.lon = CENTRE[0] + 0.5 * n, CENTRE[1]
         self.doctors: list[Doctor] = []
         self.pool = world.of_role(Role.DOCTOR)[n * 3 : n * 3 + 3]
@@ -301,7 +326,7 @@ async def test_the_patient_cancels_from_telegram_until_the_doctor_arrives(
 async def test_chatid_in_a_group_answers_the_groups_id(world: City, fake: tuple[FakeBotApi, str]) -> None:
     """How an operator finds ``TOT_TELEGRAM_DISPATCH_CHAT``: ``/chatid`` sent in the group."""
     api = fake[0]
-    group = -1009876543210
+    group = -1_009_876_543_210 - next(_chats)  # the fake is shared by both deployments' worlds
     sender = {"id": 42, "is_bot": False, "first_name": "T"}
     message = {"message_id": 1, "date": 0, "chat": {"id": group, "type": "supergroup"}, "from": sender}
     for text, handled in ((f"/chatid@{BOT_USERNAME}", "chat_id"), ("/start sometoken", "ignored")):
