@@ -25,7 +25,7 @@ from realtime.client import Event, TotClient
 from server.accounts import add_account
 from server.auth.passwords import hash_password
 from server.auth.tokens import TokenService
-from tests.conftest import migrated_sqlite_url, redis_test_url
+from tests.conftest import create_migrated_pg_database, drop_pg_database, migrated_sqlite_url, redis_test_url
 from tests.e2e.process import RunningServer, run_server
 
 SECRET = "dispatch-e2e-secret-" + "d" * 32
@@ -327,3 +327,45 @@ async def forget_engine_keys(prefix: str) -> None:
             await client.delete(*keys[start : start + 500])
     finally:
         await client.aclose()
+
+
+DEPLOYMENTS = ("embedded", "scale-out")
+"""The two deployments a module-scoped ``world`` fixture is parametrized over (:func:`deployed_city`)."""
+
+
+@contextlib.contextmanager
+def deployed_city(
+    deployment: str,
+    cwd: Path,
+    *,
+    doctors: int,
+    patients: int,
+    settings: dict[str, str],
+    prefix: str,
+) -> Iterator[City]:
+    """A :func:`city` on ``deployment``: ``embedded`` (one server, the memory engine, SQLite) or
+    ``scale-out`` (two servers sharing Redis and a fresh PostgreSQL database named after ``prefix``,
+    dropped afterwards with the engine's keys). Raises ``ValueError`` for another name."""
+    if deployment == "embedded":
+        with city(cwd, doctors=doctors, patients=patients, settings=settings) as c:
+            yield c
+        return
+    if deployment != "scale-out":
+        raise ValueError(f"unknown deployment {deployment!r}")
+    database_url = asyncio.run(create_migrated_pg_database(prefix))
+    try:
+        with city(
+            cwd,
+            doctors=doctors,
+            patients=patients,
+            servers=2,
+            database_url=database_url,
+            engine_url=redis_test_url(),
+            settings=settings,
+        ) as c:
+            try:
+                yield c
+            finally:
+                asyncio.run(forget_engine_keys(c.env["TOT_ENGINE_PREFIX"]))
+    finally:
+        asyncio.run(drop_pg_database(database_url))

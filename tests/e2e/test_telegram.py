@@ -8,7 +8,6 @@ Each test works in its own area, 0.5 degree of latitude from the others (as test
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +18,7 @@ import pytest
 
 from models.enums import Role
 from server.notify.fake_telegram import BOT_USERNAME, FakeBotApi, Request, serving_in_thread
-from tests.conftest import create_pg_database, drop_pg_database, redis_test_url
-from tests.e2e.dispatch_world import CENTRE, City, Doctor, Person, city, forget_engine_keys, offset
+from tests.e2e.dispatch_world import CENTRE, DEPLOYMENTS, City, Doctor, Person, deployed_city, offset
 
 SECRET = "webhook-secret-0123456789"
 SETTINGS = {
@@ -43,33 +41,16 @@ def fake() -> Iterator[tuple[FakeBotApi, str]]:
         yield api, url
 
 
-@pytest.fixture(scope="module", params=["embedded", "scale-out"])
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: tuple[FakeBotApi, str]
 ) -> Iterator[City]:
     settings = {**SETTINGS, "TOT_TELEGRAM_API_URL": fake[1]}
     cwd = tmp_path_factory.mktemp("telegram")
-    if request.param == "embedded":
-        with city(cwd, doctors=18, patients=6, settings=settings) as c:
-            yield c
-        return
-    database_url = asyncio.run(create_pg_database("tot_telegram"))
-    try:
-        with city(
-            cwd,
-            doctors=18,
-            patients=6,
-            servers=2,
-            database_url=database_url,
-            engine_url=redis_test_url(),
-            settings=settings,
-        ) as c:
-            try:
-                yield c
-            finally:
-                asyncio.run(forget_engine_keys(c.env["TOT_ENGINE_PREFIX"]))
-    finally:
-        asyncio.run(drop_pg_database(database_url))
+    with deployed_city(
+        request.param, cwd, doctors=18, patients=6, settings=settings, prefix="tot_telegram"
+    ) as c:
+        yield c
 
 
 class Area:

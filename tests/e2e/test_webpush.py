@@ -24,8 +24,7 @@ from realtime.client import ClientError
 from server.notify.fake_push import FakePushService, FakeSubscription
 from server.notify.fake_telegram import serving_in_thread
 from server.notify.vapid import generate_private_key
-from tests.conftest import create_migrated_pg_database, drop_pg_database, redis_test_url
-from tests.e2e.dispatch_world import CENTRE, City, Doctor, Person, city, forget_engine_keys, offset
+from tests.e2e.dispatch_world import CENTRE, DEPLOYMENTS, City, Doctor, Person, deployed_city, offset
 
 HOLD_MS = 1500
 OFFER_TIMEOUT_S = 8
@@ -50,34 +49,15 @@ def fake() -> Iterator[tuple[FakePushService, str]]:
         yield service, url
 
 
-@pytest.fixture(scope="module", params=["embedded", "scaleout"])
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
 def world(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     fake: tuple[FakePushService, str],
 ) -> Iterator[City]:
     cwd: Path = tmp_path_factory.mktemp(f"push-{request.param}")
-    if request.param == "embedded":
-        with city(cwd, doctors=12, patients=6, settings=SETTINGS) as c:
-            yield c
-        return
-    database_url = asyncio.run(create_migrated_pg_database("tot_push"))
-    try:
-        with city(
-            cwd,
-            doctors=12,
-            patients=6,
-            servers=2,
-            database_url=database_url,
-            engine_url=redis_test_url(),
-            settings=SETTINGS,
-        ) as c:
-            try:
-                yield c
-            finally:
-                asyncio.run(forget_engine_keys(c.env["TOT_ENGINE_PREFIX"]))
-    finally:
-        asyncio.run(drop_pg_database(database_url))
+    with deployed_city(request.param, cwd, doctors=12, patients=6, settings=SETTINGS, prefix="tot_push") as c:
+        yield c
 
 
 class Area:
