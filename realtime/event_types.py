@@ -48,6 +48,12 @@ class EventType(StrEnum):
     OFFER_EXPIRED = "offer.expired"
     """``doctor:<id>``: ``{"offer": "<offer id>", "call": "<call id>"}``."""
 
+    # --- planned visits' bookings (call:<id> and dispatch) --------------------------------------
+    BOOKING_RELEASED = "booking.released"
+    """``call:<id>`` and ``dispatch``: the booked doctor no longer holds the planned call's time; the
+    call is dispatched as any other. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
+    "reason": "doctor_unavailable" | "declined" | "expired" | "displaced"}``."""
+
     # --- chat (call:<id>) -----------------------------------------------------------------------
     CHAT_MESSAGE = "chat.message"
     """``call:<id>``: a stored message. ``{"id", "call", "sender": {"id", "role", "name"},

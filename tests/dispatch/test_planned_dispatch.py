@@ -1,0 +1,269 @@
+"""Dispatch around visit bookings (issue 20), in process with a manual clock, on SQLite and PostgreSQL:
+the booked doctor alone at the lead time, the booking released when they are offline, decline or let
+the offer expire; urgent calls kept from doctors who could not be back for a booked visit (the
+14:00 / 13:30 / 11:00 case, with the candidates view's reason); an emergency displacing a booking."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from dispatch.calls import NewCall, Who
+from dispatch.candidates import nearest_for_call
+from dispatch.settings import DispatchSettings
+from models.clinic_catalogue import ClinicService
+from models.clinics import Clinic
+from models.enums import CallStatus as S
+from models.enums import DoctorStatus, Urgency
+from models.repositories import visit_bookings as visit_repo
+from models.visit_bookings import VisitBooking
+from tests.conftest import create_migrated_pg_database, drop_pg_database
+from tests.dispatch.world import SPECIALTY, World, offset, open_world
+
+SETTINGS = DispatchSettings()
+LEAD_S = SETTINGS.planned_lead_s
+VISIT_MIN = 40
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def pworld(request: pytest.FixtureRequest, template_db: Path, tmp_path: Path) -> AsyncIterator[World]:
+    """The dispatch core on a fresh database of either kind, its clock at 2027-03-01 08:00 UTC."""
+    if request.param == "sqlite":
+        path = tmp_path / "world.db"
+        shutil.copyfile(template_db, path)
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        url = await create_migrated_pg_database("tot_planned_dispatch")
+    try:
+        async with open_world(url) as world:
+            world.clock.set(int(dt.datetime(2027, 3, 1, 8, 0, tzinfo=dt.UTC).timestamp() * 1000))
+            yield world
+    finally:
+        if request.param != "sqlite":
+            await drop_pg_database(url)
+
+
+async def book(world: World, doctor: Who, at: dt.datetime, north_m: float = 0.0) -> uuid.UUID:
+    """A planned call at ``at`` (``north_m`` from the centre) booked with ``doctor``, as
+    ``POST /v1/bookings`` leaves it (the call ``created``, its lead-time step armed)."""
+    lat, lon = offset(north_m)
+    async with world.sessions.begin() as session:
+        clinic = Clinic(id=uuid.uuid4(), name=f"Clinic {uuid.uuid4()}")
+        session.add(clinic)
+        await session.flush()
+        service = ClinicService(
+            id=uuid.uuid4(),
+            clinic_id=clinic.id,
+            name="Home visit",
+            specialty=SPECIALTY,
+            duration_min=VISIT_MIN,
+            price=Decimal("3000.00"),
+            currency="RUB",
+        )
+        session.add(service)
+    patient = await world.patient()
+    new = NewCall(
+        address="2 Planned Street",
+        lat=lat,
+        lon=lon,
+        urgency=Urgency.PLANNED,
+        specialty=SPECIALTY,
+        scheduled_at=at,
+    )
+    made: list[VisitBooking] = []
+
+    async def attach(session: object, call: object) -> None:
+        booking = VisitBooking(
+            id=uuid.uuid4(),
+            call_id=call.id,  # type: ignore[attr-defined]
+            doctor_id=doctor.user_id,
+            service_id=service.id,
+            starts_at=at,
+            ends_at=at + dt.timedelta(minutes=VISIT_MIN),
+            held_from=at,
+            held_until=at + dt.timedelta(minutes=VISIT_MIN),
+            travel_s=0,
+            local_day=at.date(),
+            lat=lat,
+            lon=lon,
+            created_at=world.clock.utcnow(),
+            updated_at=world.clock.utcnow(),
+        )
+        session.add(booking)  # type: ignore[attr-defined]
+        made.append(booking)
+
+    call, created = await world.calls.create(patient, new, idempotency_key=None, attach=attach)
+    assert created and made
+    await world.listen(f"call:{call.id}")
+    await world.loop.start(call)
+    await world.settle()
+    return call.id
+
+
+async def booking_row(world: World, call_id: uuid.UUID) -> VisitBooking:
+    async with world.sessions() as session:
+        row = await visit_repo.booking_of_call(session, call_id)
+    assert row is not None
+    return row
+
+
+async def to_lead_time(world: World, at: dt.datetime, *doctors_north: tuple[Who, float]) -> None:
+    """Move the clock to one second before ``at - lead``, place the doctors (fresh fixes), then to
+    the lead time itself, running what came due."""
+    lead = at - dt.timedelta(seconds=LEAD_S)
+    world.clock.set(int(lead.timestamp() * 1000) - 1000)
+    assert await world.run_due() == 0
+    for doctor, north in doctors_north:
+        await world.place(doctor, north)
+    await world.advance_s(1)
+
+
+async def test_no_offer_before_lead_then_the_booked_doctor_alone(pworld: World) -> None:
+    """Nothing before ``start - lead``; at it the booked doctor alone is offered, though another
+    doctor is nearer, and the offer is marked planned with its booking and time."""
+    world = pworld
+    booked = await world.doctor(north_m=1500)
+    nearer = await world.doctor(north_m=100)
+    at = dt.datetime(2027, 3, 1, 14, 0, tzinfo=dt.UTC)
+    call_id = await book(world, booked, at)
+    assert await world.call_status(call_id) is S.CREATED
+
+    lead = at - dt.timedelta(seconds=LEAD_S)
+    world.clock.set(int(lead.timestamp() * 1000) - 1000)
+    await world.run_due()
+    assert await world.call_status(call_id) is S.CREATED
+    assert await world.offers(call_id) == []
+
+    await world.place(booked, 1500)
+    await world.place(nearer, 100)
+    await world.advance_s(1)
+    assert await world.call_status(call_id) is S.OFFERED
+    doctor, _offer = await world.the_pending_offer(call_id)
+    assert doctor.user_id == booked.user_id
+    created = world.events(f"doctor:{booked.user_id}", "offer.created")
+    assert created[-1]["planned"] is True
+    assert created[-1]["booking"] == str((await booking_row(world, call_id)).id)
+    assert created[-1]["scheduled_at"] == int(at.timestamp() * 1000)
+    assert world.events(f"doctor:{nearer.user_id}", "offer.created") == []
+    assert (await booking_row(world, call_id)).active
+
+
+async def test_booked_doctor_offline_releases_and_offers_another(pworld: World) -> None:
+    """The booked doctor is offline at the lead time: the booking is released (``booking.released``
+    on the call and dispatch) and another free doctor is offered in the same step."""
+    world = pworld
+    booked = await world.doctor(north_m=1500)
+    other = await world.doctor(north_m=300)
+    at = dt.datetime(2027, 3, 1, 14, 0, tzinfo=dt.UTC)
+    call_id = await book(world, booked, at)
+    await world.set_status(booked, DoctorStatus.OFFLINE)
+
+    await to_lead_time(world, at, (other, 300))
+    assert await world.call_status(call_id) is S.OFFERED
+    doctor, _offer = await world.the_pending_offer(call_id)
+    assert doctor.user_id == other.user_id
+    released = world.events(f"call:{call_id}", "booking.released")
+    assert [e["reason"] for e in released] == ["doctor_unavailable"]
+    assert released[0]["doctor"] == str(booked.user_id)
+    assert world.events("dispatch", "booking.released") == released
+    row = await booking_row(world, call_id)
+    assert not row.active and row.release_reason == "doctor_unavailable"
+    assert "planned" not in world.events(f"doctor:{other.user_id}", "offer.created")[-1]
+
+
+@pytest.mark.parametrize("answer", ["declined", "expired"])
+async def test_booked_doctor_declines_or_lets_expire(pworld: World, answer: str) -> None:
+    """The booked doctor declines, or lets the offer expire: the booking is released with that reason
+    and the ordinary search offers the call to another doctor."""
+    world = pworld
+    booked = await world.doctor(north_m=1500)
+    other = await world.doctor(north_m=300)
+    at = dt.datetime(2027, 3, 1, 14, 0, tzinfo=dt.UTC)
+    call_id = await book(world, booked, at)
+    await to_lead_time(world, at, (booked, 1500), (other, 300))
+    offer = await world.pending_offer(call_id, booked)
+
+    if answer == "declined":
+        await world.loop.decline(booked, offer.id)
+        await world.settle()
+    else:
+        await world.place(other, 300)
+        await world.advance_s(SETTINGS.offer_timeout_s)
+    assert await world.call_status(call_id) is S.OFFERED
+    await world.pending_offer(call_id, other)
+    assert [e["reason"] for e in world.events(f"call:{call_id}", "booking.released")] == [answer]
+    assert not (await booking_row(world, call_id)).active
+
+
+async def test_urgent_call_avoids_a_doctor_booked_soon(pworld: World) -> None:
+    """A doctor booked at 14:00 is not offered an urgent call at 13:30 two kilometres away (the
+    candidates view says ``booked``), and is offered one at 11:00."""
+    world = pworld
+    doctor = await world.doctor(north_m=0)
+    at = dt.datetime(2027, 3, 1, 14, 0, tzinfo=dt.UTC)
+    await book(world, doctor, at, north_m=5000)
+    patient = await world.patient()
+
+    world.clock.set(int(dt.datetime(2027, 3, 1, 11, 0, tzinfo=dt.UTC).timestamp() * 1000))
+    await world.run_due()
+    await world.place(doctor, 0)
+    early = await world.new_call(patient, north_m=2000)
+    assert await world.call_status(early) is S.OFFERED
+    await world.pending_offer(early, doctor)
+    await world.loop.decline(doctor, (await world.pending_offer(early, doctor)).id)
+    await world.settle()
+
+    world.clock.set(int(dt.datetime(2027, 3, 1, 13, 30, tzinfo=dt.UTC).timestamp() * 1000))
+    await world.place(doctor, 0)
+    late = await world.new_call(patient, north_m=2000)
+    assert await world.call_status(late) is S.ESCALATED
+    assert [o for o in await world.offers(late) if o.doctor_id == doctor.user_id] == []
+
+    call = await world.call(late)
+    view = await nearest_for_call(
+        call,
+        world.engine.locations,
+        world.sessions,
+        SETTINGS.ranking,
+        now=world.clock.utcnow(),
+        visit_estimate_s=SETTINGS.visit_estimate_s,
+    )
+    mine = [c for c in view if c.doctor_id == str(doctor.user_id)]
+    assert len(mine) == 1 and mine[0].reason == "booked"
+    assert mine[0].booked_at_ms == int(at.timestamp() * 1000)
+
+
+async def test_an_emergency_displaces_a_booking(pworld: World) -> None:
+    """An emergency is offered to a doctor booked soon; accepting it releases the booking
+    (``displaced``, on the booked call's channel for its patient), and the booked call is then
+    dispatched at its lead time to another doctor."""
+    world = pworld
+    doctor = await world.doctor(north_m=0)
+    other = await world.doctor(north_m=800)
+    at = dt.datetime(2027, 3, 1, 14, 0, tzinfo=dt.UTC)
+    planned = await book(world, doctor, at, north_m=1000)
+
+    world.clock.set(int(dt.datetime(2027, 3, 1, 12, 59, tzinfo=dt.UTC).timestamp() * 1000))
+    await world.run_due()
+    await world.place(doctor, 0)
+    await world.set_status(other, DoctorStatus.PAUSED)
+    emergency = await world.new_call(await world.patient(), urgency=Urgency.EMERGENCY, north_m=200)
+    offer = await world.pending_offer(emergency, doctor)
+    await world.loop.accept(doctor, offer.id)
+    await world.settle()
+
+    released = world.events(f"call:{planned}", "booking.released")
+    assert [e["reason"] for e in released] == ["displaced"]
+    assert not (await booking_row(world, planned)).active
+    assert await world.call_status(planned) is S.CREATED
+
+    await world.set_status(other, DoctorStatus.AVAILABLE)
+    await to_lead_time(world, at, (other, 800))
+    assert await world.call_status(planned) is S.OFFERED
+    await world.pending_offer(planned, other)
