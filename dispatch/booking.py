@@ -28,8 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.booking_holds import as_visit, retravel
+from dispatch.booking_reminders import skipped
 from dispatch.calls import CallService, NewCall, Who
 from dispatch.errors import DispatchError, forbidden, not_found
+from dispatch.events import epoch_ms
 from dispatch.lifecycle import Actor
 from dispatch.slot_search import Bookable, bookable, slot_problem
 from dispatch.slots import Clash, Fit, Rules, fit
@@ -40,7 +42,9 @@ from models.repositories import schedules as schedule_repo
 from models.repositories import visit_bookings as visit_repo
 from models.types import utcnow
 from models.visit_bookings import VisitBooking
+from realtime.channels import call_channel
 from realtime.errors import MESSAGES, ErrorCode
+from realtime.event_types import EventType
 
 NEIGHBOURS = dt.timedelta(days=1)
 """How far around a visit the doctor's other visits are read (travel and the local day lie within)."""
@@ -224,6 +228,7 @@ class BookingService:
         booking.local_day = slot.local_day
         booking.lat = lat
         booking.lon = lon
+        booking.reminders_sent = skipped(slot.start, now)  # booked or moved: reminders from the new time
         booking.updated_at = now
 
     async def get(self, who: Who, booking_id: uuid.UUID) -> Booked:
@@ -266,10 +271,22 @@ class BookingService:
                         status=call.status,
                         allowed=[],
                     )
+                previous = row.starts_at
                 await self._hold(session, target, call.id, start, row.lat, row.lon, moving=row)
                 call.scheduled_at = start
                 call.updated_at = self.now()
                 await session.flush()
+                tx.stage(
+                    call_channel(call.id),
+                    EventType.BOOKING_RESCHEDULED,
+                    {
+                        "booking": str(row.id),
+                        "call": str(call.id),
+                        "doctor": str(row.doctor_id),
+                        "scheduled_at": epoch_ms(row.starts_at),
+                        "previous": epoch_ms(previous),
+                    },
+                )
         except IntegrityError as error:
             if not visit_repo.is_overlap(error):
                 raise

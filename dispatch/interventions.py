@@ -17,6 +17,7 @@ from dispatch.errors import DispatchError, not_found
 from dispatch.events import CALL_UNASSIGNED, call_summary
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
+from dispatch.planned_dispatch import stage_released
 from dispatch.publisher import OutboxTransaction
 from dispatch.reservations import free_busy, release_withdrawn, stage_freed, stage_withdrawn
 from models.calls import Call
@@ -174,7 +175,9 @@ class Interventions:
                 session, call, CallStatus.CANCELLED, actor, who, reason=reason, change=cancelled
             )
             # A planned visit's booked time is free again with the cancellation's commit.
-            await visit_repo.release_of_call(session, call_id, now, "call_cancelled")
+            booking = await visit_repo.booking_of_call(session, call_id)
+            if await visit_repo.release_of_call(session, call_id, now, "call_cancelled") and booking:
+                stage_released(tx, booking, "call_cancelled")
             for other in await offer_repo.pending_offers(session, call_id):
                 await offer_repo.decide(session, other.id, OfferOutcome.WITHDRAWN, now)
                 withdrawn.append(other)

@@ -52,7 +52,13 @@ class EventType(StrEnum):
     BOOKING_RELEASED = "booking.released"
     """``call:<id>`` and ``dispatch``: the booked doctor no longer holds the planned call's time; the
     call is dispatched as any other. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
-    "reason": "doctor_unavailable" | "declined" | "expired" | "displaced"}``."""
+    "reason": "doctor_unavailable" | "declined" | "expired" | "displaced" | "call_cancelled"}``."""
+    BOOKING_RESCHEDULED = "booking.rescheduled"
+    """``call:<id>``: the booked visit moved. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
+    "previous": epoch ms}``."""
+    BOOKING_REMINDER = "booking.reminder"
+    """``call:<id>``: the visit is near (T - 24 h, T - 2 h). ``{"booking", "call", "doctor",
+    "scheduled_at": epoch ms, "hours_before": 24 | 2}``."""
 
     # --- chat (call:<id>) -----------------------------------------------------------------------
     CHAT_MESSAGE = "chat.message"
