@@ -6,122 +6,16 @@ the offer expire; urgent calls kept from doctors who could not be back for a boo
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import uuid
-from collections.abc import AsyncIterator
-from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from dispatch.calls import NewCall, Who
 from dispatch.candidates import nearest_for_call
-from dispatch.settings import DispatchSettings
-from models.clinic_catalogue import ClinicService
-from models.clinics import Clinic
 from models.enums import CallStatus as S
 from models.enums import DoctorStatus, Urgency
-from models.repositories import visit_bookings as visit_repo
-from models.visit_bookings import VisitBooking
-from tests.conftest import create_migrated_pg_database, drop_pg_database
-from tests.dispatch.world import SPECIALTY, World, offset, open_world
+from tests.dispatch.booked import SETTINGS, book, booking_row, to_lead_time
+from tests.dispatch.world import World
 
-SETTINGS = DispatchSettings()
 LEAD_S = SETTINGS.planned_lead_s
-VISIT_MIN = 40
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def pworld(request: pytest.FixtureRequest, template_db: Path, tmp_path: Path) -> AsyncIterator[World]:
-    """The dispatch core on a fresh database of either kind, its clock at 2027-03-01 08:00 UTC."""
-    if request.param == "sqlite":
-        path = tmp_path / "world.db"
-        shutil.copyfile(template_db, path)
-        url = f"sqlite+aiosqlite:///{path}"
-    else:
-        url = await create_migrated_pg_database("tot_planned_dispatch")
-    try:
-        async with open_world(url) as world:
-            world.clock.set(int(dt.datetime(2027, 3, 1, 8, 0, tzinfo=dt.UTC).timestamp() * 1000))
-            yield world
-    finally:
-        if request.param != "sqlite":
-            await drop_pg_database(url)
-
-
-async def book(world: World, doctor: Who, at: dt.datetime, north_m: float = 0.0) -> uuid.UUID:
-    """A planned call at ``at`` (``north_m`` from the centre) booked with ``doctor``, as
-    ``POST /v1/bookings`` leaves it (the call ``created``, its lead-time step armed)."""
-    lat, lon = offset(north_m)
-    async with world.sessions.begin() as session:
-        clinic = Clinic(id=uuid.uuid4(), name=f"Clinic {uuid.uuid4()}")
-        session.add(clinic)
-        await session.flush()
-        service = ClinicService(
-            id=uuid.uuid4(),
-            clinic_id=clinic.id,
-            name="Home visit",
-            specialty=SPECIALTY,
-            duration_min=VISIT_MIN,
-            price=Decimal("3000.00"),
-            currency="RUB",
-        )
-        session.add(service)
-    patient = await world.patient()
-    new = NewCall(
-        address="2 Planned Street",
-        lat=lat,
-        lon=lon,
-        urgency=Urgency.PLANNED,
-        specialty=SPECIALTY,
-        scheduled_at=at,
-    )
-    made: list[VisitBooking] = []
-
-    async def attach(session: object, call: object) -> None:
-        booking = VisitBooking(
-            id=uuid.uuid4(),
-            call_id=call.id,  # type: ignore[attr-defined]
-            doctor_id=doctor.user_id,
-            service_id=service.id,
-            starts_at=at,
-            ends_at=at + dt.timedelta(minutes=VISIT_MIN),
-            held_from=at,
-            held_until=at + dt.timedelta(minutes=VISIT_MIN),
-            travel_s=0,
-            local_day=at.date(),
-            lat=lat,
-            lon=lon,
-            created_at=world.clock.utcnow(),
-            updated_at=world.clock.utcnow(),
-        )
-        session.add(booking)  # type: ignore[attr-defined]
-        made.append(booking)
-
-    call, created = await world.calls.create(patient, new, idempotency_key=None, attach=attach)
-    assert created and made
-    await world.listen(f"call:{call.id}")
-    await world.loop.start(call)
-    await world.settle()
-    return call.id
-
-
-async def booking_row(world: World, call_id: uuid.UUID) -> VisitBooking:
-    async with world.sessions() as session:
-        row = await visit_repo.booking_of_call(session, call_id)
-    assert row is not None
-    return row
-
-
-async def to_lead_time(world: World, at: dt.datetime, *doctors_north: tuple[Who, float]) -> None:
-    """Move the clock to one second before ``at - lead``, place the doctors (fresh fixes), then to
-    the lead time itself, running what came due."""
-    lead = at - dt.timedelta(seconds=LEAD_S)
-    world.clock.set(int(lead.timestamp() * 1000) - 1000)
-    assert await world.run_due() == 0
-    for doctor, north in doctors_north:
-        await world.place(doctor, north)
-    await world.advance_s(1)
 
 
 async def test_no_offer_before_lead_then_the_booked_doctor_alone(pworld: World) -> None:
