@@ -79,6 +79,8 @@ async def offer_to_booked(ctx: DispatchContext, call: Call) -> bool:
     """A ``created`` call at its lead time: offer it to its booked doctor alone. True when done
     (offered, or the call moved on meanwhile); False when the ordinary path follows: the call has no
     active booking, or its doctor was not available (the booking is then released)."""
+    if call.urgency != Urgency.PLANNED.value:
+        return False  # no read on the path of a new urgent call (its first offer's latency)
     async with ctx.sessions() as session:
         booking = await visit_repo.booking_of_call(session, call.id)
         ratings = None if booking is None else await doctor_repo.ratings(session, [booking.doctor_id])
