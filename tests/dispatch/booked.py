@@ -91,7 +91,7 @@ async def to_lead_time(world: World, at: dt.datetime, *doctors_north: tuple[Who,
     the lead time itself, running what came due."""
     lead = at - dt.timedelta(seconds=SETTINGS.planned_lead_s)
     world.clock.set(int(lead.timestamp() * 1000) - 1000)
-    assert await world.run_due() == 0
+    await world.run_due()  # nothing of the call's is due yet (other entries may be: the repair sweep)
     for doctor, north in doctors_north:
         await world.place(doctor, north)
     await world.advance_s(1)

@@ -5,6 +5,7 @@ the offer expire; urgent calls kept from doctors who could not be back for a boo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -13,6 +14,11 @@ from dispatch.candidates import nearest_for_call
 from models.enums import CallStatus as S
 from models.enums import DoctorStatus, Urgency
 from tests.dispatch.booked import SETTINGS, book, booking_row, to_lead_time
+from tests.dispatch.live_engines import (  # noqa: F401 - fixtures register by import
+    Engines,
+    choose,
+    engines_fixture,
+)
 from tests.dispatch.world import World
 
 LEAD_S = SETTINGS.planned_lead_s
@@ -161,3 +167,40 @@ async def test_an_emergency_displaces_a_booking(pworld: World) -> None:
     await to_lead_time(world, at, (other, 800))
     assert await world.call_status(planned) is S.OFFERED
     await world.pending_offer(planned, other)
+
+
+async def test_a_booked_call_keeps_its_lead_time_across_an_engine_loss(engines: Engines) -> None:
+    """Memory (a new process) and Redis (flushed): the lost step of a booked call is re-armed from the
+    database by the rebuild; at the lead time the booked doctor, who re-announced, alone gets the
+    planned offer."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(engines.process())
+        world = first.world
+        await first.watch.check()
+        booked = await world.doctor(north_m=1500)
+        nearer = await world.doctor(north_m=100)
+        for doctor in (booked, nearer):
+            await choose(world, doctor, DoctorStatus.AVAILABLE)
+        at = world.clock.utcnow().replace(microsecond=0) + dt.timedelta(seconds=LEAD_S + 3600)
+        call_id = await book(world, booked, at)
+
+        if engines.backend == "memory":
+            await stack.aclose()
+            stack = contextlib.AsyncExitStack()
+            second = await stack.enter_async_context(engines.process())
+        else:
+            await engines.flush()
+            second = first
+        world = second.world
+        await second.watch.check()
+        await world.settle()
+        await world.listen(f"doctor:{booked.user_id}")
+        assert await world.engine.deadlines.get(f"step:{call_id}") is not None  # re-armed
+        for doctor in (booked, nearer):
+            await choose(world, doctor, DoctorStatus.AVAILABLE)  # their apps re-announce
+        await to_lead_time(world, at, (booked, 1500), (nearer, 100))
+        assert await world.call_status(call_id) is S.OFFERED
+        doctor, _offer = await world.the_pending_offer(call_id)
+        assert doctor.user_id == booked.user_id
+        assert world.events(f"doctor:{booked.user_id}", "offer.created")[-1]["planned"] is True
+        await stack.aclose()
