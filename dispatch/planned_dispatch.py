@@ -33,7 +33,7 @@ from dispatch.publisher import OutboxTransaction
 from dispatch.ranking import Candidate, Ranked
 from geo.distance import haversine_m
 from models.calls import Call
-from models.enums import DoctorStatus, OfferOutcome, Urgency
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Urgency
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
 from models.repositories import offers as offer_repo
@@ -62,11 +62,16 @@ def stage_released(tx: OutboxTransaction, booking: VisitBooking, reason: str) ->
     tx.dispatch(EventType.BOOKING_RELEASED, payload)
 
 
-async def release_booking(ctx: DispatchContext, call_id: uuid.UUID, reason: str) -> bool:
-    """Release the call's active booking, if any, under the call's row lock, with its event. Returns
-    whether one was released."""
+async def release_booking(
+    ctx: DispatchContext, call_id: uuid.UUID, reason: str, *, while_status: CallStatus | None = None
+) -> bool:
+    """Release the call's active booking, if any, under the call's row lock, with its event; with
+    ``while_status``, only while the call still has that status (a concurrent run of the step that
+    offered it meanwhile keeps the booking). Returns whether one was released."""
     async with ctx.publisher.transaction() as tx:
-        await call_repo.get_call(tx.session, call_id, for_update=True)
+        call = await call_repo.get_call(tx.session, call_id, for_update=True)
+        if call is None or (while_status is not None and call.status != while_status.value):
+            return False
         booking = await visit_repo.booking_of_call(tx.session, call_id)
         if booking is None or not booking.active:
             return False
@@ -96,7 +101,7 @@ async def offer_to_booked(ctx: DispatchContext, call: Call) -> bool:
         ranked = Ranked(candidate, ctx.settings.ranking.eta_s(distance))
         reserved = await reserve(ctx, call.id, [ranked], 1, distance)
     if not reserved:
-        await release_booking(ctx, call.id, DOCTOR_UNAVAILABLE)
+        await release_booking(ctx, call.id, DOCTOR_UNAVAILABLE, while_status=CallStatus.CREATED)
         return False
     planned = {"planned": True, "booking": str(booking.id), "scheduled_at": epoch_ms(booking.starts_at)}
     return await make_offers(ctx, call.id, reserved, (None, 0), first=True, extra=planned) is not None
