@@ -204,3 +204,29 @@ async def test_a_booked_call_keeps_its_lead_time_across_an_engine_loss(engines: 
         assert doctor.user_id == booked.user_id
         assert world.events(f"doctor:{booked.user_id}", "offer.created")[-1]["planned"] is True
         await stack.aclose()
+
+
+async def test_an_emergency_assigned_by_hand_displaces_a_booking(pworld: World) -> None:
+    """A dispatcher assigns an emergency to a doctor booked soon: the booking is released
+    (``displaced``) in the assignment's transaction; an urgent call assigned by hand keeps it."""
+    world = pworld
+    doctor = await world.doctor(north_m=0)
+    at = dt.datetime(2027, 3, 1, 14, 0, tzinfo=dt.UTC)
+    planned = await book(world, doctor, at, north_m=1000)
+    world.clock.set(int(dt.datetime(2027, 3, 1, 12, 59, tzinfo=dt.UTC).timestamp() * 1000))
+    await world.place(doctor, 0)
+    await world.set_status(doctor, DoctorStatus.PAUSED)  # nobody takes the calls by themselves
+
+    urgent = await world.new_call(await world.patient(), north_m=200)
+    await world.loop.assign(world.dispatcher, urgent, doctor.user_id)
+    await world.settle()
+    assert (await booking_row(world, planned)).active  # an urgent call by hand: the dispatcher's choice
+    await world.loop.cancel(world.dispatcher, urgent, "test")
+    await world.settle()
+    await world.set_status(doctor, DoctorStatus.PAUSED)
+
+    emergency = await world.new_call(await world.patient(), urgency=Urgency.EMERGENCY, north_m=200)
+    await world.loop.assign(world.dispatcher, emergency, doctor.user_id)
+    await world.settle()
+    assert [e["reason"] for e in world.events(f"call:{planned}", "booking.released")] == ["displaced"]
+    assert not (await booking_row(world, planned)).active
