@@ -33,6 +33,7 @@ from dispatch.calls import CallService, NewCall, Who
 from dispatch.errors import DispatchError, forbidden, not_found
 from dispatch.events import epoch_ms
 from dispatch.lifecycle import Actor
+from dispatch.publisher import OutboxTransaction
 from dispatch.slot_search import Bookable, bookable, slot_problem
 from dispatch.slots import Clash, Fit, Rules, fit
 from models.calls import Call
@@ -72,6 +73,16 @@ class Booked:
     call: Call
     booking: VisitBooking
     created: bool = True
+
+
+def booking_payload(booking: VisitBooking) -> dict[str, str | int | None]:
+    """The fields of a booking's events (docs/protocol.md): ids, and the visit's start in epoch ms."""
+    return {
+        "booking": str(booking.id),
+        "call": str(booking.call_id),
+        "doctor": str(booking.doctor_id),
+        "scheduled_at": epoch_ms(booking.starts_at),
+    }
 
 
 def clash_error(clash: Clash) -> DispatchError:
@@ -124,8 +135,10 @@ class BookingService:
         )
         made: list[VisitBooking] = []
 
-        async def attach(session: AsyncSession, call: Call) -> None:
-            made.append(await self._hold(session, target, call.id, new.start, new.lat, new.lon))
+        async def attach(tx: OutboxTransaction, call: Call) -> None:
+            booking = await self._hold(tx.session, target, call.id, new.start, new.lat, new.lon)
+            made.append(booking)
+            tx.stage(call_channel(call.id), EventType.BOOKING_BOOKED, booking_payload(booking))
 
         try:
             call, created = await self.calls.create(who, call_new, idempotency_key, attach=attach)
@@ -276,17 +289,8 @@ class BookingService:
                 call.scheduled_at = start
                 call.updated_at = self.now()
                 await session.flush()
-                tx.stage(
-                    call_channel(call.id),
-                    EventType.BOOKING_RESCHEDULED,
-                    {
-                        "booking": str(row.id),
-                        "call": str(call.id),
-                        "doctor": str(row.doctor_id),
-                        "scheduled_at": epoch_ms(row.starts_at),
-                        "previous": epoch_ms(previous),
-                    },
-                )
+                moved = {**booking_payload(row), "previous": epoch_ms(previous)}
+                tx.stage(call_channel(call.id), EventType.BOOKING_RESCHEDULED, moved)
         except IntegrityError as error:
             if not visit_repo.is_overlap(error):
                 raise

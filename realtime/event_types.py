@@ -53,6 +53,9 @@ class EventType(StrEnum):
     """``call:<id>`` and ``dispatch``: the booked doctor no longer holds the planned call's time; the
     call is dispatched as any other. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
     "reason": "doctor_unavailable" | "declined" | "expired" | "displaced" | "call_cancelled"}``."""
+    BOOKING_BOOKED = "booking.booked"
+    """``call:<id>``: the visit was booked (in the call's own transaction). ``{"booking", "call",
+    "doctor", "scheduled_at": epoch ms}``."""
     BOOKING_RESCHEDULED = "booking.rescheduled"
     """``call:<id>``: the booked visit moved. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
     "previous": epoch ms}``."""

@@ -17,6 +17,7 @@ call.status cancelled      cancelled                    the call's patient
 call.escalated (dispatch)  escalated                    every active dispatcher
 sos.raised, repeat == 2    sos_unanswered               every active dispatcher
 booking.released (call:)   booking_released             the call's patient (not for a cancel)
+booking.booked             booked                       the call's patient
 booking.rescheduled        rescheduled                  the call's patient
 booking.reminder           reminder (T - 24 h, T - 2 h) the call's patient
 =========================  ===========================  ======================================
@@ -47,6 +48,7 @@ class Kind(StrEnum):
     CALL_ESCALATED = "escalated"
     SOS_UNACKNOWLEDGED = "sos_unanswered"
     BOOKING_RELEASED = "booking_released"
+    BOOKING_BOOKED = "booked"
     BOOKING_RESCHEDULED = "rescheduled"
     BOOKING_REMINDER = "reminder"
 
@@ -61,6 +63,7 @@ NOTIFY_TYPES: frozenset[str] = frozenset(
         EventType.CALL_ESCALATED,
         EventType.SOS_RAISED,
         EventType.BOOKING_RELEASED,
+        EventType.BOOKING_BOOKED,
         EventType.BOOKING_RESCHEDULED,
         EventType.BOOKING_REMINDER,
     }
@@ -79,6 +82,7 @@ SOS_UNACKNOWLEDGED_REPEAT = 2
 
 BOOKING_KINDS: dict[str, Kind] = {
     EventType.BOOKING_RELEASED: Kind.BOOKING_RELEASED,
+    EventType.BOOKING_BOOKED: Kind.BOOKING_BOOKED,
     EventType.BOOKING_RESCHEDULED: Kind.BOOKING_RESCHEDULED,
     EventType.BOOKING_REMINDER: Kind.BOOKING_REMINDER,
 }

@@ -32,6 +32,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sos_unanswered": "SOS без ответа ({sos_kind}): {message}. Координаты {lat}, {lon}.",
         "booking_released": "Врач, записанный к вам на {scheduled}, не сможет приехать. "
         "Мы ищем другого врача на это время.",
+        "booked": "Визит врача записан на {scheduled}.",
         "rescheduled": "Визит врача перенесён на {scheduled}.",
         "reminder": "Напоминание: визит врача {scheduled}.",
     },
@@ -46,6 +47,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sos_unanswered": "Unacknowledged SOS ({sos_kind}): {message}. Position {lat}, {lon}.",
         "booking_released": "The doctor booked for your visit at {scheduled} cannot come. "
         "We are finding another doctor for that time.",
+        "booked": "Your doctor's visit is booked for {scheduled}.",
         "rescheduled": "Your doctor's visit was moved to {scheduled}.",
         "reminder": "Reminder: your doctor's visit is at {scheduled}.",
     },

@@ -9,7 +9,9 @@ import uuid
 from decimal import Decimal
 
 from dispatch.calls import NewCall, Who
+from dispatch.publisher import OutboxTransaction
 from dispatch.settings import DispatchSettings
+from models.calls import Call
 from models.clinic_catalogue import ClinicService
 from models.clinics import Clinic
 from models.enums import Urgency
@@ -51,10 +53,10 @@ async def book(world: World, doctor: Who, at: dt.datetime, north_m: float = 0.0)
     )
     made: list[VisitBooking] = []
 
-    async def attach(session: object, call: object) -> None:
+    async def attach(tx: OutboxTransaction, call: Call) -> None:
         booking = VisitBooking(
             id=uuid.uuid4(),
-            call_id=call.id,  # type: ignore[attr-defined]
+            call_id=call.id,
             doctor_id=doctor.user_id,
             service_id=service.id,
             starts_at=at,
@@ -68,7 +70,7 @@ async def book(world: World, doctor: Who, at: dt.datetime, north_m: float = 0.0)
             created_at=world.clock.utcnow(),
             updated_at=world.clock.utcnow(),
         )
-        session.add(booking)  # type: ignore[attr-defined]
+        tx.session.add(booking)
         made.append(booking)
 
     call, created = await world.calls.create(patient, new, idempotency_key=None, attach=attach)

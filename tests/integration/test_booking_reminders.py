@@ -94,6 +94,12 @@ async def test_reminders_at_24_and_2_hours_moved_by_a_reschedule(world: PlannedW
     booked = await world.book(patient, service, doctor, "2027-03-01T10:00:00+03:00", MOSCOW)
     assert booked.status_code == 201, booked.text
     call_id = booked.json()["call_id"]
+    [made] = await events(world, call_id, "booking.booked")
+    assert (made["booking"], made["scheduled_at"]) == (booked.json()["id"], ms(TEN))
+    [made_intent] = intents(f"call:{call_id}", "booking.booked", made)
+    assert render(made_intent.kind, "ru", made_intent.params, "Europe/Moscow") == (
+        "Визит врача записан на 01.03.2027 10:00."
+    )
 
     await scan_at(world, TEN - dt.timedelta(hours=24) - SECOND)
     assert await events(world, call_id, "booking.reminder") == []
