@@ -1,5 +1,5 @@
-"""Dispatching around visit bookings (issue 20): the booked doctor first, and other calls kept clear
-of booked time.
+"""Dispatching booked visits (issue 20): the booked doctor first, bookings released when they cannot be
+kept.
 
 - **The booked doctor first.** At ``scheduled_at - planned_lead_s`` a call with an active booking
   (``models/visit_bookings.py``) is offered to the booked doctor alone (:func:`offer_to_booked`; the
@@ -9,13 +9,10 @@ of booked time.
   let the offer expire, the call goes back to searching and the search releases it
   (:func:`release_before_search`). A release is ``booking.released`` on ``call:<id>`` and ``dispatch``
   with its reason.
-- **Booked time kept clear.** A non-emergency call is not offered to a doctor who could not be back
-  for one of their booked visits (:func:`booking_conflicts`): the doctor is taken until
-  ``visit start + visit_estimate_s`` (the visit start is ``now + ETA``, or the planned call's time),
-  then needs the travel to the booked place (the ranking's ETA model, ``dispatch/ranking.py``); a
-  booked visit that starts before that, and does not end (plus the travel back) before this visit
-  starts, is a conflict. One query per search (``visit_repo.active_of_doctors``).
-- **Emergencies ignore bookings.** When a doctor accepts an emergency, each of their booked visits
+- **Booked time kept clear** (``dispatch/booked_time.py``, used by every search's candidates): a
+  non-emergency call is not offered to a doctor who could not be back for one of their booked visits.
+- **Emergencies ignore bookings.** When a doctor accepts an emergency (or a dispatcher assigns one to
+  them), each of their booked visits
   that can no longer be kept is released (reason ``displaced``, :func:`release_displaced`); its call,
   still waiting for its time, is dispatched at its lead time by the ordinary search, and its patient
   is told (the notification rules read ``booking.released``).
