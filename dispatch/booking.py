@@ -28,9 +28,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.booking_holds import as_visit, retravel
+from dispatch.booking_reminders import skipped
 from dispatch.calls import CallService, NewCall, Who
 from dispatch.errors import DispatchError, forbidden, not_found
+from dispatch.events import epoch_ms
 from dispatch.lifecycle import Actor
+from dispatch.publisher import OutboxTransaction
 from dispatch.slot_search import Bookable, bookable, slot_problem
 from dispatch.slots import Clash, Fit, Rules, fit
 from models.calls import Call
@@ -40,7 +43,9 @@ from models.repositories import schedules as schedule_repo
 from models.repositories import visit_bookings as visit_repo
 from models.types import utcnow
 from models.visit_bookings import VisitBooking
+from realtime.channels import call_channel
 from realtime.errors import MESSAGES, ErrorCode
+from realtime.event_types import EventType
 
 NEIGHBOURS = dt.timedelta(days=1)
 """How far around a visit the doctor's other visits are read (travel and the local day lie within)."""
@@ -68,6 +73,16 @@ class Booked:
     call: Call
     booking: VisitBooking
     created: bool = True
+
+
+def booking_payload(booking: VisitBooking) -> dict[str, str | int | None]:
+    """The fields of a booking's events (docs/protocol.md): ids, and the visit's start in epoch ms."""
+    return {
+        "booking": str(booking.id),
+        "call": str(booking.call_id),
+        "doctor": str(booking.doctor_id),
+        "scheduled_at": epoch_ms(booking.starts_at),
+    }
 
 
 def clash_error(clash: Clash) -> DispatchError:
@@ -120,8 +135,10 @@ class BookingService:
         )
         made: list[VisitBooking] = []
 
-        async def attach(session: AsyncSession, call: Call) -> None:
-            made.append(await self._hold(session, target, call.id, new.start, new.lat, new.lon))
+        async def attach(tx: OutboxTransaction, call: Call) -> None:
+            booking = await self._hold(tx.session, target, call.id, new.start, new.lat, new.lon)
+            made.append(booking)
+            tx.stage(call_channel(call.id), EventType.BOOKING_BOOKED, booking_payload(booking))
 
         try:
             call, created = await self.calls.create(who, call_new, idempotency_key, attach=attach)
@@ -224,6 +241,7 @@ class BookingService:
         booking.local_day = slot.local_day
         booking.lat = lat
         booking.lon = lon
+        booking.reminders_sent = skipped(slot.start, now)  # booked or moved: reminders from the new time
         booking.updated_at = now
 
     async def get(self, who: Who, booking_id: uuid.UUID) -> Booked:
@@ -266,10 +284,13 @@ class BookingService:
                         status=call.status,
                         allowed=[],
                     )
+                previous = row.starts_at
                 await self._hold(session, target, call.id, start, row.lat, row.lon, moving=row)
                 call.scheduled_at = start
                 call.updated_at = self.now()
                 await session.flush()
+                moved = {**booking_payload(row), "previous": epoch_ms(previous)}
+                tx.stage(call_channel(call.id), EventType.BOOKING_RESCHEDULED, moved)
         except IntegrityError as error:
             if not visit_repo.is_overlap(error):
                 raise

@@ -75,8 +75,9 @@ class NewCall:
     """ISO 4217 code of the prices (None: the column's default, RUB)."""
 
 
-Attach = Callable[[AsyncSession, Call], Awaitable[None]]
-"""Work joined to a call's creation in its transaction (:meth:`CallService.create`)."""
+Attach = Callable[[OutboxTransaction, Call], Awaitable[None]]
+"""Work joined to a call's creation in its transaction (:meth:`CallService.create`): its session is
+``tx.session``, and it may stage events of its own."""
 
 
 @dataclass
@@ -115,7 +116,7 @@ class CallService:
         """Create a call; returns ``(call, created)``. With the same ``idempotency_key`` from the same
         creator, returns the first call and ``created=False`` (a retried request, not a new call).
 
-        ``attach``: more work of the same transaction, awaited with the session and the new call once
+        ``attach``: more work of the same transaction, awaited with the transaction and the new call once
         its row is flushed (so the idempotency key is known to be new): a planned visit's booking
         (``dispatch/booking.py``). What it raises (a refusal, an ``IntegrityError``) rolls the call back.
 
@@ -187,7 +188,7 @@ class CallService:
                     raise
                 return existing, False
             if attach is not None:
-                await attach(session, call)
+                await attach(tx, call)
             # Staged after the flush: a lost idempotency race above rolled back and stages nothing.
             created: CallCreatedPayload = {"call": str(call.id), "urgency": call.urgency}
             tx.dispatch(EventType.CALL_CREATED, created)

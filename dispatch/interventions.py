@@ -17,10 +17,12 @@ from dispatch.errors import DispatchError, not_found
 from dispatch.events import CALL_UNASSIGNED, call_summary
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
+from dispatch.planned_dispatch import release_displaced, stage_released
 from dispatch.publisher import OutboxTransaction
 from dispatch.reservations import free_busy, release_withdrawn, stage_freed, stage_withdrawn
+from geo.distance import haversine_m
 from models.calls import Call
-from models.enums import CallStatus, DoctorStatus, OfferOutcome
+from models.enums import CallStatus, DoctorStatus, OfferOutcome, Urgency
 from models.offers import Offer
 from models.repositories import calls as call_repo
 from models.repositories import doctors as doctor_repo
@@ -105,6 +107,9 @@ class Interventions:
                     change=assign,
                 )
                 name = await self.ctx.calls.doctor_name(session, call)
+                # An emergency ignores bookings: the booked visits it makes its doctor miss are released.
+                if call.urgency == Urgency.EMERGENCY.value:
+                    await release_displaced(self.ctx, tx, call, doctor_id, await self._eta_s(doctor_id, call))
                 stage_withdrawn(tx, withdrawn, call, "assigned by a dispatcher")
                 if old_doctor is not None:
                     stage_freed(tx, old_doctor, call, CALL_UNASSIGNED, "reassigned by a dispatcher")
@@ -123,6 +128,13 @@ class Interventions:
         if old_doctor is not None:
             await follow_up("free a reassigned doctor", free_busy(self.ctx, old_doctor, call_id))
         return Moved(call, previous, name)
+
+    async def _eta_s(self, doctor_id: uuid.UUID, call: Call) -> float:
+        """The ranking's ETA (seconds) of the doctor's last known position to the call; 0 without one."""
+        position = await self.ctx.locations.get(str(doctor_id))
+        if position is None:
+            return 0.0
+        return self.ctx.settings.ranking.eta_s(haversine_m(position.lat, position.lon, call.lat, call.lon))
 
     async def drop(self, who: Who, call_id: uuid.UUID, reason: str | None = None) -> Moved:
         """The assigned doctor (or a dispatcher) sends the call back to searching."""
@@ -174,7 +186,9 @@ class Interventions:
                 session, call, CallStatus.CANCELLED, actor, who, reason=reason, change=cancelled
             )
             # A planned visit's booked time is free again with the cancellation's commit.
-            await visit_repo.release_of_call(session, call_id, now, "call_cancelled")
+            booking = await visit_repo.booking_of_call(session, call_id)
+            if await visit_repo.release_of_call(session, call_id, now, "call_cancelled") and booking:
+                stage_released(tx, booking, "call_cancelled")
             for other in await offer_repo.pending_offers(session, call_id):
                 await offer_repo.decide(session, other.id, OfferOutcome.WITHDRAWN, now)
                 withdrawn.append(other)

@@ -19,6 +19,7 @@ from dispatch.errors import DispatchError, not_found
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import DOCTOR_ON_CALL, Actor
 from dispatch.offer_step import OfferStep
+from dispatch.planned_dispatch import release_displaced
 from dispatch.publisher import offer_subject
 from dispatch.reservations import back_to_searching, release, release_withdrawn, stage_withdrawn
 from models.calls import Call
@@ -82,6 +83,8 @@ class OfferAnswers:
                 # Another doctor's accept (or a cancellation) changed the call first: this offer lost.
                 raise DispatchError(ErrorCode.OFFER_WITHDRAWN, "another doctor took this call") from None
             name = await ctx.calls.doctor_name(session, call)
+            # An emergency ignores bookings: the booked visits it makes its doctor miss are released.
+            await release_displaced(ctx, tx, call, who.user_id, offer.eta_s or 0.0)
             stage_withdrawn(tx, withdrawn, call, "another doctor accepted")
             tx.doctor(
                 who.user_id,

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from dispatch.booked_time import conflicts_of
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, reservation
 from dispatch.errors import DispatchError
@@ -50,7 +51,8 @@ async def candidates(
     ctx: DispatchContext, call: Call, radius: float, excluded: set[uuid.UUID], wanted: int
 ) -> list[Ranked]:
     """Available doctors within ``radius`` metres of the call, not in ``excluded``, serving its zone,
-    verified, best first (at least ``wanted`` looked for)."""
+    verified, best first (at least ``wanted`` looked for), without those it would make miss a booked
+    visit (``dispatch/booked_time.py``; not for an emergency)."""
     k = min(MAX_K, max(10, wanted * 3) + len(excluded))
     found = await ctx.locations.nearest_available(
         call.lat,
@@ -68,6 +70,11 @@ async def candidates(
             serving = await zone_repo.doctors_serving(session, list(nearby), call.zone_id)
             nearby = {d: n for d, n in nearby.items() if d in serving}
         ratings = await doctor_repo.ratings(session, list(nearby))
+        settings = ctx.settings
+        etas = {d: settings.ranking.eta_s(n.distance_m) for d, n in nearby.items() if d in ratings}
+        estimate = settings.visit_estimate_s
+        booked = await conflicts_of(session, call, ctx.now(), etas, settings.ranking, estimate)
+        nearby = {d: n for d, n in nearby.items() if d not in booked}
     # Doctors without a verified profile are never candidates (the index should not have them).
     # Their idle times (fairness) are read in one batch: one awaited read per candidate was up to
     # k round trips to Redis on every search (loadtests/bench_dispatch.py).
@@ -117,14 +124,16 @@ async def make_offers(
     round_seen: Round,
     *,
     first: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> bool | None:
     """Make the offers to the reserved doctors. True when made; False when the call is no longer
     searching; None when the round changed since ``round_seen`` (its start, its offer count: a
     concurrent run of the step made an offer, so ours could ask a doctor twice or one too many).
     Whatever is not offered is released. ``first``: the call is expected ``created`` (the fast path
     of a new call); it starts its search in the same transaction, and a call found ``searching``
-    counts as a changed round (None). Raises the ``DispatchError`` of a refused move other than a
-    conflict, after giving the reservations back.
+    counts as a changed round (None). ``extra``: more fields of each ``offer.created`` payload (a
+    booked visit's ``planned``, ``booking``, ``scheduled_at``). Raises the ``DispatchError`` of a
+    refused move other than a conflict, after giving the reservations back.
 
     The offers' deadline entries are scheduled before the commit: once the call is ``offered``,
     nothing else would expire an offer whose process died right after the commit (a concurrent
@@ -184,7 +193,7 @@ async def make_offers(
                 for r in reserved:
                     payload = reservation(call_id, r.ranked.candidate.doctor_id)
                     await ctx.deadlines.schedule(offer_key(r.offer_id), deadline_ms, payload)
-                _stage_offers(tx, call, reserved, deadline_ms, started)
+                _stage_offers(tx, call, reserved, deadline_ms, started, extra or {})
                 tx.status(call, previous.value, actor=Actor.SYSTEM.value)
     except DispatchError as exc:
         await give_back(ctx, reserved)
@@ -207,6 +216,7 @@ def _stage_offers(
     reserved: list[Reserved],
     deadline_ms: int,
     started: tuple[CallStatus, int] | None,
+    extra: dict[str, Any],
 ) -> None:
     """In the offers' transaction: ``offer.created`` to each doctor (an emergency's K offers leave as
     one batch with the rest: one Redis round trip, not K), then the start of the search when this
@@ -223,6 +233,7 @@ def _stage_offers(
                     "distance_m": round(r.ranked.candidate.distance_m, 1),
                     "eta_s": round(r.ranked.eta_s),
                     "deadline": deadline_ms,
+                    **extra,
                 },
                 subject=offer_subject(r.offer_id),
                 stale_ms=deadline_ms,

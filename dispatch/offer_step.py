@@ -18,6 +18,7 @@ from dispatch.errors import DispatchError
 from dispatch.events import call_summary, epoch_ms
 from dispatch.lifecycle import Actor
 from dispatch.offer_making import candidates, make_offers, reserve
+from dispatch.planned_dispatch import offer_to_booked, release_before_search
 from dispatch.publisher import OutboxTransaction
 from dispatch.reservations import arm_step, back_to_searching
 from models.calls import Call
@@ -120,7 +121,7 @@ class OfferStep:
                 # caller's complete() leaves the new one in place.
                 await self.ctx.deadlines.schedule(step_key(call_id), epoch_ms(begin) or 0)
                 return True
-            if await self._first_offer(call):
+            if await offer_to_booked(self.ctx, call) or await self._first_offer(call):
                 return True
             started = await self._start_search(call_id)
             if started is None:
@@ -210,6 +211,7 @@ class OfferStep:
             since = await call_repo.search_round_started(session, call_id)
             excluded = await offer_repo.offered_doctors(session, call_id, since=since)
             offers_so_far = await offer_repo.offer_count(session, call_id, since=since)
+        await release_before_search(self.ctx, call)  # the booked doctor did not take it: anyone may
         settings = self.ctx.settings
         if offers_so_far >= settings.max_offers:
             await self._escalate(call_id, f"no doctor accepted {offers_so_far} offers")

@@ -15,6 +15,8 @@ class DispatchSettings:
     emergency is offered to at once. ``max_offers``: offers per call before it escalates anyway (a call
     nobody takes needs a human). ``candidate_max_age_s``: positions older than this are not candidates.
     ``planned_lead_s``: a planned call starts dispatching this long before its time.
+    ``visit_estimate_s``: how long a visit is taken to last when a non-emergency call is weighed
+    against a doctor's booked visits (``TOT_VISIT_ESTIMATE_MIN``, dispatch/planned_dispatch.py).
     ``step_retry_s``: when the process running a dispatch step it started itself dies, another takes
     the call over after this long (a step the dead process had claimed from the queue comes back when
     the Deadlines lease ends, 30 s).
@@ -27,4 +29,5 @@ class DispatchSettings:
     candidate_max_age_s: int = 60
     planned_lead_s: float = 3_600.0
     step_retry_s: float = 10.0
+    visit_estimate_s: float = 3_600.0
     ranking: RankingSettings = field(default_factory=RankingSettings)

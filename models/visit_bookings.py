@@ -26,8 +26,9 @@ class VisitBooking(Base):
     limit counts by it). ``lat``/``lon``: the visit's place, WGS84 degrees (the next visit's travel
     starts there).
 
+    ``reminders_sent``: 0-2, the reminders (T - 24 h, T - 2 h) already staged or skipped.
     ``active`` false once released (the call cancelled, the booking moved away). On PostgreSQL an
-    exclusion constraint (migration 0012) forbids two active bookings of one doctor whose held ranges
+    exclusion constraint (migration 0010) forbids two active bookings of one doctor whose held ranges
     overlap; on SQLite the booking service checks the same inside the one serialised connection.
     """
 
@@ -57,5 +58,8 @@ class VisitBooking(Base):
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
     released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     release_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    reminders_sent: Mapped[int] = mapped_column(sa.SmallInteger, default=0, server_default="0")
+    """How many of the visit's reminders (T - 24 h, T - 2 h) were staged or skipped (migration 0013,
+    ``dispatch/booking_reminders.py``)."""
     created_at: Mapped[dt.datetime] = timestamp_default_now()
     updated_at: Mapped[dt.datetime] = timestamp_default_now()

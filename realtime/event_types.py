@@ -48,6 +48,21 @@ class EventType(StrEnum):
     OFFER_EXPIRED = "offer.expired"
     """``doctor:<id>``: ``{"offer": "<offer id>", "call": "<call id>"}``."""
 
+    # --- planned visits' bookings (call:<id> and dispatch) --------------------------------------
+    BOOKING_RELEASED = "booking.released"
+    """``call:<id>`` and ``dispatch``: the booked doctor no longer holds the planned call's time; the
+    call is dispatched as any other. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
+    "reason": "doctor_unavailable" | "declined" | "expired" | "displaced" | "call_cancelled"}``."""
+    BOOKING_BOOKED = "booking.booked"
+    """``call:<id>``: the visit was booked (in the call's own transaction). ``{"booking", "call",
+    "doctor", "scheduled_at": epoch ms}``."""
+    BOOKING_RESCHEDULED = "booking.rescheduled"
+    """``call:<id>``: the booked visit moved. ``{"booking", "call", "doctor", "scheduled_at": epoch ms,
+    "previous": epoch ms}``."""
+    BOOKING_REMINDER = "booking.reminder"
+    """``call:<id>``: the visit is near (T - 24 h, T - 2 h). ``{"booking", "call", "doctor",
+    "scheduled_at": epoch ms, "hours_before": 24 | 2}``."""
+
     # --- chat (call:<id>) -----------------------------------------------------------------------
     CHAT_MESSAGE = "chat.message"
     """``call:<id>``: a stored message. ``{"id", "call", "sender": {"id", "role", "name"},

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from dispatch.availability import Availability
 from dispatch.booking import BookingService
+from dispatch.booking_reminders import BookingReminders
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.call_feed import CallStatusFollower
 from dispatch.call_places import CallPlaces
@@ -231,6 +232,8 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
             asyncio.create_task(sos.run(), name="sos"),
             asyncio.create_task(_refresh_zones(zones), name="zones"),
             asyncio.create_task(relay.run(), name="outbox_relay"),
+            # Booked visits' reminders (T - 24 h, T - 2 h), scanned from the database.
+            asyncio.create_task(BookingReminders(sessions, calls.publisher, now).run(), name="reminders"),
             *(asyncio.create_task(loop, name=name) for name, loop in notify.tasks().items()),
             # The console's map: per-cell batches to this process's own map subscribers.
             asyncio.create_task(

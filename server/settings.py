@@ -92,6 +92,7 @@ class Settings:
     broadcast_offers: int = 3
     max_offers_per_call: int = 10
     planned_lead_s: float = 3600.0
+    visit_estimate_s: float = 3600.0
     road_factor: float = 1.4
     eta_speed_kmh: float = 30.0
     candidate_max_age_s: int = 60
@@ -184,6 +185,7 @@ class Settings:
             max_offers=self.max_offers_per_call,
             candidate_max_age_s=self.candidate_max_age_s,
             planned_lead_s=self.planned_lead_s,
+            visit_estimate_s=self.visit_estimate_s,
             step_retry_s=self.dispatch_step_retry_s,
             ranking=RankingSettings(road_factor=self.road_factor, speed_mps=self.eta_speed_kmh / 3.6),
         )
@@ -285,6 +287,7 @@ def load_settings(
         broadcast_offers=parse_positive_int(config, "TOT_BROADCAST_OFFERS", 3),
         max_offers_per_call=parse_positive_int(config, "TOT_MAX_OFFERS_PER_CALL", 10),
         planned_lead_s=parse_positive_float(config, "TOT_PLANNED_LEAD_TIME", 3600.0),
+        visit_estimate_s=parse_positive_float(config, "TOT_VISIT_ESTIMATE_MIN", 60.0) * 60,
         road_factor=parse_positive_float(config, "TOT_ROAD_FACTOR", 1.4, minimum=1.0),
         eta_speed_kmh=parse_positive_float(config, "TOT_ETA_SPEED_KMH", 30.0),
         candidate_max_age_s=parse_positive_int(config, "TOT_CANDIDATE_MAX_AGE", 60),

@@ -16,6 +16,10 @@ call.status arrived        arrived                      the call's patient
 call.status cancelled      cancelled                    the call's patient
 call.escalated (dispatch)  escalated                    every active dispatcher
 sos.raised, repeat == 2    sos_unanswered               every active dispatcher
+booking.released (call:)   booking_released             the call's patient (not for a cancel)
+booking.booked             booked                       the call's patient
+booking.rescheduled        rescheduled                  the call's patient
+booking.reminder           reminder (T - 24 h, T - 2 h) the call's patient
 =========================  ===========================  ======================================
 
 ``call.status`` is read on the call's own channel only (it is staged on ``dispatch`` too). An SOS is
@@ -43,13 +47,26 @@ class Kind(StrEnum):
     CALL_CANCELLED = "cancelled"
     CALL_ESCALATED = "escalated"
     SOS_UNACKNOWLEDGED = "sos_unanswered"
+    BOOKING_RELEASED = "booking_released"
+    BOOKING_BOOKED = "booked"
+    BOOKING_RESCHEDULED = "rescheduled"
+    BOOKING_REMINDER = "reminder"
 
 
 URGENT_KINDS: frozenset[Kind] = frozenset({Kind.OFFER_CREATED, Kind.SOS_UNACKNOWLEDGED, Kind.CALL_ARRIVED})
 """Kinds that quiet hours never hold back (an offer, an SOS, "the doctor has arrived")."""
 
 NOTIFY_TYPES: frozenset[str] = frozenset(
-    {EventType.OFFER_CREATED, EventType.CALL_STATUS, EventType.CALL_ESCALATED, EventType.SOS_RAISED}
+    {
+        EventType.OFFER_CREATED,
+        EventType.CALL_STATUS,
+        EventType.CALL_ESCALATED,
+        EventType.SOS_RAISED,
+        EventType.BOOKING_RELEASED,
+        EventType.BOOKING_BOOKED,
+        EventType.BOOKING_RESCHEDULED,
+        EventType.BOOKING_REMINDER,
+    }
 )
 """The event types the rules read (``OutboxSettings.notify_types``: others are never looked at)."""
 
@@ -62,6 +79,16 @@ STATUS_KINDS: dict[str, Kind] = {
 """``call.status`` values the patient is told about."""
 
 SOS_UNACKNOWLEDGED_REPEAT = 2
+
+BOOKING_KINDS: dict[str, Kind] = {
+    EventType.BOOKING_RELEASED: Kind.BOOKING_RELEASED,
+    EventType.BOOKING_BOOKED: Kind.BOOKING_BOOKED,
+    EventType.BOOKING_RESCHEDULED: Kind.BOOKING_RESCHEDULED,
+    EventType.BOOKING_REMINDER: Kind.BOOKING_REMINDER,
+}
+"""Booking events (on ``call:<id>``) the call's patient is told about."""
+RELEASED_SILENTLY = "call_cancelled"
+"""The release reason the patient is not told about again (the cancellation is its own notification)."""
 """The ``repeat`` of ``sos.raised`` that means "nobody acknowledged within two repeat intervals"."""
 
 
@@ -128,6 +155,18 @@ def intents(channel: str, event_type: str, payload: dict[str, Any]) -> list[Inte
             "eta_s": payload.get("eta_s"),
             "reason": payload.get("reason"),
         }
+        return [Intent(kind, Audience(AudienceKind.PATIENT_OF_CALL, call_id), params, call_id)]
+    if event_type in BOOKING_KINDS and channel.startswith("call:"):
+        call_id = _uuid(payload.get("call"))
+        if call_id is None or payload.get("reason") == RELEASED_SILENTLY:
+            return []
+        params = {
+            "scheduled_ms": payload.get("scheduled_at"),
+            "previous_ms": payload.get("previous"),
+            "hours_before": payload.get("hours_before"),
+            "reason": payload.get("reason"),
+        }
+        kind = BOOKING_KINDS[event_type]
         return [Intent(kind, Audience(AudienceKind.PATIENT_OF_CALL, call_id), params, call_id)]
     if event_type == EventType.CALL_ESCALATED:
         call = payload.get("call") or {}

@@ -3,7 +3,8 @@
 ``render(kind, language, params, zone)`` -> the message text in ``language`` ("ru" or "en"; anything
 else falls back to Russian, the service's first language). Values come from the rules' ``params``
 (``server/notify/rules.py``): ETAs in seconds are shown in whole minutes (at least 1), distances in
-kilometres with one decimal, times (epoch ms) as HH:MM:SS in the person's time zone ``zone`` (an IANA
+kilometres with one decimal, a deadline (epoch ms) as HH:MM:SS and a booked visit's time
+(``scheduled_ms``) as DD.MM.YYYY HH:MM, in the person's time zone ``zone`` (an IANA
 name; :data:`DEFAULT_ZONE` when they gave none). ``phrase(key, language)`` -> a fixed phrase (buttons
 and the bot's short answers). A missing value renders as "?"; rendering never raises on ``params``.
 """
@@ -29,6 +30,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "cancelled": "Вызов отменён.",
         "escalated": "Вызов не принят ни одним врачом: {address}. Нужен диспетчер.",
         "sos_unanswered": "SOS без ответа ({sos_kind}): {message}. Координаты {lat}, {lon}.",
+        "booking_released": "Врач, записанный к вам на {scheduled}, не сможет приехать. "
+        "Мы ищем другого врача на это время.",
+        "booked": "Визит врача записан на {scheduled}.",
+        "rescheduled": "Визит врача перенесён на {scheduled}.",
+        "reminder": "Напоминание: визит врача {scheduled}.",
     },
     "en": {
         "offer": "New call: {address}\nDistance {distance_km} km, ~{eta_min} min away.\n"
@@ -39,6 +45,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "cancelled": "Your call was cancelled.",
         "escalated": "No doctor took the call at {address}. A dispatcher is needed.",
         "sos_unanswered": "Unacknowledged SOS ({sos_kind}): {message}. Position {lat}, {lon}.",
+        "booking_released": "The doctor booked for your visit at {scheduled} cannot come. "
+        "We are finding another doctor for that time.",
+        "booked": "Your doctor's visit is booked for {scheduled}.",
+        "rescheduled": "Your doctor's visit was moved to {scheduled}.",
+        "reminder": "Reminder: your doctor's visit is at {scheduled}.",
     },
 }
 
@@ -117,6 +128,11 @@ def _values(params: dict[str, Any], zone: str | None) -> dict[str, str]:
     deadline = params.get("deadline_ms")
     if isinstance(deadline, int | float):
         values["deadline"] = dt.datetime.fromtimestamp(deadline / 1000, tz=_zone(zone)).strftime("%H:%M:%S")
+    scheduled = params.get("scheduled_ms")
+    if isinstance(scheduled, int | float):
+        values["scheduled"] = dt.datetime.fromtimestamp(scheduled / 1000, tz=_zone(zone)).strftime(
+            "%d.%m.%Y %H:%M"
+        )
     return values
 
 

@@ -48,6 +48,11 @@ class CandidateOut(BaseModel):
     rating: float | None
     serves_zone: bool
     specialties: list[str]
+    reason: str | None = Field(
+        default=None,
+        description="`booked`: this call would make the doctor miss a booked visit (the loop skips them)",
+    )
+    booked_at_ms: int | None = Field(default=None, description="that booked visit's start, epoch ms")
 
 
 class CandidateList(BaseModel):
@@ -69,7 +74,9 @@ class CandidateList(BaseModel):
 async def call_candidates(request: Request) -> Response:
     """Dispatchers and admins: the available doctors with a fresh position (``TOT_CANDIDATE_MAX_AGE``)
     nearest to the call, with its specialty unless ``any_specialty``, for ``POST
-    /v1/calls/{id}/assign``. Zones are shown (``serves_zone``), not enforced: a dispatcher may override."""
+    /v1/calls/{id}/assign``. A doctor the call would make miss a booked visit has ``reason``
+    ``booked`` (shown, not hidden: a dispatcher may override). Zones are shown (``serves_zone``),
+    not enforced: a dispatcher may override."""
     svc = services(request)
     principal = svc.principal(request)
     query = parse_query(request, CandidatesQuery)
@@ -88,5 +95,7 @@ async def call_candidates(request: Request) -> Response:
         radius_m=query.radius_km * 1000,
         max_age_ms=settings.candidate_max_age_s * 1000,
         any_specialty=query.any_specialty,
+        now=svc.calls.now(),
+        visit_estimate_s=settings.visit_estimate_s,
     )
     return json_response({"items": [dataclasses.asdict(c) for c in found]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from migrations import runner
+from tests.conftest import create_migrated_pg_database, drop_pg_database
 from tests.dispatch.world import World, open_world
 
 
@@ -50,3 +52,21 @@ def make_world(template_db: Path, tmp_path: Path) -> WorldFactory:
         return open_world(f"sqlite+aiosqlite:///{path}", **kwargs)
 
     return make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def pworld(request: pytest.FixtureRequest, template_db: Path, tmp_path: Path) -> AsyncIterator[World]:
+    """The dispatch core on a fresh database of either kind, its clock at 2027-03-01 08:00 UTC."""
+    if request.param == "sqlite":
+        path = tmp_path / "world.db"
+        shutil.copyfile(template_db, path)
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        url = await create_migrated_pg_database("tot_planned_dispatch")
+    try:
+        async with open_world(url) as world:
+            world.clock.set(int(dt.datetime(2027, 3, 1, 8, 0, tzinfo=dt.UTC).timestamp() * 1000))
+            yield world
+    finally:
+        if request.param != "sqlite":
+            await drop_pg_database(url)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import create_migrated_pg_database, drop_pg_database
-from tests.dispatch.conftest import make_world, template_db
+from tests.dispatch.conftest import make_world, pworld, template_db
 from tests.dispatch.world import World, open_world
 
-__all__ = ["make_world", "template_db", "world"]
+__all__ = ["make_world", "pworld", "template_db", "world"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
