@@ -5,7 +5,9 @@ A non-emergency call is not offered to a doctor who could not be back for a book
 planned call's time) plus ``visit_estimate_s`` (``TOT_VISIT_ESTIMATE_MIN``), then needs the travel to
 the booked place (the ranking's ETA model, ``dispatch/ranking.py``, rounded up to the minute as
 bookings' travel is in ``dispatch/slots.py``). Emergencies ignore bookings
-(``dispatch/planned_dispatch.py`` releases what they displace). One query per search.
+(``dispatch/planned_dispatch.py`` releases what they displace). The offer loop learns which
+candidates hold a booking in the span with their profiles (``doctor_repo.ratings_and_booked``: no
+extra statement) and reads the bookings themselves only for those.
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ def booking_conflicts(
     return found
 
 
+def window(call: Call, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """The span whose bookings can conflict with ``call`` (UTC datetimes), or None for an emergency
+    (it ignores bookings)."""
+    if call.urgency == Urgency.EMERGENCY.value:
+        return None
+    return min(now, call.scheduled_at or now) - LOOKAHEAD, max(now, call.scheduled_at or now) + LOOKAHEAD
+
+
 async def conflicts_of(
     session: AsyncSession,
     call: Call,
@@ -108,9 +118,9 @@ async def conflicts_of(
     visit_estimate_s: float,
 ) -> dict[uuid.UUID, Conflict]:
     """:func:`booking_conflicts` with the doctors' bookings read in one query (none for an emergency)."""
-    if call.urgency == Urgency.EMERGENCY.value or not etas:
+    span = window(call, now)
+    if span is None or not etas:
         return {}
-    since = min(now, call.scheduled_at or now) - LOOKAHEAD
-    until = max(now, call.scheduled_at or now) + LOOKAHEAD
+    since, until = span
     bookings = await visit_repo.active_of_doctors(session, list(etas), since, until)
     return booking_conflicts(call, now, etas, bookings, ranking, visit_estimate_s)

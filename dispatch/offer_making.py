@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatch.booked_time import conflicts_of
+from dispatch.booked_time import window as booked_window
 from dispatch.calls import SYSTEM
 from dispatch.dispatch_context import DispatchContext, offer_key, reservation
 from dispatch.errors import DispatchError
@@ -69,11 +70,18 @@ async def candidates(
         if call.zone_id is not None:
             serving = await zone_repo.doctors_serving(session, list(nearby), call.zone_id)
             nearby = {d: n for d, n in nearby.items() if d in serving}
-        ratings = await doctor_repo.ratings(session, list(nearby))
+        now = ctx.now()
+        span = booked_window(call, now)
+        holding: set[uuid.UUID]
+        if span is None:
+            ratings, holding = await doctor_repo.ratings(session, list(nearby)), set()
+        else:
+            ratings, holding = await doctor_repo.ratings_and_booked(session, list(nearby), *span)
         settings = ctx.settings
-        etas = {d: settings.ranking.eta_s(n.distance_m) for d, n in nearby.items() if d in ratings}
+        # Bookings are read only for doctors who hold one in the span: usually nobody, no statement.
+        etas = {d: settings.ranking.eta_s(n.distance_m) for d, n in nearby.items() if d in holding}
         estimate = settings.visit_estimate_s
-        booked = await conflicts_of(session, call, ctx.now(), etas, settings.ranking, estimate)
+        booked = await conflicts_of(session, call, now, etas, settings.ranking, estimate)
         nearby = {d: n for d, n in nearby.items() if d not in booked}
     # Doctors without a verified profile are never candidates (the index should not have them).
     # Their idle times (fairness) are read in one batch: one awaited read per candidate was up to

@@ -15,6 +15,7 @@ from models.doctors import DoctorProfile
 from models.enums import Role
 from models.types import utcnow
 from models.users import User
+from models.visit_bookings import VisitBooking
 
 
 class DuplicateLicence(Exception):
@@ -140,6 +141,47 @@ async def ratings(session: AsyncSession, doctor_ids: Sequence[uuid.UUID]) -> dic
         )
     )
     return {user_id: rating for user_id, rating in rows.all()}
+
+
+async def ratings_and_booked(
+    session: AsyncSession,
+    doctor_ids: Sequence[uuid.UUID],
+    booked_from: dt.datetime,
+    booked_until: dt.datetime,
+) -> tuple[dict[uuid.UUID, float | None], set[uuid.UUID]]:
+    """:func:`ratings`, and which of those doctors hold an active booking whose held time touches
+    ``[booked_from, booked_until]``, in one statement (a correlated EXISTS on the bookings' doctor
+    index): a search reads the bookings themselves only for those, and usually for nobody, so the
+    first offer of an urgent call costs no extra round trip (docs/benchmarks.md, issue 16)."""
+    if not doctor_ids:
+        return {}, set()
+    booked = (
+        sa.exists()
+        .where(
+            VisitBooking.doctor_id == DoctorProfile.user_id,
+            VisitBooking.active.is_(True),
+            VisitBooking.held_until >= booked_from,
+            VisitBooking.held_from <= booked_until,
+        )
+        .correlate(DoctorProfile)
+    )
+    rows = await session.execute(
+        sa.select(DoctorProfile.user_id, DoctorProfile.rating_avg, booked)
+        .join(User, User.id == DoctorProfile.user_id)
+        .where(
+            DoctorProfile.user_id.in_(list(doctor_ids)),
+            DoctorProfile.verified.is_(True),
+            User.is_active.is_(True),
+            User.role == Role.DOCTOR.value,
+        )
+    )
+    found: dict[uuid.UUID, float | None] = {}
+    holding: set[uuid.UUID] = set()
+    for user_id, rating, has_booking in rows.all():
+        found[user_id] = rating
+        if has_booking:
+            holding.add(user_id)
+    return found, holding
 
 
 async def add_rating(session: AsyncSession, doctor_id: uuid.UUID, score: int) -> None:

@@ -64,6 +64,9 @@ async def test_a_first_offer_writes_the_call_once_and_still_counts_both_versions
         await world.settle()
     finally:
         sa.event.remove(world.db.sync_engine, "before_cursor_execute", record)
+    # The creation (call, history, outbox), the candidates' profiles and bookings in one read, then the
+    # offer's transaction (the call for update, one UPDATE, the history, the offers, the outbox).
+    assert len(seen) == 9, seen
     assert seen.count("UPDATE CALLS SET") == 1, seen
     assert seen.count("INSERT INTO CALL_EVENTS") == 2, seen  # the creation's, then both changes' rows
     versions = [(e["status"], e["version"]) for e in world.events(f"call:{call_id}", "call.status")]
