@@ -57,5 +57,8 @@ class VisitBooking(Base):
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
     released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     release_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    sequence: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    """How many times the visit was moved or cancelled: the calendar feed's ``SEQUENCE`` (RFC 5545
+    3.8.7.4), so a subscribed calendar takes the newer version (migration 0014)."""
     created_at: Mapped[dt.datetime] = timestamp_default_now()
     updated_at: Mapped[dt.datetime] = timestamp_default_now()

@@ -17,9 +17,11 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from dispatch.agenda import AgendaService
 from dispatch.availability import Availability
 from dispatch.booking import BookingService
 from dispatch.breadcrumbs import BreadcrumbWriter
+from dispatch.calendar_feed import CalendarFeeds
 from dispatch.call_feed import CallStatusFollower
 from dispatch.call_places import CallPlaces
 from dispatch.calls import CallService
@@ -47,6 +49,7 @@ from server.notify import offer_seen
 from server.notify.rules import NOTIFY_TYPES
 from server.notify.service import Notify
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
+from server.routes import agenda as _agenda_routes  # noqa: F401
 from server.routes import api, doctor_app
 from server.routes import auth as _auth_routes  # noqa: F401
 from server.routes import bookings as _booking_routes  # noqa: F401
@@ -215,6 +218,8 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
                 catalogue=Catalogue(sessions),
                 schedules=DoctorSchedules(sessions, now=now),
                 bookings=BookingService(sessions, calls, settings.slot_rules(), now=now),
+                agenda=AgendaService(sessions, now=now),
+                feeds=CalendarFeeds(sessions, now=now),
             ),
         )
         gateway = build_gateway(app.state.services)
