@@ -74,6 +74,7 @@ from server.routes import telegram as _telegram_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import PlannedVisits, Services
 from server.settings import Settings
+from server.test_clock import FileOffsetClock
 from server.ws import ops as ws_ops
 from server.ws.gateway import Gateway
 
@@ -164,6 +165,12 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
     ``now``: the clock of the calls and planned visits (aware UTC; tests pass a manual clock's
     ``utcnow``, tests/clock.py); the live engine keeps the wall clock."""
     metrics = Metrics()
+    dispatch_now: Callable[[], dt.datetime] = utcnow
+    if settings.test_clock_file:
+        # Test only (server/test_clock.py): every domain clock, the offer loop's included, follows the
+        # offset in the file, so a browser test can move a separate server process to a lead time.
+        now = dispatch_now = FileOffsetClock(settings.test_clock_file).utcnow
+        log.warning("test clock in use: never in production", extra={"path": settings.test_clock_file})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -181,7 +188,9 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
         relay = OutboxRelay(publisher)
         metrics.watch_outbox(publisher.stats)
         calls = CallService(sessions, publisher, zones, now=now)
-        dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
+        dispatch = OfferLoop(
+            calls, engine.locations, engine.states, engine.deadlines, settings.dispatch(), now=dispatch_now
+        )
         sos = SosService(
             sessions,
             publisher,
