@@ -3,6 +3,7 @@
 // shared catalogues (/static/i18n).
 import { bindLanguageSelect, errorText, initI18n, onLanguageChange, t } from "/static/shared/i18n.js";
 import { Socket } from "/static/shared/socket.js";
+import { Agenda } from "./agenda.js";
 import { api } from "./api.js";
 import { OfferCard } from "./offer.js";
 import { Shift } from "./shift.js";
@@ -37,6 +38,8 @@ function start() {
   shift.onFix = (fix) => visit.moved(fix);
   const openVisit = (id) => visit.open(id).catch((err) => { visit.error = errorText(err); console.warn("visit", err); });
   const offer = new OfferCard($("offer"), socket, { onAccepted: openVisit });
+  const agenda = new Agenda($("agenda"), { api });
+  agenda.load();
   const push = bindPushToggle($("push"), api, "/doctor");
   // A notification's Accept / Decline (static/shared/push-sw.js): a message while the app is open, or
   // ?accept=<offer> / ?decline=<offer> when the click opened it. Answered over REST, the same service
@@ -125,6 +128,7 @@ function start() {
     visit.render();
     sos.render();
     push.render();
+    agenda.render();
   });
   // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
   import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
@@ -140,7 +144,7 @@ function start() {
   socket.start();
 
   // Read-only handles for the end-to-end tests (docs/doctor-app.md).
-  window.totDoctor = { socket, shift, offer, visit, sos, push };
+  window.totDoctor = { socket, shift, offer, visit, sos, push, agenda };
 }
 
 if ("serviceWorker" in navigator) {
