@@ -26,7 +26,7 @@ import pytest
 from playwright.async_api import Browser
 
 from models.enums import Role
-from tests.e2e.apps_browser import deployed_city, go_on_shift, shows, until, watch_errors
+from tests.e2e.apps_browser import deployed_city, go_on_shift, shot, shows, until, watch_errors
 from tests.e2e.console_browser import chromium, sign_in
 from tests.e2e.dispatch_world import CENTRE, PASSWORD, City, Person
 
@@ -154,6 +154,12 @@ async def test_a_booking_reaches_the_agenda_and_the_doctor_is_offered_it_at_lead
         upcoming = pp.locator("#visits-upcoming li")
         await upcoming.first.wait_for(timeout=WAIT_MS)
         assert await upcoming.count() == 1
+        await shot(pp, "planned-screenshots", "patient-booked")
+        # After a reload the booked visit is under "My visits", not the call being followed.
+        await pp.reload()
+        await shows(pp, "#request:not([hidden])")
+        await upcoming.first.wait_for(timeout=WAIT_MS)
+        assert await pp.locator("#call").is_hidden() and await upcoming.count() == 1
         call_id = await upcoming.first.get_attribute("data-call")
         assert call_id
         booked = await ok(await world.http("GET", f"/v1/calls/{call_id}", patient))
@@ -184,6 +190,7 @@ async def test_a_booking_reaches_the_agenda_and_the_doctor_is_offered_it_at_lead
             await until(dp, "(old) => document.getElementById('calendar-url').value !== old", link)
             assert (await http.get(link)).status_code == 404
 
+        await shot(dp, "planned-screenshots", "doctor-agenda")
         # Nothing is offered before the lead time.
         assert await dp.locator("#offer").is_hidden()
         # The server's clock moves to the lead time (09:00 tomorrow, Moscow): the doctor is offered the call.
@@ -194,6 +201,21 @@ async def test_a_booking_reaches_the_agenda_and_the_doctor_is_offered_it_at_lead
         assert offered["id"] == call_id and offered["urgency"] == "planned"
         assert "Tverskaya 1" in (await dp.text_content("#offer") or "")
         await world.wait_status(call_id, {"offered"})
+        await shot(dp, "planned-screenshots", "doctor-offered")
+        # The patient cancels it under "My visits" (a second press): the offer is withdrawn, the visit
+        # is past and struck through in the agenda, in Russian.
+        cancel = pp.locator(f"#visits-upcoming li[data-call='{call_id}'] .visit-cancel")
+        await cancel.click()
+        await cancel.click()
+        await pp.locator(f"#visits-past li[data-call='{call_id}'][data-status='cancelled']").wait_for(
+            timeout=WAIT_MS
+        )
+        await dp.locator("#offer[data-state='withdrawn']").wait_for(timeout=WAIT_MS)
+        await dp.select_option("#language", "ru")
+        await dp.click("#agenda-refresh")
+        await dp.locator(f".agenda-visit.cancelled[data-call='{call_id}']").wait_for(timeout=WAIT_MS)
+        assert "Расписание визитов" in (await dp.text_content("#agenda") or "")
+        assert (await world.call(call_id))["status"] == "cancelled"
         assert errors == [], errors
     finally:
         await patient_ctx.close()

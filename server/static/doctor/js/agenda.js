@@ -1,10 +1,15 @@
 // The agenda: the doctor's booked visits today and the next days, in the doctor's own time zone
 // (GET /v1/doctors/me/agenda), and the secret calendar link for a phone's or a desktop's calendar
 // (POST /v1/doctors/me/calendar-token: making a new one kills the old address). docs/doctor-app.md.
-import { errorText, label, t } from "/static/shared/i18n.js";
+import { errorText, label, language, t } from "/static/shared/i18n.js";
 import { h } from "./dom.js";
 
 const DAYS = 7;
+
+/** "Sat, 5 Dec" for a YYYY-MM-DD date, in the app's language (the date as written, whatever the zone). */
+function dayName(date) {
+  return new Date(`${date}T12:00:00Z`).toLocaleDateString(language(), { weekday: "short", day: "numeric", month: "short", timeZone: "UTC" });
+}
 
 export class Agenda {
   /** el: the panel; api: the REST client. */
@@ -43,7 +48,7 @@ export class Agenda {
 
   day(date, visits) {
     return h("li", { class: "agenda-day", dataset: { date } },
-      h("h3", {}, date),
+      h("h3", {}, dayName(date)),
       visits.length === 0 ? h("p", { class: "note" }, t("doctor.agenda.free")) :
         h("ol", { class: "agenda-visits" }, ...visits.map((v) => h("li", {
           class: v.cancelled ? "agenda-visit cancelled" : "agenda-visit",

@@ -149,7 +149,8 @@ function start() {
   booking.load();
   visits.load();
   history.load().then((items) => {
-    const open = items.find((c) => !FINAL.has(c.status));
+    // A booked visit waiting for its time is under "My visits", not the call being followed.
+    const open = items.find((c) => !FINAL.has(c.status) && !(c.urgency === "planned" && c.status === "created"));
     if (open) view.open(open);
     else request.show();
   });
