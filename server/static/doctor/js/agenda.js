@@ -20,6 +20,7 @@ export class Agenda {
     this.link = null; // the feed's full URL once made (the server shows a token only once)
     this.error = "";
     this.rotating = false;
+    this.render();
   }
 
   async load() {

@@ -38,8 +38,7 @@ function start() {
   shift.onFix = (fix) => visit.moved(fix);
   const openVisit = (id) => visit.open(id).catch((err) => { visit.error = errorText(err); console.warn("visit", err); });
   const offer = new OfferCard($("offer"), socket, { onAccepted: openVisit });
-  const agenda = new Agenda($("agenda"), { api });
-  agenda.load();
+  const agenda = new Agenda($("agenda"), { api }); // loaded by the socket's first resync
   const push = bindPushToggle($("push"), api, "/doctor");
   // A notification's Accept / Decline (static/shared/push-sw.js): a message while the app is open, or
   // ?accept=<offer> / ?decline=<offer> when the click opened it. Answered over REST, the same service
@@ -98,7 +97,10 @@ function start() {
         closeNotifications("/doctor", "offer:").catch(() => {});
         break;
       case "call.unassigned":
-      case "call.cancelled": visit.left(type, data); break;
+      case "call.cancelled":
+        visit.left(type, data);
+        agenda.load(); // a booked visit's cancel shows there too
+        break;
       case "sos.acknowledged":
       case "sos.resolved": sos.update(data); break;
       default: break;
@@ -108,6 +110,7 @@ function start() {
     onResync: () => {
       visit.reload().catch((err) => console.warn("reload", err));
       offer.reload(api).catch((err) => console.warn("offers", err));
+      agenda.load();
     },
     resyncOnStart: true,
   });
