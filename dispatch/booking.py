@@ -211,6 +211,7 @@ class BookingService:
         if moving is not None:
             # Out of the database's overlap check while the day's holds are recomputed around it.
             moving.active = False
+            moving.sequence = (moving.sequence or 0) + 1  # the calendar feed's SEQUENCE
             await session.flush()
         self._place(booking, target, result, lat, lon, now)
         for day in {result.local_day, old_day} - {None}:

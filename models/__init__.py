@@ -4,6 +4,7 @@ Importing this package registers every table on :data:`models.base.Base.metadata
 """
 
 from models.base import Base
+from models.calendar_feeds import CalendarFeed
 from models.calls import Call, CallEvent
 from models.chat import ChatMessage
 from models.clinic_catalogue import ClinicAdmin, ClinicService
@@ -33,6 +34,7 @@ from models.zones import Zone
 
 __all__ = [
     "Base",
+    "CalendarFeed",
     "Call",
     "CallEvent",
     "ChatMessage",

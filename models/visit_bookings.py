@@ -61,5 +61,8 @@ class VisitBooking(Base):
     reminders_sent: Mapped[int] = mapped_column(sa.SmallInteger, default=0, server_default="0")
     """How many of the visit's reminders (T - 24 h, T - 2 h) were staged or skipped (migration 0013,
     ``dispatch/booking_reminders.py``)."""
+    sequence: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    """How many times the visit was moved or cancelled: the calendar feed's ``SEQUENCE`` (RFC 5545
+    3.8.7.4), so a subscribed calendar takes the newer version (migration 0014)."""
     created_at: Mapped[dt.datetime] = timestamp_default_now()
     updated_at: Mapped[dt.datetime] = timestamp_default_now()

@@ -17,10 +17,12 @@ from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from dispatch.agenda import AgendaService
 from dispatch.availability import Availability
 from dispatch.booking import BookingService
 from dispatch.booking_reminders import BookingReminders
 from dispatch.breadcrumbs import BreadcrumbWriter
+from dispatch.calendar_feed import CalendarFeeds
 from dispatch.call_feed import CallStatusFollower
 from dispatch.call_places import CallPlaces
 from dispatch.calls import CallService
@@ -48,6 +50,7 @@ from server.notify import offer_seen
 from server.notify.rules import NOTIFY_TYPES
 from server.notify.service import Notify
 from server.routes import admin as _admin_routes  # noqa: F401  (importing registers the routes)
+from server.routes import agenda as _agenda_routes  # noqa: F401
 from server.routes import api, doctor_app
 from server.routes import auth as _auth_routes  # noqa: F401
 from server.routes import bookings as _booking_routes  # noqa: F401
@@ -72,6 +75,7 @@ from server.routes import telegram as _telegram_routes  # noqa: F401
 from server.routes import zones as _zone_routes  # noqa: F401
 from server.services import PlannedVisits, Services
 from server.settings import Settings
+from server.test_clock import FileOffsetClock
 from server.ws import ops as ws_ops
 from server.ws.gateway import Gateway
 
@@ -162,6 +166,12 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
     ``now``: the clock of the calls and planned visits (aware UTC; tests pass a manual clock's
     ``utcnow``, tests/clock.py); the live engine keeps the wall clock."""
     metrics = Metrics()
+    dispatch_now: Callable[[], dt.datetime] = utcnow
+    if settings.test_clock_file:
+        # Test only (server/test_clock.py): every domain clock, the offer loop's included, follows the
+        # offset in the file, so a browser test can move a separate server process to a lead time.
+        now = dispatch_now = FileOffsetClock(settings.test_clock_file).utcnow
+        log.warning("test clock in use: never in production", extra={"path": settings.test_clock_file})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -179,7 +189,9 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
         relay = OutboxRelay(publisher)
         metrics.watch_outbox(publisher.stats)
         calls = CallService(sessions, publisher, zones, now=now)
-        dispatch = OfferLoop(calls, engine.locations, engine.states, engine.deadlines, settings.dispatch())
+        dispatch = OfferLoop(
+            calls, engine.locations, engine.states, engine.deadlines, settings.dispatch(), now=dispatch_now
+        )
         sos = SosService(
             sessions,
             publisher,
@@ -216,6 +228,8 @@ def create_app(settings: Settings, *, now: Callable[[], dt.datetime] = utcnow) -
                 catalogue=Catalogue(sessions),
                 schedules=DoctorSchedules(sessions, now=now),
                 bookings=BookingService(sessions, calls, settings.slot_rules(), now=now),
+                agenda=AgendaService(sessions, now=now),
+                feeds=CalendarFeeds(sessions, now=now),
             ),
         )
         gateway = build_gateway(app.state.services)

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from dispatch.agenda import AgendaService
 from dispatch.booking import BookingService
+from dispatch.calendar_feed import CalendarFeeds
 from dispatch.calls import CallService
 from dispatch.catalogue import Catalogue
 from dispatch.chat import ChatService
@@ -34,6 +36,10 @@ class PlannedVisits:
     catalogue: Catalogue
     schedules: DoctorSchedules
     bookings: BookingService
+    agenda: AgendaService
+    """Doctors' agendas and patients' visits (reads)."""
+    feeds: CalendarFeeds
+    """Doctors' secret ICS feeds."""
 
 
 @dataclass

@@ -170,6 +170,8 @@ class Settings:
     phone_code_attempts: int = 5
     phone_code_limit_account: str = "1/minute;5/hour"
     phone_code_limit_address: str = "20/hour"
+    # Test only: the domain clock shifted by the offset in this file (server/test_clock.py).
+    test_clock_file: str = ""
 
     @property
     def engine_scheme(self) -> str:
@@ -365,4 +367,5 @@ def load_settings(
         phone_code_limit_address=parse_rate_limit(
             config, "TOT_PHONE_CODE_LIMIT_ADDRESS", "" if demo else "20/hour"
         ),
+        test_clock_file=str(config("TOT_TEST_CLOCK_FILE", default="")).strip(),
     )

@@ -67,7 +67,13 @@ async def release_of_call(session: AsyncSession, call_id: uuid.UUID, at: dt.date
     result = await session.execute(
         sa.update(VisitBooking)
         .where(VisitBooking.call_id == call_id, VisitBooking.active.is_(True))
-        .values(active=False, released_at=at, release_reason=reason, updated_at=at)
+        .values(
+            active=False,
+            released_at=at,
+            release_reason=reason,
+            updated_at=at,
+            sequence=VisitBooking.sequence + 1,
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))

@@ -93,7 +93,8 @@ class ScheduleOut(BaseModel):
     updated_at: int | None
 
 
-def _doctor_id(request: Request) -> uuid.UUID:
+def doctor_id_of(request: Request) -> uuid.UUID:
+    """The path's ``doctor_id``: a UUID, or ``me`` for the signed-in user. Raises ``ApiError`` 422."""
     raw = request.path_params["doctor_id"]
     if raw == "me":
         return services(request).principal(request).user_id
@@ -170,7 +171,7 @@ async def put_schedule(request: Request) -> Response:
     the schedule whole. 422 naming the field: ``time_zone`` not an IANA name, hours with end <= start
     or overlapping (``weekly.N.end``), an unknown service, one of another clinic or of a specialty the
     doctor lacks (``service_ids.N``), an unverified doctor (``doctor_id``). Booked visits stay."""
-    doctor_id = _doctor_id(request)
+    doctor_id = doctor_id_of(request)
     body = await parse_body(request, ScheduleIn)
     plan = (
         await services(request)
@@ -192,5 +193,5 @@ async def put_schedule(request: Request) -> Response:
 )
 async def get_schedule(request: Request) -> Response:
     """Those who may set it read it; 404 before the first schedule."""
-    plan = await services(request).planned_visits().schedules.get(who_of(request), _doctor_id(request))
+    plan = await services(request).planned_visits().schedules.get(who_of(request), doctor_id_of(request))
     return json_response(_plan_json(plan))

@@ -104,7 +104,7 @@ async def test_sign_up_and_the_service_worker(world: City, page: Page) -> None:
     )
     scope = await js(page, "() => navigator.serviceWorker.ready.then((r) => r.scope)")
     assert scope == f"{world.url}/app"
-    assert await js(page, "() => caches.keys()") == ["tot-patient-shell-v3"]
+    assert await js(page, "() => caches.keys()") == ["tot-patient-shell-v4"]
 
 
 async def test_request_a_doctor_and_watch_the_doctor_approach(

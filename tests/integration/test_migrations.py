@@ -19,6 +19,7 @@ from tests.helpers import as_cli
 
 EXPECTED_TABLES = {
     "users",
+    "calendar_feeds",
     "clinics",
     "doctor_profiles",
     "doctor_zones",

@@ -2,12 +2,13 @@
 // cached at install and served network-first, so an online phone always runs the newest code and an
 // offline one still opens the app (which then shows "offline" and reconnects by itself). API calls
 // and the WebSocket are never cached.
-const CACHE = "tot-doctor-shell-v4";
+const CACHE = "tot-doctor-shell-v5";
 const SHELL = [
   "/doctor",
   "/doctor/manifest.webmanifest",
   "/doctor/static/doctor.css",
   "/doctor/static/icon.svg",
+  "/doctor/static/js/agenda.js",
   "/doctor/static/js/api.js",
   "/doctor/static/js/config.js",
   "/doctor/static/js/dom.js",

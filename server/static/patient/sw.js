@@ -2,7 +2,7 @@
 // shell. It keeps the app's own files (page, scripts, styles, catalogues, the map library) in a cache
 // and serves them from there when the network is gone; the API and the socket are never cached.
 // Network first, so a new version of the app is used as soon as the server can be reached.
-const CACHE = "tot-patient-shell-v3";
+const CACHE = "tot-patient-shell-v4";
 const SHELL = [
   "/app",
   "/app/manifest.webmanifest",
@@ -15,6 +15,8 @@ const SHELL = [
   "/app/static/js/request.js",
   "/app/static/js/call.js",
   "/app/static/js/history.js",
+  "/app/static/js/booking.js",
+  "/app/static/js/visits.js",
   "/static/shared/api.js",
   "/static/shared/dom.js",
   "/static/shared/i18n.js",

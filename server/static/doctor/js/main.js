@@ -3,6 +3,7 @@
 // shared catalogues (/static/i18n).
 import { bindLanguageSelect, errorText, initI18n, onLanguageChange, t } from "/static/shared/i18n.js";
 import { Socket } from "/static/shared/socket.js";
+import { Agenda } from "./agenda.js";
 import { api } from "./api.js";
 import { OfferCard } from "./offer.js";
 import { Shift } from "./shift.js";
@@ -37,6 +38,7 @@ function start() {
   shift.onFix = (fix) => visit.moved(fix);
   const openVisit = (id) => visit.open(id).catch((err) => { visit.error = errorText(err); console.warn("visit", err); });
   const offer = new OfferCard($("offer"), socket, { onAccepted: openVisit });
+  const agenda = new Agenda($("agenda"), { api }); // loaded by the socket's first resync
   const push = bindPushToggle($("push"), api, "/doctor");
   // A notification's Accept / Decline (static/shared/push-sw.js): a message while the app is open, or
   // ?accept=<offer> / ?decline=<offer> when the click opened it. Answered over REST, the same service
@@ -95,7 +97,10 @@ function start() {
         closeNotifications("/doctor", "offer:").catch(() => {});
         break;
       case "call.unassigned":
-      case "call.cancelled": visit.left(type, data); break;
+      case "call.cancelled":
+        visit.left(type, data);
+        agenda.load(); // a booked visit's cancel shows there too
+        break;
       case "sos.acknowledged":
       case "sos.resolved": sos.update(data); break;
       default: break;
@@ -105,6 +110,7 @@ function start() {
     onResync: () => {
       visit.reload().catch((err) => console.warn("reload", err));
       offer.reload(api).catch((err) => console.warn("offers", err));
+      agenda.load();
     },
     resyncOnStart: true,
   });
@@ -125,6 +131,7 @@ function start() {
     visit.render();
     sos.render();
     push.render();
+    agenda.render();
   });
   // "Link Telegram" (shared/telegram.js), loaded lazily: an offline start goes on without it.
   import("/static/shared/telegram.js").then((m) => m.mountTelegramLink($("telegram"), api)).catch(() => {});
@@ -140,7 +147,7 @@ function start() {
   socket.start();
 
   // Read-only handles for the end-to-end tests (docs/doctor-app.md).
-  window.totDoctor = { socket, shift, offer, visit, sos, push };
+  window.totDoctor = { socket, shift, offer, visit, sos, push, agenda };
 }
 
 if ("serviceWorker" in navigator) {

@@ -7,9 +7,11 @@ import { Socket } from "/static/shared/socket.js";
 import { api, ApiError } from "./api.js";
 import { CallView, FINAL } from "./call.js";
 import { $, h } from "./dom.js";
+import { BookingForm } from "./booking.js";
 import { History } from "./history.js";
 import { CallMarkers, createMap, readConfig } from "./map.js";
 import { RequestForm } from "./request.js";
+import { Visits } from "./visits.js";
 
 const config = readConfig("app-config");
 const PHONE = /^\+?[0-9 ()-]{6,20}$/;
@@ -93,6 +95,8 @@ function start() {
   let rateCall = null;
 
   const request = new RequestForm(map, markers, { onCreated: (call) => { request.hide(); view.open(call); history.update(call); } });
+  const visits = new Visits();
+  const booking = new BookingForm(request, { onBooked: () => { visits.load(); history.load(); } });
   const view = new CallView(socket, markers, {
     onChange: (call) => history.update(call),
     onFinished: (call) => {
@@ -142,15 +146,18 @@ function start() {
   onLanguageChange(me);
   socket.start();
 
+  booking.load();
+  visits.load();
   history.load().then((items) => {
-    const open = items.find((c) => !FINAL.has(c.status));
+    // A booked visit waiting for its time is under "My visits", not the call being followed.
+    const open = items.find((c) => !FINAL.has(c.status) && !(c.urgency === "planned" && c.status === "created"));
     if (open) view.open(open);
     else request.show();
   });
 
   // Read-only handles for the end-to-end tests (docs/patient-app.md).
   window.totPatient = {
-    map, socket, markers, view, request, history,
+    map, socket, markers, view, request, history, booking, visits,
     get call() { return view.call; },
     get approach() { return view.approach; },
   };
